@@ -1,0 +1,9 @@
+/* config.c — placeholder until the config module lands. */
+#include "cortex/config.h"
+
+#include <stdio.h>
+
+int cortex_config_check_cli(const char *path) {
+  fprintf(stderr, "%s: config checking not available in this build yet\n", path);
+  return 1;
+}
