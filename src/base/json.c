@@ -28,9 +28,8 @@ static hx_code check_depth(const char *s, size_t n, int max_depth, hx_err *err) 
       in_str = true;
     else if (c == '[' || c == '{') {
       if (++depth > max_depth)
-        return hx_err_set(err, HX_ETOOLARGE,
-                          "line %zu, column %zu: nesting deeper than %d levels", line, col,
-                          max_depth);
+        return hx_err_set(err, HX_ETOOLARGE, "line %zu, column %zu: nesting deeper than %d levels",
+                          line, col, max_depth);
     } else if (c == ']' || c == '}')
       depth--;
   }
@@ -48,8 +47,7 @@ json_t *hx_json_parse(const char *text, size_t len, hx_json_limits lim, hx_err *
   if (check_depth(text, len, lim.max_depth, err))
     return NULL;
   json_error_t je;
-  json_t *v = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL,
-                         &je);
+  json_t *v = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
   if (!v) {
     hx_err_set(err, HX_EINVAL, "line %d, column %d: %s", je.line, je.column, je.text);
     return NULL;
@@ -113,8 +111,7 @@ hx_code hx_json_get_string(const json_t *obj, const char *key, bool required, co
   if (!v)
     return rc;
   if (!json_is_string(v))
-    return hx_err_set(err, HX_EINVAL, "\"%s\" must be a string, not %s", key,
-                      hx_json_type_name(v));
+    return hx_err_set(err, HX_EINVAL, "\"%s\" must be a string, not %s", key, hx_json_type_name(v));
   *out = json_string_value(v);
   return HX_OK;
 }
@@ -141,19 +138,17 @@ hx_code hx_json_get_int(const json_t *obj, const char *key, bool required, int64
   return HX_OK;
 }
 
-hx_code hx_json_get_number(const json_t *obj, const char *key, bool required, double lo,
-                           double hi, double *out, hx_err *err) {
+hx_code hx_json_get_number(const json_t *obj, const char *key, bool required, double lo, double hi,
+                           double *out, hx_err *err) {
   hx_code rc;
   const json_t *v = lookup(obj, key, required, &rc, err);
   if (!v)
     return rc;
   if (!json_is_number(v))
-    return hx_err_set(err, HX_EINVAL, "\"%s\" must be a number, not %s", key,
-                      hx_json_type_name(v));
+    return hx_err_set(err, HX_EINVAL, "\"%s\" must be a number, not %s", key, hx_json_type_name(v));
   double x = json_number_value(v);
   if (!(x >= lo && x <= hi))
-    return hx_err_set(err, HX_EINVAL, "\"%s\" must be between %g and %g, got %g", key, lo, hi,
-                      x);
+    return hx_err_set(err, HX_EINVAL, "\"%s\" must be between %g and %g, got %g", key, lo, hi, x);
   *out = x;
   return HX_OK;
 }

@@ -39,10 +39,9 @@ hx_code hx_json_get_string(const json_t *obj, const char *key, bool required, co
                            hx_err *err);
 hx_code hx_json_get_int(const json_t *obj, const char *key, bool required, int64_t lo, int64_t hi,
                         int64_t *out, hx_err *err);
-hx_code hx_json_get_number(const json_t *obj, const char *key, bool required, double lo,
-                           double hi, double *out, hx_err *err);
-hx_code hx_json_get_bool(const json_t *obj, const char *key, bool required, bool *out,
-                         hx_err *err);
+hx_code hx_json_get_number(const json_t *obj, const char *key, bool required, double lo, double hi,
+                           double *out, hx_err *err);
+hx_code hx_json_get_bool(const json_t *obj, const char *key, bool required, bool *out, hx_err *err);
 
 /* Name of a value's type as a JSON user would say it ("string", "object"...). */
 const char *hx_json_type_name(const json_t *v);

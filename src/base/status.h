@@ -51,10 +51,10 @@ hx_code hx_err_wrap(hx_err *err, const char *fmt, ...) __attribute__((format(pri
 void hx_err_clear(hx_err *err);
 
 /* Always-on invariant check: prints file:line and the expression, aborts. */
-#define HX_ASSERT(cond)                                                                  \
-  do {                                                                                   \
-    if (!(cond))                                                                         \
-      hx_assert_fail(#cond, __FILE__, __LINE__, __func__);                               \
+#define HX_ASSERT(cond)                                                                            \
+  do {                                                                                             \
+    if (!(cond))                                                                                   \
+      hx_assert_fail(#cond, __FILE__, __LINE__, __func__);                                         \
   } while (0)
 
 _Noreturn void hx_assert_fail(const char *expr, const char *file, int line, const char *func);

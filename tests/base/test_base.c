@@ -117,9 +117,12 @@ static void test_log_levels(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_err_set_and_wrap), cmocka_unit_test(test_size_overflow),
-      cmocka_unit_test(test_buf_bounded),      cmocka_unit_test(test_slice),
-      cmocka_unit_test(test_arena),            cmocka_unit_test(test_time),
+      cmocka_unit_test(test_err_set_and_wrap),
+      cmocka_unit_test(test_size_overflow),
+      cmocka_unit_test(test_buf_bounded),
+      cmocka_unit_test(test_slice),
+      cmocka_unit_test(test_arena),
+      cmocka_unit_test(test_time),
       cmocka_unit_test(test_log_levels),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
