@@ -1,0 +1,143 @@
+/* backend.h — the table of operations that forward passes are written against.
+ *
+ * A backend owns memory ("backend buffers", opaque) and runs the handful of
+ * operations a transformer step needs on tensors that live in those buffers.
+ * Models never touch backend memory directly: they upload inputs, run ops
+ * between hx_backend_ops.step_begin and .step_end, and download results.
+ *
+ * Shape conventions (row-major, element 0 of a row is contiguous):
+ *   activations are f32 matrices [n_rows][n_cols] — one row per token;
+ *   weights are [n_out][n_in] in their stored ggml type (quant.h ids), a row
+ *   of n_in elements being whole quantization blocks; matmul computes
+ *   y[t][o] = sum_i x[t][i] * W[o][i]  (x · Wᵀ, as nn.Linear and ggml do).
+ *   The KV cache of one layer is [n_ctx][n_kv_heads * head_dim] in the cache
+ *   type (F16 default, F32, Q8_0).
+ *
+ * Positions live in backend memory (an i32 tensor, one per token row) so that
+ * a captured decode graph (CUDA) can replay without host arguments changing:
+ * inside a step no host pointer is passed to an op, and every op argument
+ * other than tensor handles is a shape or a constant of the model. Ops queued
+ * between step_begin and step_end may run asynchronously; step_end waits for
+ * them and reports a device failure. download is only valid outside a step.
+ *
+ * Threading: one backend instance is driven by one thread at a time (the CPU
+ * backend parallelises inside each op over its own pool; the CUDA backend
+ * forwards to its per-device worker). */
+#ifndef HX_ENGINE_BACKEND_H
+#define HX_ENGINE_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/status.h"
+
+typedef struct hx_bbuf hx_bbuf; /* a backend buffer: opaque, owned by the backend */
+
+/* A view of a tensor inside a backend buffer. Plain value; does not own. */
+typedef struct hx_tensor {
+  hx_bbuf *buf;     /* the buffer; NULL = absent (e.g. no bias) */
+  size_t offset;    /* byte offset of element [0][0] in buf */
+  uint32_t type;    /* ggml type id (quant.h): 0 = F32, 1 = F16, 8 = Q8_0, ... */
+  int64_t n_cols;   /* elements per row (ne0) */
+  int64_t n_rows;   /* rows (ne1) */
+  size_t row_bytes; /* byte stride between rows */
+} hx_tensor;
+
+/* RoPE parameters of a model (constant per model). NeoX style: dimension i of
+ * the rotated part pairs with i + n_rot/2. */
+typedef struct hx_rope_params {
+  int n_rot;        /* rotated dims per head (== head_dim for full rotary; even) */
+  float freq_base;  /* theta, e.g. 1e6 */
+  float freq_scale; /* 1 / linear factor; 1 = none */
+  /* YaRN (rope_scaling.type == "yarn"), as transformers'
+   * _compute_yarn_parameters: factor > 1 enables it. */
+  float yarn_factor;      /* scaling factor s; 0 or 1 = off */
+  int yarn_orig_ctx;      /* original_max_position_embeddings */
+  float yarn_beta_fast;   /* default 32 */
+  float yarn_beta_slow;   /* default 1 */
+  float yarn_attn_factor; /* multiplier of cos/sin (mscale); 0 = 0.1*ln(s)+1 */
+} hx_rope_params;
+
+/* Arguments of one attention call, constant per model and layer. */
+typedef struct hx_attn_params {
+  int n_heads;    /* query heads */
+  int n_kv_heads; /* key/value heads; n_heads % n_kv_heads == 0 (GQA) */
+  int head_dim;   /* dims per head; ≤ HX_BACKEND_HEAD_DIM_MAX */
+  float scale;    /* usually 1/sqrt(head_dim) */
+} hx_attn_params;
+
+enum { HX_BACKEND_HEAD_DIM_MAX = 512, HX_BACKEND_TOPK_MAX = 64 };
+
+typedef struct hx_backend_ops {
+  const char *name; /* "cpu", "cuda" */
+
+  /* ---- memory (outside a step) ---- */
+  /* Allocates n_bytes of backend memory (64-byte aligned); NULL + err on failure. */
+  hx_bbuf *(*buf_alloc)(void *be, size_t n_bytes, hx_err *err);
+  /* Wraps host memory the caller keeps alive (e.g. an mmapped weight file) as a
+   * read-only buffer without copying, where the backend can (CPU); returns NULL
+   * when it cannot — the caller then allocates and uploads. */
+  hx_bbuf *(*buf_wrap_host)(void *be, const void *host, size_t n_bytes);
+  void (*buf_free)(void *be, hx_bbuf *buf); /* buf may be NULL */
+  hx_code (*buf_upload)(void *be, hx_bbuf *buf, size_t offset, const void *src, size_t n_bytes,
+                        hx_err *err);
+  hx_code (*buf_download)(void *be, const hx_bbuf *buf, size_t offset, void *dst, size_t n_bytes,
+                          hx_err *err);
+  /* Sizes internal scratch for the largest step the model will run: up to
+   * max_rows token rows of at most max_cols columns, and attention over up to
+   * max_ctx positions. Called once at load; ops never allocate after it. */
+  hx_code (*reserve)(void *be, int64_t max_rows, int64_t max_cols, int64_t max_ctx, hx_err *err);
+
+  /* ---- a step: every op below is queued between these two ---- */
+  void (*step_begin)(void *be, int n_tokens);
+  hx_code (*step_end)(void *be, hx_err *err); /* waits; HX_EDEVICE on device failure */
+
+  /* y[n][n_out] = x[n][n_in] · Wᵀ (+ bias[n_out] when bias.buf). W any weight type. */
+  void (*matmul)(void *be, hx_tensor y, hx_tensor w, hx_tensor x, hx_tensor bias);
+  /* out[t][:] = table[ids[t]][:] as f32, for t < n; ids is an i32 tensor. */
+  void (*get_rows)(void *be, hx_tensor out, hx_tensor table, hx_tensor ids, int64_t n);
+  /* For each row: if residual.buf, residual += x and the norm is taken of the
+   * sum; out = sum / rms(sum) * (zero_centred ? 1 + w : w). out may alias x. */
+  void (*rms_norm)(void *be, hx_tensor out, hx_tensor x, hx_tensor residual, hx_tensor w, float eps,
+                   int zero_centred);
+  /* Per-head RMS norm (q/k norm): x is [n][n_heads*head_dim], w is [head_dim]. In place. */
+  void (*rms_norm_heads)(void *be, hx_tensor x, hx_tensor w, int head_dim, float eps);
+  /* NeoX RoPE in place on x [n][n_heads*head_dim] at positions pos[n] (i32). */
+  void (*rope)(void *be, hx_tensor x, hx_tensor pos, int head_dim, const hx_rope_params *p);
+  /* cache[pos[t]][:] = src[t][:] converted to the cache type, for every row t. */
+  void (*cache_store)(void *be, hx_tensor cache, hx_tensor src, hx_tensor pos);
+  /* cache rows [pos_src, pos_src+n) → [pos_dst, ...): move part of a cache. */
+  void (*cache_copy)(void *be, hx_tensor cache, int64_t pos_dst, int64_t pos_src, int64_t n);
+  /* out[t] = softmax(q[t]·Kᵀ·scale, causal: positions 0..pos[t]) · V for each
+   * query head; query head h uses kv head h / (n_heads / n_kv_heads). q and out
+   * are [n][n_heads*head_dim], k/v caches [n_ctx][n_kv_heads*head_dim]. */
+  void (*attention)(void *be, hx_tensor out, hx_tensor q, hx_tensor k_cache, hx_tensor v_cache,
+                    hx_tensor pos, const hx_attn_params *p);
+  /* out = silu(gate) * up, elementwise over [n][d]. out may alias gate. */
+  void (*swiglu)(void *be, hx_tensor out, hx_tensor gate, hx_tensor up);
+  /* out = a + b / a * b elementwise (same shape; b may be one row, broadcast). */
+  void (*add)(void *be, hx_tensor out, hx_tensor a, hx_tensor b);
+  void (*mul)(void *be, hx_tensor out, hx_tensor a, hx_tensor b);
+  /* Row-wise softmax in place. */
+  void (*softmax)(void *be, hx_tensor x);
+  /* Per row of x: the k largest values (descending) and their column indices
+   * into vals [n][k] (f32) and ids [n][k] (i32); k ≤ HX_BACKEND_TOPK_MAX.
+   * k == 1 is argmax (ties: lowest index). */
+  void (*top_k)(void *be, hx_tensor vals, hx_tensor ids, hx_tensor x, int k);
+} hx_backend_ops;
+
+/* A backend instance: its ops and their first argument. */
+typedef struct hx_backend {
+  const hx_backend_ops *ops;
+  void *be;
+} hx_backend;
+
+/* The CPU backend (backend/cpu): n_threads ≥ 1 workers including the caller. */
+hx_code hx_backend_cpu_init(hx_backend *out, int n_threads, hx_err *err);
+void hx_backend_cpu_free(hx_backend *b); /* b may be NULL or zeroed */
+
+/* Bytes per row of n_cols elements of a ggml type, 0 if the type is unknown
+ * or n_cols is not a whole number of blocks. */
+size_t hx_backend_row_bytes(uint32_t type, int64_t n_cols);
+
+#endif
