@@ -77,13 +77,14 @@ struct hx_http_req {
   hx_buf headers; /* copied at dispatch: kind byte, name NUL, value NUL, ... */
   char id[REQ_ID_MAX];
   uint64_t start_ns;
-  const route *route; /* NULL: rejected before dispatch */
+  const route *route; /* NULL: no handler (404/405) */
+  bool path_known;    /* some route has this path (405 rather than 404) */
 
-  bool dispatched;   /* handler called (owner reference taken) */
-  bool finished;     /* owner finished it */
-  bool suspended;    /* MHD connection suspended by us */
-  bool srv_dead;     /* daemon stopping: never suspend again */
-  bool rejected;     /* a server-generated response was queued */
+  bool dispatched; /* handler called (owner reference taken) */
+  bool finished;   /* owner finished it */
+  bool suspended;  /* MHD connection suspended by us */
+  bool srv_dead;   /* daemon stopping: never suspend again */
+  bool rejected;   /* a server-generated response was queued */
   atomic_bool cancelled;
   bool cancel_fired;
   bool cancel_running;
@@ -162,8 +163,8 @@ static bool req_id_sane(const char *s) {
   return true;
 }
 
-static void default_error_body(int status, const char *type, const char *code,
-                               const char *message, hx_buf *out) {
+static void default_error_body(int status, const char *type, const char *code, const char *message,
+                               hx_buf *out) {
   (void)status;
   json_t *j = hx_http_error_json(type, code, NULL, message);
   if (j) {
@@ -412,9 +413,8 @@ static enum MHD_Result deliver_locked(hx_http_req *req, struct MHD_Connection *c
     return ok;
   }
   if (req->streaming && !req->stream_queued) {
-    struct MHD_Response *r =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_reader, req,
-                                          stream_reader_free);
+    struct MHD_Response *r = MHD_create_response_from_callback(
+        MHD_SIZE_UNKNOWN, 4096, stream_reader, req, stream_reader_free);
     if (!r)
       return MHD_NO;
     req->refs++; /* the response's reference, dropped in stream_reader_free */
@@ -482,16 +482,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
                          NULL, 0);
     bool known;
     req->route = route_find(srv, req->method, req->path, &known);
-    if (!req->route) {
-      char msg[256];
-      if (known) {
-        snprintf(msg, sizeof msg, "method %.16s is not allowed on %.128s", req->method, req->path);
-        return queue_error(req, c, 405, "invalid_request_error", "method_not_allowed", msg, NULL,
-                           0);
-      }
-      snprintf(msg, sizeof msg, "no such endpoint: %.16s %.160s", req->method, req->path);
-      return queue_error(req, c, 404, "invalid_request_error", "not_found", msg, NULL, 0);
-    }
+    req->path_known = known; /* unknown routes are answered once the body is in */
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
     if (cl) {
       char *end = NULL;
@@ -499,8 +490,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
       unsigned long long n = strtoull(cl, &end, 10);
       if (errno || end == cl || *end || n > srv->cfg.body_max_bytes) {
         char msg[160];
-        snprintf(msg, sizeof msg, "request body of %.24s bytes is larger than the limit of %zu",
-                 cl, srv->cfg.body_max_bytes);
+        snprintf(msg, sizeof msg, "request body of %.24s bytes is larger than the limit of %zu", cl,
+                 srv->cfg.body_max_bytes);
         return queue_error(req, c, 413, "invalid_request_error", "body_too_large", msg, NULL, 0);
       }
     }
@@ -528,6 +519,15 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
 
   if (req->rejected)
     return MHD_YES;
+  if (!req->route) { /* answered after the body so that keep-alive survives */
+    char msg[256];
+    if (req->path_known) {
+      snprintf(msg, sizeof msg, "method %.16s is not allowed on %.128s", req->method, req->path);
+      return queue_error(req, c, 405, "invalid_request_error", "method_not_allowed", msg, NULL, 0);
+    }
+    snprintf(msg, sizeof msg, "no such endpoint: %.16s %.160s", req->method, req->path);
+    return queue_error(req, c, 404, "invalid_request_error", "not_found", msg, NULL, 0);
+  }
 
   pthread_mutex_lock(&srv->mu);
   if (!req->dispatched) {
@@ -787,8 +787,8 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
 
 hx_code hx_http_server_start(hx_http_server *srv, hx_err *err) {
   HX_ASSERT(!srv->started);
-  struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                           .ai_flags = AI_NUMERICSERV | AI_PASSIVE};
+  struct addrinfo hints = {
+      .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV | AI_PASSIVE};
   char port_s[8];
   snprintf(port_s, sizeof port_s, "%u", srv->cfg.port);
   struct addrinfo *ai = NULL;
@@ -817,20 +817,18 @@ hx_code hx_http_server_start(hx_http_server *srv, hx_err *err) {
   srv->port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
                                        : ntohs(((struct sockaddr_in *)&ss)->sin_port);
 
-  unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME |
-                   MHD_USE_ERROR_LOG;
+  unsigned flags =
+      MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
   srv->daemon = MHD_start_daemon(
       flags, 0, NULL, NULL, on_access, srv, MHD_OPTION_LISTEN_SOCKET, fd,
       MHD_OPTION_THREAD_POOL_SIZE, (unsigned)srv->cfg.threads, MHD_OPTION_CONNECTION_LIMIT,
       srv->cfg.max_connections, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-      (size_t)srv->cfg.header_max_bytes, MHD_OPTION_CONNECTION_TIMEOUT,
-      srv->cfg.idle_timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-      MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
-      srv, MHD_OPTION_END);
+      (size_t)srv->cfg.header_max_bytes, MHD_OPTION_CONNECTION_TIMEOUT, srv->cfg.idle_timeout_s,
+      MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+      srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv, MHD_OPTION_END);
   if (!srv->daemon) {
     close(fd);
-    return hx_err_set(err, HX_EIO, "cannot start the HTTP daemon on %s:%u", srv->host,
-                      srv->port);
+    return hx_err_set(err, HX_EIO, "cannot start the HTTP daemon on %s:%u", srv->host, srv->port);
   }
   if (pthread_create(&srv->monitor, NULL, monitor_main, srv) != 0) {
     MHD_stop_daemon(srv->daemon);
@@ -947,8 +945,7 @@ hx_slice hx_http_req_body(const hx_http_req *req) {
 const char *hx_http_req_id(const hx_http_req *req) { return req->id; }
 uint64_t hx_http_req_start_ns(const hx_http_req *req) { return req->start_ns; }
 
-static const char *headers_find(const hx_http_req *req, char kind, const char *name,
-                                bool icase) {
+static const char *headers_find(const hx_http_req *req, char kind, const char *name, bool icase) {
   const hx_buf *h = &req->headers;
   for (size_t off = 0; off < h->len;) {
     char k = h->data[off];
@@ -1056,8 +1053,8 @@ hx_code hx_http_respond_error(hx_http_req *req, int status, const char *type, co
   char ra[24];
   hx_http_header h = {"Retry-After", ra};
   snprintf(ra, sizeof ra, "%u", retry_after_s);
-  hx_code rc = hx_http_respond(req, status, "application/json", b.data ? b.data : "", b.len,
-                               &h, retry_after_s > 0 ? 1 : 0);
+  hx_code rc = hx_http_respond(req, status, "application/json", b.data ? b.data : "", b.len, &h,
+                               retry_after_s > 0 ? 1 : 0);
   hx_buf_free(&b);
   return rc;
 }
