@@ -1,0 +1,248 @@
+// attention.cu — the KV cache (store in F32/F16/Q8_0) and attention with GQA.
+//
+// One block handles one KV head, one query token and one split of the KV
+// positions, for all G query heads that share the KV head, so every K/V row is
+// read once per token. Each of the 4 warps walks every 4th position with an
+// online softmax; lanes hold dims lane + 32k. Warps merge in shared memory.
+// Decode splits the positions over up to 64 blocks per head (grid fixed by the
+// maximum context so a captured graph replays at any position; blocks past
+// the current position exit at once) and a second kernel combines the splits.
+#include "common.cuh"
+#include "kernels.h"
+
+__device__ __forceinline__ float load_kv(const uint8_t *row, int type, int64_t i) {
+  if (type == GT_F16)
+    return __half2float(((const __half *)row)[i]);
+  if (type == GT_F32)
+    return ((const float *)row)[i];
+  const cu_block_q8_0 *b = (const cu_block_q8_0 *)row + i / 32;
+  return __half2float(b->d) * (float)b->qs[i % 32];
+}
+
+__global__ static void cache_store_kernel(uint8_t *cache, int type, size_t row_bytes,
+                                          const float *src, size_t ss, int64_t n_cols,
+                                          const int32_t *pos) {
+  int64_t t = blockIdx.y;
+  uint8_t *row = cache + (size_t)pos[t] * row_bytes;
+  const float *s = src + t * ss;
+  if (type == GT_Q8_0) {
+    int64_t blk = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+    int lane = threadIdx.x & 31;
+    if (blk * 32 >= n_cols)
+      return;
+    float v = s[blk * 32 + lane];
+    float amax = warp_max(fabsf(v));
+    float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    cu_block_q8_0 *b = (cu_block_q8_0 *)row + blk;
+    b->qs[lane] = (int8_t)roundf(v * id);
+    if (lane == 0)
+      b->d = __float2half_rn(d);
+    return;
+  }
+  int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n_cols)
+    return;
+  if (type == GT_F16)
+    ((__half *)row)[i] = __float2half_rn(s[i]);
+  else
+    ((float *)row)[i] = s[i];
+}
+
+void launch_cache_store(uint8_t *cache, int cache_type, size_t cache_row_bytes, const float *src,
+                        size_t src_stride, int64_t n_cols, int64_t n_rows, const int32_t *pos,
+                        hx_stream st) {
+  CU_ASSERT(n_rows > 0 && n_rows < 65536);
+  CU_ASSERT(cache_type == GT_F16 || cache_type == GT_F32 || cache_type == GT_Q8_0);
+  CU_ASSERT(cache_type != GT_Q8_0 || n_cols % 32 == 0);
+  dim3 grid(cdiv(n_cols, 256), (unsigned)n_rows);
+  cache_store_kernel<<<grid, 256, 0, st>>>(cache, cache_type, cache_row_bytes, src, src_stride,
+                                           n_cols, pos);
+  CUDA_LAUNCH_CHECK();
+}
+
+size_t attn_partial_floats(int n_heads, int head_dim, int n_splits) {
+  return (size_t)n_heads * (size_t)n_splits * (size_t)(head_dim + 2);
+}
+
+enum { ATT_WARPS = 4 };
+
+// partial layout per (token 0 only when split) head h, split s:
+//   [(h * n_splits + s) * (D + 2)] = m, +1 = l, +2.. = acc[D]
+template <int G, int NK>
+__global__ static void __launch_bounds__(ATT_WARPS * 32)
+    attn_kernel(float *out, size_t os, const float *q, size_t qs, const uint8_t *kc,
+                const uint8_t *vc, int type, size_t rb, const int32_t *pos, int D, float scale,
+                int64_t chunk, int n_splits, float *partial) {
+  extern __shared__ float sm[]; // [ATT_WARPS][G][D + 2]
+  int kvh = blockIdx.x, t = blockIdx.y, split = blockIdx.z;
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  int64_t n_pos = (int64_t)pos[t] + 1;
+  int64_t p0 = (int64_t)split * chunk, p1 = min(p0 + chunk, n_pos);
+
+  float qr[G][NK], acc[G][NK], m[G], l[G];
+#pragma unroll
+  for (int g = 0; g < G; g++) {
+    const float *qh = q + (size_t)t * qs + (size_t)(kvh * G + g) * D;
+#pragma unroll
+    for (int k = 0; k < NK; k++) {
+      int d = lane + 32 * k;
+      qr[g][k] = d < D ? qh[d] * scale : 0.0f;
+      acc[g][k] = 0.0f;
+    }
+    m[g] = -INFINITY;
+    l[g] = 0.0f;
+  }
+  for (int64_t p = p0 + warp; p < p1; p += ATT_WARPS) {
+    const uint8_t *krow = kc + (size_t)p * rb, *vrow = vc + (size_t)p * rb;
+    float kv[NK], vv[NK];
+#pragma unroll
+    for (int k = 0; k < NK; k++) {
+      int d = lane + 32 * k;
+      kv[k] = d < D ? load_kv(krow, type, (int64_t)kvh * D + d) : 0.0f;
+      vv[k] = d < D ? load_kv(vrow, type, (int64_t)kvh * D + d) : 0.0f;
+    }
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+      float s = 0.0f;
+#pragma unroll
+      for (int k = 0; k < NK; k++)
+        s = fmaf(qr[g][k], kv[k], s);
+      s = warp_sum(s);
+      float mn = fmaxf(m[g], s);
+      float corr = __expf(m[g] - mn), e = __expf(s - mn);
+      l[g] = l[g] * corr + e;
+#pragma unroll
+      for (int k = 0; k < NK; k++)
+        acc[g][k] = acc[g][k] * corr + e * vv[k];
+      m[g] = mn;
+    }
+  }
+  // merge warps
+  int W = D + 2;
+#pragma unroll
+  for (int g = 0; g < G; g++) {
+    float *s = sm + (warp * G + g) * W;
+    if (lane == 0)
+      s[0] = m[g], s[1] = l[g];
+#pragma unroll
+    for (int k = 0; k < NK; k++) {
+      int d = lane + 32 * k;
+      if (d < D)
+        s[2 + d] = acc[g][k];
+    }
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < G * D; e += blockDim.x) {
+    int g = e / D, d = e % D;
+    float M = -INFINITY;
+    for (int w = 0; w < ATT_WARPS; w++)
+      M = fmaxf(M, sm[(w * G + g) * W]);
+    float L = 0.0f, A = 0.0f;
+    if (M != -INFINITY) {
+      for (int w = 0; w < ATT_WARPS; w++) {
+        const float *s = sm + (w * G + g) * W;
+        float f = __expf(s[0] - M);
+        L += s[1] * f;
+        A += s[2 + d] * f;
+      }
+    }
+    int h = kvh * G + g;
+    if (n_splits == 1) {
+      out[(size_t)t * os + (size_t)h * D + d] = L > 0.0f ? A / L : 0.0f;
+    } else {
+      float *pp = partial + ((size_t)h * n_splits + split) * W;
+      if (d == 0)
+        pp[0] = M, pp[1] = L;
+      pp[2 + d] = A;
+    }
+  }
+}
+
+__global__ static void attn_combine_kernel(float *out, const float *partial, int D, int n_splits) {
+  int h = blockIdx.x;
+  int W = D + 2;
+  const float *pp = partial + (size_t)h * n_splits * W;
+  float M = -INFINITY;
+  for (int s = 0; s < n_splits; s++)
+    M = fmaxf(M, pp[s * W]);
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float L = 0.0f, A = 0.0f;
+    if (M != -INFINITY)
+      for (int s = 0; s < n_splits; s++) {
+        float f = __expf(pp[s * W] - M);
+        L += pp[s * W + 1] * f;
+        A += pp[s * W + 2 + d] * f;
+      }
+    out[(size_t)h * D + d] = L > 0.0f ? A / L : 0.0f;
+  }
+}
+
+template <int G>
+static void launch_g(int nk, dim3 grid, size_t smem, cudaStream_t st, float *out, size_t os,
+                     const float *q, size_t qs, const uint8_t *kc, const uint8_t *vc, int type,
+                     size_t rb, const int32_t *pos, int D, float scale, int64_t chunk, int n_splits,
+                     float *partial) {
+#define ATT_LAUNCH(NK)                                                                             \
+  attn_kernel<G, NK><<<grid, ATT_WARPS * 32, smem, st>>>(out, os, q, qs, kc, vc, type, rb, pos, D, \
+                                                         scale, chunk, n_splits, partial)
+  switch (nk) {
+  case 1:
+    ATT_LAUNCH(1);
+    break;
+  case 2:
+    ATT_LAUNCH(2);
+    break;
+  case 4:
+    ATT_LAUNCH(4);
+    break;
+  default:
+    ATT_LAUNCH(8);
+    break;
+  }
+#undef ATT_LAUNCH
+}
+
+void launch_attention(float *out, size_t out_stride, const float *q, size_t q_stride,
+                      const uint8_t *k_cache, const uint8_t *v_cache, int cache_type,
+                      size_t cache_row_bytes, const int32_t *pos, int64_t n_tokens, int n_heads,
+                      int n_kv_heads, int head_dim, float scale, int64_t max_ctx, float *partial,
+                      int n_splits_max, hx_stream st) {
+  CU_ASSERT(n_kv_heads > 0 && n_heads % n_kv_heads == 0 && head_dim > 0 && head_dim <= 256);
+  CU_ASSERT(n_tokens > 0 && n_tokens < 65536 && max_ctx > 0);
+  int G = n_heads / n_kv_heads;
+  CU_ASSERT(G == 1 || G == 2 || G == 4 || G == 8);
+  int nk = (head_dim + 31) / 32;
+  nk = nk <= 1 ? 1 : nk <= 2 ? 2 : nk <= 4 ? 4 : 8;
+  int n_splits = 1;
+  if (n_tokens == 1 && n_splits_max > 1) {
+    n_splits = (int)cdiv(max_ctx, 256);
+    if (n_splits > n_splits_max)
+      n_splits = n_splits_max;
+  }
+  int64_t chunk = (int64_t)cdiv(max_ctx, n_splits);
+  size_t smem = (size_t)ATT_WARPS * G * (head_dim + 2) * sizeof(float);
+  dim3 grid((unsigned)n_kv_heads, (unsigned)n_tokens, (unsigned)n_splits);
+  switch (G) {
+  case 1:
+    launch_g<1>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
+                cache_row_bytes, pos, head_dim, scale, chunk, n_splits, partial);
+    break;
+  case 2:
+    launch_g<2>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
+                cache_row_bytes, pos, head_dim, scale, chunk, n_splits, partial);
+    break;
+  case 4:
+    launch_g<4>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
+                cache_row_bytes, pos, head_dim, scale, chunk, n_splits, partial);
+    break;
+  default:
+    launch_g<8>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
+                cache_row_bytes, pos, head_dim, scale, chunk, n_splits, partial);
+    break;
+  }
+  CUDA_LAUNCH_CHECK();
+  if (n_splits > 1) {
+    attn_combine_kernel<<<(unsigned)n_heads, 128, 0, st>>>(out, partial, head_dim, n_splits);
+    CUDA_LAUNCH_CHECK();
+  }
+}

@@ -1,0 +1,130 @@
+// common.cuh — shared by the CUDA backend's kernels: error checks, the ggml
+// block layouts as device structs (bit-identical to quant.h), f16/bf16
+// helpers and warp reductions. Internal to backend/cuda.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+// Host-side check that reports statement, file and line through the
+// backend's sticky error (cuda_backend.cu).
+extern "C" void hx_cuda_report(cudaError_t e, const char *stmt, const char *file, int line);
+#define CUDA_CHECK(stmt)                                                                           \
+  do {                                                                                             \
+    cudaError_t e_ = (stmt);                                                                       \
+    if (e_ != cudaSuccess)                                                                         \
+      hx_cuda_report(e_, #stmt, __FILE__, __LINE__);                                               \
+  } while (0)
+#define CUDA_LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
+
+// Launcher preconditions: always on, like HX_ASSERT.
+extern "C" void hx_assert_fail(const char *expr, const char *file, int line, const char *func);
+#define CU_ASSERT(cond)                                                                            \
+  do {                                                                                             \
+    if (!(cond))                                                                                   \
+      hx_assert_fail(#cond, __FILE__, __LINE__, __func__);                                         \
+  } while (0)
+
+enum {
+  GT_F32 = 0,
+  GT_F16 = 1,
+  GT_Q8_0 = 8,
+  GT_Q4_K = 12,
+  GT_Q5_K = 13,
+  GT_Q6_K = 14,
+  GT_BF16 = 30,
+  GT_I32 = 26,
+};
+
+#define QK8_0 32
+#define QK_K 256
+
+struct cu_block_q8_0 {
+  __half d;
+  int8_t qs[QK8_0];
+};
+struct cu_block_q4_K {
+  __half d, dmin;
+  uint8_t scales[12];
+  uint8_t qs[QK_K / 2];
+};
+struct cu_block_q5_K {
+  __half d, dmin;
+  uint8_t scales[12];
+  uint8_t qh[QK_K / 8];
+  uint8_t qs[QK_K / 2];
+};
+struct cu_block_q6_K {
+  uint8_t ql[QK_K / 2];
+  uint8_t qh[QK_K / 4];
+  int8_t scales[QK_K / 16];
+  __half d;
+};
+static_assert(sizeof(cu_block_q8_0) == 34, "q8_0 layout");
+static_assert(sizeof(cu_block_q4_K) == 144, "q4_K layout");
+static_assert(sizeof(cu_block_q5_K) == 176, "q5_K layout");
+static_assert(sizeof(cu_block_q6_K) == 210, "q6_K layout");
+
+// d and d * sum(qs) (like ggml's q8_1, with f32 scales), 40 bytes.
+struct cu_block_q8_1 {
+  float d;
+  float s;
+  int8_t qs[32];
+};
+static_assert(sizeof(cu_block_q8_1) == 40, "q8_1 layout");
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1)
+    v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1)
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Block-wide sum for blockDim.x a multiple of 32 (≤ 1024); every thread gets it.
+__device__ __forceinline__ float block_sum(float v, float *smem32) {
+  v = warp_sum(v);
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0)
+    smem32[warp] = v;
+  __syncthreads();
+  int nw = blockDim.x >> 5;
+  v = lane < nw ? smem32[lane] : 0.0f;
+  return warp_sum(v);
+}
+
+__device__ __forceinline__ int get_int_unaligned(const uint8_t *p) {
+  // 2-byte aligned loads (Q8_0 / Q6_K rows are only 2-byte aligned).
+  const uint16_t *q = (const uint16_t *)p;
+  return (int)((uint32_t)q[0] | ((uint32_t)q[1] << 16));
+}
+
+// Scale and min of sub-block j (0..7) of a Q4_K/Q5_K super-block.
+__device__ __forceinline__ void get_scale_min_k4(int j, const uint8_t *q, int &d, int &m) {
+  if (j < 4) {
+    d = q[j] & 63;
+    m = q[j + 4] & 63;
+  } else {
+    d = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+  }
+}
+
+__device__ __forceinline__ float load_f(const void *p, int type, int64_t i) {
+  if (type == GT_F32)
+    return ((const float *)p)[i];
+  if (type == GT_F16)
+    return __half2float(((const __half *)p)[i]);
+  return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+}
+
+static inline unsigned cdiv(int64_t a, int64_t b) { return (unsigned)((a + b - 1) / b); }

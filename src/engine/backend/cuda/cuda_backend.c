@@ -1,0 +1,668 @@
+/* cuda_backend.c — see backend_cuda.h. The op table, memory, scratch, the
+ * host-side op record and graph capture/replay. Kernels are in the .cu files
+ * of this folder (kernels.h). */
+#include "engine/backend/cuda/backend_cuda.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "engine/backend/cuda/kernels.h"
+
+enum {
+  T_F32 = 0,
+  T_F16 = 1,
+  T_BF16 = 30,
+  OPS_MAX = 8192,       /* recorded ops per step */
+  ATTN_SPLITS_MAX = 64, /* KV splits of a decode attention */
+};
+#define W16_SCRATCH_ELEMS ((size_t)32 << 20) /* dequantized weight tile for prefill */
+
+struct hx_bbuf {
+  uint8_t *dev;
+  size_t n_bytes;
+};
+
+typedef enum {
+  OP_MATMUL,
+  OP_QUANT,
+  OP_GET_ROWS,
+  OP_RMS_NORM,
+  OP_RMS_NORM_HEADS,
+  OP_ROPE,
+  OP_CACHE_STORE,
+  OP_CACHE_COPY,
+  OP_ATTN,
+  OP_SWIGLU,
+  OP_ADD,
+  OP_MUL,
+  OP_SOFTMAX,
+  OP_TOPK,
+} op_kind;
+
+/* One recorded op. Zeroed before filling so that records compare with memcmp. */
+typedef struct cu_op {
+  op_kind kind;
+  int ival[3];
+  int64_t lval[3];
+  float fval[2];
+  hx_tensor t[5];
+  cu_rope rope;
+  hx_attn_params attn;
+} cu_op;
+
+typedef struct cuda_be {
+  int device;
+  cudaStream_t stream;
+  cublasHandle_t cublas;
+  bool poisoned;
+  char poison_msg[HX_ERR_MSG_MAX];
+  /* scratch (reserve) */
+  void *q8; /* q8_1 blocks of one activation row */
+  size_t q8_bytes;
+  void *x16; /* activations as f16/bf16 for cuBLAS */
+  size_t x16_bytes;
+  void *w16; /* dequantized weight rows */
+  float *attn_part;
+  size_t attn_part_floats;
+  /* the step being recorded */
+  cu_op *ops;
+  int n_ops;
+  int step_tokens;
+  bool in_step;
+  hx_tensor q8_src; /* activation currently quantized in q8 (buf NULL: none) */
+  /* the cached decode graph */
+  cu_op *graph_ops;
+  int graph_n_ops;
+  cudaGraphExec_t graph_exec;
+  bool use_graphs;
+  long n_replayed, n_captured;
+} cuda_be;
+
+static _Thread_local cuda_be *t_current;
+
+/* Called by the kernels' CUDA_CHECK and by this file: poisons the backend the
+ * calling thread is driving. */
+void hx_cuda_report(cudaError_t e, const char *stmt, const char *file, int line) {
+  cuda_be *be = t_current;
+  HX_ERROR("CUDA error %s (%s) in %s at %s:%d", cudaGetErrorName(e), cudaGetErrorString(e), stmt,
+           file, line);
+  if (be && !be->poisoned) {
+    be->poisoned = true;
+    snprintf(be->poison_msg, sizeof be->poison_msg, "CUDA device %d: %s (%s) in %s at %s:%d",
+             be->device, cudaGetErrorName(e), cudaGetErrorString(e), stmt, file, line);
+  }
+}
+
+#define CK(stmt)                                                                                   \
+  do {                                                                                             \
+    cudaError_t e_ = (stmt);                                                                       \
+    if (e_ != cudaSuccess)                                                                         \
+      hx_cuda_report(e_, #stmt, __FILE__, __LINE__);                                               \
+  } while (0)
+
+#define CKB(stmt)                                                                                  \
+  do {                                                                                             \
+    cublasStatus_t s_ = (stmt);                                                                    \
+    if (s_ != CUBLAS_STATUS_SUCCESS)                                                               \
+      hx_cuda_report(cudaErrorUnknown, #stmt " (cuBLAS status)", __FILE__, __LINE__);              \
+  } while (0)
+
+static cuda_be *enter(void *p) {
+  cuda_be *be = p;
+  t_current = be;
+  cudaSetDevice(be->device);
+  return be;
+}
+
+static uint8_t *ptr(hx_tensor t) { return t.buf ? t.buf->dev + t.offset : NULL; }
+static size_t stride_f(hx_tensor t) { return t.row_bytes / sizeof(float); }
+
+/* ---- memory ---- */
+
+static hx_bbuf *cu_buf_alloc(void *p, size_t n_bytes, hx_err *err) {
+  cuda_be *be = enter(p);
+  hx_bbuf *b = calloc(1, sizeof *b);
+  if (!b) {
+    hx_err_set(err, HX_ENOMEM, "out of host memory");
+    return NULL;
+  }
+  cudaError_t e = cudaMalloc((void **)&b->dev, n_bytes ? n_bytes : 1);
+  if (e != cudaSuccess) {
+    cudaGetLastError(); /* an allocation failure is not sticky */
+    size_t free_b = 0, total_b = 0;
+    cudaMemGetInfo(&free_b, &total_b);
+    hx_err_set(err, e == cudaErrorMemoryAllocation ? HX_ENOMEM : HX_EDEVICE,
+               "CUDA device %d: cannot allocate %zu MiB (%zu MiB free of %zu MiB): %s", be->device,
+               n_bytes >> 20, free_b >> 20, total_b >> 20, cudaGetErrorString(e));
+    free(b);
+    return NULL;
+  }
+  b->n_bytes = n_bytes;
+  return b;
+}
+
+static hx_bbuf *cu_buf_wrap_host(void *p, const void *host, size_t n_bytes) { return NULL; }
+
+static void cu_buf_free(void *p, hx_bbuf *b) {
+  if (!b)
+    return;
+  enter(p);
+  cudaFree(b->dev);
+  free(b);
+}
+
+static hx_code check_range(const hx_bbuf *b, size_t off, size_t n, hx_err *err) {
+  size_t end;
+  if (!b || hx_size_add(off, n, &end) || end > b->n_bytes)
+    return hx_err_set(err, HX_EINVAL, "CUDA buffer access [%zu, +%zu) out of range", off, n);
+  return HX_OK;
+}
+
+static hx_code poisoned_err(cuda_be *be, hx_err *err) {
+  return hx_err_set(err, HX_EDEVICE, "%s", be->poison_msg);
+}
+
+static hx_code cu_buf_upload(void *p, hx_bbuf *b, size_t off, const void *src, size_t n,
+                             hx_err *err) {
+  cuda_be *be = enter(p);
+  if (be->poisoned)
+    return poisoned_err(be, err);
+  if (check_range(b, off, n, err))
+    return err ? err->code : HX_EINVAL;
+  CK(cudaMemcpy(b->dev + off, src, n, cudaMemcpyHostToDevice));
+  return be->poisoned ? poisoned_err(be, err) : HX_OK;
+}
+
+static hx_code cu_buf_download(void *p, const hx_bbuf *b, size_t off, void *dst, size_t n,
+                               hx_err *err) {
+  cuda_be *be = enter(p);
+  if (be->poisoned)
+    return poisoned_err(be, err);
+  if (check_range(b, off, n, err))
+    return err ? err->code : HX_EINVAL;
+  HX_ASSERT(!be->in_step);
+  CK(cudaMemcpy(dst, b->dev + off, n, cudaMemcpyDeviceToHost));
+  return be->poisoned ? poisoned_err(be, err) : HX_OK;
+}
+
+static hx_code grow(cuda_be *be, void **buf, size_t *have, size_t want, hx_err *err) {
+  if (*have >= want)
+    return HX_OK;
+  cudaFree(*buf);
+  *buf = NULL;
+  *have = 0;
+  if (cudaMalloc(buf, want) != cudaSuccess) {
+    cudaGetLastError();
+    return hx_err_set(err, HX_ENOMEM, "CUDA device %d: cannot allocate %zu MiB of scratch",
+                      be->device, want >> 20);
+  }
+  *have = want;
+  return HX_OK;
+}
+
+static hx_code cu_reserve(void *p, int64_t max_rows, int64_t max_cols, int64_t max_ctx,
+                          hx_err *err) {
+  cuda_be *be = enter(p);
+  if (max_rows < 1 || max_cols < 1 || max_ctx < 1)
+    return hx_err_set(err, HX_EINVAL, "reserve: bad sizes");
+  size_t q8 = ((size_t)max_cols / 32 + 1) * HX_CU_Q8_1_BLOCK_BYTES;
+  size_t x16 = (size_t)max_rows * (size_t)max_cols * 2;
+  size_t w16 = W16_SCRATCH_ELEMS * 2;
+  if ((size_t)max_cols > W16_SCRATCH_ELEMS)
+    w16 = (size_t)max_cols * 2;
+  size_t part = 3 * (size_t)max_cols * ATTN_SPLITS_MAX * sizeof(float);
+  size_t w16_have = be->w16 ? W16_SCRATCH_ELEMS * 2 : 0;
+  size_t part_have = be->attn_part_floats * sizeof(float);
+  hx_code rc;
+  if ((rc = grow(be, &be->q8, &be->q8_bytes, q8, err)) ||
+      (rc = grow(be, &be->x16, &be->x16_bytes, x16, err)) ||
+      (rc = grow(be, &be->w16, &w16_have, w16, err)) ||
+      (rc = grow(be, (void **)&be->attn_part, &part_have, part, err)))
+    return rc;
+  be->attn_part_floats = part_have / sizeof(float);
+  return HX_OK;
+}
+
+/* ---- recording ---- */
+
+static cu_op *rec(cuda_be *be, op_kind kind) {
+  HX_ASSERT(be->in_step);
+  HX_ASSERT(be->n_ops < OPS_MAX);
+  cu_op *op = &be->ops[be->n_ops++];
+  memset(op, 0, sizeof *op);
+  op->kind = kind;
+  if (kind != OP_MATMUL && kind != OP_QUANT)
+    be->q8_src.buf = NULL; /* any other op may write the quantized activation */
+  return op;
+}
+
+static bool same_tensor(hx_tensor a, hx_tensor b) {
+  return a.buf == b.buf && a.offset == b.offset && a.n_cols == b.n_cols && a.n_rows == b.n_rows &&
+         a.row_bytes == b.row_bytes;
+}
+
+static void cu_step_begin(void *p, int n_tokens) {
+  cuda_be *be = enter(p);
+  HX_ASSERT(!be->in_step && n_tokens >= 1);
+  be->in_step = true;
+  be->n_ops = 0;
+  be->step_tokens = n_tokens;
+  be->q8_src.buf = NULL;
+}
+
+static void cu_matmul(void *p, hx_tensor y, hx_tensor w, hx_tensor x, hx_tensor bias) {
+  cuda_be *be = p;
+  HX_ASSERT(w.n_cols == x.n_cols && y.n_cols == w.n_rows && y.n_rows == x.n_rows);
+  if (x.n_rows == 1 && matvec_type_quantized((int)w.type) && !same_tensor(be->q8_src, x)) {
+    cu_op *q = rec(be, OP_QUANT);
+    q->t[0] = x;
+    be->q8_src = x;
+  }
+  cu_op *op = rec(be, OP_MATMUL);
+  op->t[0] = y;
+  op->t[1] = w;
+  op->t[2] = x;
+  op->t[3] = bias;
+  if (y.buf == be->q8_src.buf)
+    be->q8_src.buf = NULL; /* the output may overlap the quantized input */
+}
+
+static void cu_get_rows(void *p, hx_tensor out, hx_tensor table, hx_tensor ids, int64_t n) {
+  cu_op *op = rec(p, OP_GET_ROWS);
+  op->t[0] = out;
+  op->t[1] = table;
+  op->t[2] = ids;
+  op->lval[0] = n;
+}
+
+static void cu_rms_norm(void *p, hx_tensor out, hx_tensor x, hx_tensor residual, hx_tensor w,
+                        float eps, int zero_centred) {
+  cu_op *op = rec(p, OP_RMS_NORM);
+  op->t[0] = out;
+  op->t[1] = x;
+  op->t[2] = residual;
+  op->t[3] = w;
+  op->fval[0] = eps;
+  op->ival[0] = zero_centred;
+}
+
+static void cu_rms_norm_heads(void *p, hx_tensor x, hx_tensor w, int head_dim, float eps) {
+  cu_op *op = rec(p, OP_RMS_NORM_HEADS);
+  op->t[0] = x;
+  op->t[1] = w;
+  op->ival[0] = head_dim;
+  op->fval[0] = eps;
+}
+
+static void cu_rope_op(void *p, hx_tensor x, hx_tensor pos, int head_dim,
+                       const hx_rope_params *rp) {
+  cu_op *op = rec(p, OP_ROPE);
+  op->t[0] = x;
+  op->t[1] = pos;
+  op->ival[0] = head_dim;
+  op->rope =
+      (cu_rope){rp->n_rot,         rp->freq_base,      rp->freq_scale,     rp->yarn_factor,
+                rp->yarn_orig_ctx, rp->yarn_beta_fast, rp->yarn_beta_slow, rp->yarn_attn_factor};
+}
+
+static void cu_cache_store(void *p, hx_tensor cache, hx_tensor src, hx_tensor pos) {
+  cu_op *op = rec(p, OP_CACHE_STORE);
+  op->t[0] = cache;
+  op->t[1] = src;
+  op->t[2] = pos;
+}
+
+static void cu_cache_copy(void *p, hx_tensor cache, int64_t pos_dst, int64_t pos_src, int64_t n) {
+  cu_op *op = rec(p, OP_CACHE_COPY);
+  op->t[0] = cache;
+  op->lval[0] = pos_dst;
+  op->lval[1] = pos_src;
+  op->lval[2] = n;
+}
+
+static void cu_attention(void *p, hx_tensor out, hx_tensor q, hx_tensor k_cache, hx_tensor v_cache,
+                         hx_tensor pos, const hx_attn_params *ap) {
+  cu_op *op = rec(p, OP_ATTN);
+  op->t[0] = out;
+  op->t[1] = q;
+  op->t[2] = k_cache;
+  op->t[3] = v_cache;
+  op->t[4] = pos;
+  op->attn = *ap;
+}
+
+static void cu_swiglu(void *p, hx_tensor out, hx_tensor gate, hx_tensor up) {
+  cu_op *op = rec(p, OP_SWIGLU);
+  op->t[0] = out;
+  op->t[1] = gate;
+  op->t[2] = up;
+}
+
+static void cu_add(void *p, hx_tensor out, hx_tensor a, hx_tensor b) {
+  cu_op *op = rec(p, OP_ADD);
+  op->t[0] = out;
+  op->t[1] = a;
+  op->t[2] = b;
+}
+
+static void cu_mul(void *p, hx_tensor out, hx_tensor a, hx_tensor b) {
+  cu_op *op = rec(p, OP_MUL);
+  op->t[0] = out;
+  op->t[1] = a;
+  op->t[2] = b;
+}
+
+static void cu_softmax(void *p, hx_tensor x) {
+  cu_op *op = rec(p, OP_SOFTMAX);
+  op->t[0] = x;
+}
+
+static void cu_top_k(void *p, hx_tensor vals, hx_tensor ids, hx_tensor x, int k) {
+  cu_op *op = rec(p, OP_TOPK);
+  op->t[0] = vals;
+  op->t[1] = ids;
+  op->t[2] = x;
+  op->ival[0] = k;
+}
+
+/* ---- execution ---- */
+
+static cudaDataType_t cublas_type(uint32_t t) {
+  return t == T_F32 ? CUDA_R_32F : t == T_F16 ? CUDA_R_16F : CUDA_R_16BF;
+}
+
+/* y[n][o] = x[n][i] · W[o][i]ᵀ through cuBLAS (column-major: Yᵀ = W · Xᵀ). */
+static void exec_gemm(cuda_be *be, const cu_op *op) {
+  hx_tensor y = op->t[0], w = op->t[1], x = op->t[2], bias = op->t[3];
+  int64_t n = x.n_rows, n_in = w.n_cols, n_out = w.n_rows;
+  const float one = 1.0f, zero = 0.0f;
+  if (w.type == T_F32) {
+    CKB(cublasGemmEx(be->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n_out, (int)n, (int)n_in, &one,
+                     ptr(w), CUDA_R_32F, (int)(w.row_bytes / 4), ptr(x), CUDA_R_32F,
+                     (int)stride_f(x), &zero, ptr(y), CUDA_R_32F, (int)stride_f(y),
+                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  } else {
+    uint32_t op_type = w.type == T_BF16 ? T_BF16 : T_F16;
+    HX_ASSERT((size_t)n * (size_t)n_in * 2 <= be->x16_bytes);
+    if (op_type == T_BF16)
+      launch_f32_to_bf16(be->x16, (const float *)ptr(x), stride_f(x), n_in, n, be->stream);
+    else
+      launch_f32_to_f16(be->x16, (const float *)ptr(x), stride_f(x), n_in, n, be->stream);
+    if (w.type == T_F16 || w.type == T_BF16) {
+      CKB(cublasGemmEx(be->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n_out, (int)n, (int)n_in, &one,
+                       ptr(w), cublas_type(w.type), (int)(w.row_bytes / 2), be->x16,
+                       cublas_type(op_type), (int)n_in, &zero, ptr(y), CUDA_R_32F, (int)stride_f(y),
+                       CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    } else {
+      int64_t chunk = (int64_t)(W16_SCRATCH_ELEMS / (size_t)n_in);
+      if (chunk < 1)
+        chunk = 1;
+      for (int64_t r0 = 0; r0 < n_out; r0 += chunk) {
+        int64_t rows = n_out - r0 < chunk ? n_out - r0 : chunk;
+        launch_dequant_f16(be->w16, ptr(w), (int)w.type, n_in, w.row_bytes, r0, rows, be->stream);
+        CKB(cublasGemmEx(be->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)n, (int)n_in, &one,
+                         be->w16, CUDA_R_16F, (int)n_in, be->x16, CUDA_R_16F, (int)n_in, &zero,
+                         (float *)ptr(y) + r0, CUDA_R_32F, (int)stride_f(y), CUBLAS_COMPUTE_32F,
+                         CUBLAS_GEMM_DEFAULT));
+      }
+    }
+  }
+  if (bias.buf)
+    launch_add_bias((float *)ptr(y), stride_f(y), (const float *)ptr(bias), n_out, n, be->stream);
+}
+
+static void exec_op(cuda_be *be, const cu_op *op) {
+  const hx_tensor *t = op->t;
+  cudaStream_t st = be->stream;
+  switch (op->kind) {
+  case OP_QUANT:
+    launch_quantize_q8_1(be->q8, (const float *)ptr(t[0]), stride_f(t[0]), t[0].n_cols, 1, st);
+    break;
+  case OP_MATMUL:
+    if (t[2].n_rows == 1 && matvec_type_supported((int)t[1].type))
+      launch_matvec((float *)ptr(t[0]), ptr(t[1]), (int)t[1].type, t[1].n_rows, t[1].n_cols,
+                    t[1].row_bytes, (const float *)ptr(t[2]), be->q8, (const float *)ptr(t[3]), st);
+    else
+      exec_gemm(be, op);
+    break;
+  case OP_GET_ROWS:
+    launch_get_rows((float *)ptr(t[0]), stride_f(t[0]), ptr(t[1]), (int)t[1].type, t[1].n_cols,
+                    t[1].row_bytes, (const int32_t *)ptr(t[2]), op->lval[0], st);
+    break;
+  case OP_RMS_NORM:
+    launch_rms_norm((float *)ptr(t[0]), stride_f(t[0]), (float *)ptr(t[1]), stride_f(t[1]),
+                    (float *)ptr(t[2]), t[2].buf ? stride_f(t[2]) : 0, (const float *)ptr(t[3]),
+                    t[1].n_cols, t[1].n_rows, op->fval[0], op->ival[0], st);
+    break;
+  case OP_RMS_NORM_HEADS:
+    launch_rms_norm_heads((float *)ptr(t[0]), stride_f(t[0]), (const float *)ptr(t[1]), t[0].n_cols,
+                          t[0].n_rows, op->ival[0], op->fval[0], st);
+    break;
+  case OP_ROPE:
+    launch_rope((float *)ptr(t[0]), stride_f(t[0]), t[0].n_cols, t[0].n_rows,
+                (const int32_t *)ptr(t[1]), op->ival[0], &op->rope, st);
+    break;
+  case OP_CACHE_STORE:
+    launch_cache_store(ptr(t[0]), (int)t[0].type, t[0].row_bytes, (const float *)ptr(t[1]),
+                       stride_f(t[1]), t[1].n_cols, t[1].n_rows, (const int32_t *)ptr(t[2]), st);
+    break;
+  case OP_CACHE_COPY: {
+    /* Overlapping moves go in chunks that never overlap themselves. */
+    int64_t dst = op->lval[0], src = op->lval[1], n = op->lval[2];
+    int64_t gap = dst > src ? dst - src : src - dst;
+    if (n <= 0 || gap == 0)
+      break;
+    int64_t chunk = gap < n ? gap : n;
+    for (int64_t done = 0; done < n; done += chunk) {
+      int64_t c = n - done < chunk ? n - done : chunk;
+      int64_t off = dst > src ? n - done - c : done; /* back to front when moving up */
+      CK(cudaMemcpyAsync(ptr(t[0]) + (size_t)(dst + off) * t[0].row_bytes,
+                         ptr(t[0]) + (size_t)(src + off) * t[0].row_bytes,
+                         (size_t)c * t[0].row_bytes, cudaMemcpyDeviceToDevice, st));
+    }
+    break;
+  }
+  case OP_ATTN: {
+    const hx_attn_params *a = &op->attn;
+    launch_attention(
+        (float *)ptr(t[0]), stride_f(t[0]), (const float *)ptr(t[1]), stride_f(t[1]), ptr(t[2]),
+        ptr(t[3]), (int)t[2].type, t[2].row_bytes, (const int32_t *)ptr(t[4]), t[1].n_rows,
+        a->n_heads, a->n_kv_heads, a->head_dim, a->scale, t[2].n_rows, be->attn_part,
+        be->attn_part_floats >= attn_partial_floats(a->n_heads, a->head_dim, ATTN_SPLITS_MAX)
+            ? ATTN_SPLITS_MAX
+            : 1,
+        st);
+    break;
+  }
+  case OP_SWIGLU:
+    launch_swiglu((float *)ptr(t[0]), stride_f(t[0]), (const float *)ptr(t[1]), stride_f(t[1]),
+                  (const float *)ptr(t[2]), stride_f(t[2]), t[0].n_cols, t[0].n_rows, st);
+    break;
+  case OP_ADD:
+  case OP_MUL:
+    launch_binary(op->kind == OP_ADD ? 0 : 1, (float *)ptr(t[0]), stride_f(t[0]),
+                  (const float *)ptr(t[1]), stride_f(t[1]), (const float *)ptr(t[2]),
+                  t[2].n_rows == 1 ? 0 : stride_f(t[2]), t[0].n_cols, t[0].n_rows, st);
+    break;
+  case OP_SOFTMAX:
+    launch_softmax((float *)ptr(t[0]), stride_f(t[0]), t[0].n_cols, t[0].n_rows, st);
+    break;
+  case OP_TOPK:
+    launch_top_k((float *)ptr(t[0]), stride_f(t[0]), (int32_t *)ptr(t[1]),
+                 t[1].row_bytes / sizeof(int32_t), (const float *)ptr(t[2]), stride_f(t[2]),
+                 t[2].n_cols, t[2].n_rows, op->ival[0], st);
+    break;
+  }
+}
+
+static void run_ops(cuda_be *be) {
+  for (int i = 0; i < be->n_ops && !be->poisoned; i++)
+    exec_op(be, &be->ops[i]);
+}
+
+/* A one-token step: replay the cached graph when the ops equal the captured
+ * ones, otherwise capture them (updating the executable graph in place when
+ * the topology allows). */
+static void run_decode_graph(cuda_be *be) {
+  if (be->graph_exec && be->graph_n_ops == be->n_ops &&
+      memcmp(be->graph_ops, be->ops, sizeof(cu_op) * (size_t)be->n_ops) == 0) {
+    CK(cudaGraphLaunch(be->graph_exec, be->stream));
+    be->n_replayed++;
+    return;
+  }
+  cudaGraph_t graph = NULL;
+  CK(cudaStreamBeginCapture(be->stream, cudaStreamCaptureModeThreadLocal));
+  if (be->poisoned)
+    return;
+  run_ops(be);
+  CK(cudaStreamEndCapture(be->stream, &graph));
+  if (be->poisoned)
+    return;
+  if (be->graph_exec) {
+    cudaGraphExecUpdateResultInfo info;
+    if (cudaGraphExecUpdate(be->graph_exec, graph, &info) != cudaSuccess) {
+      cudaGetLastError();
+      cudaGraphExecDestroy(be->graph_exec);
+      be->graph_exec = NULL;
+    }
+  }
+  if (!be->graph_exec)
+    CK(cudaGraphInstantiate(&be->graph_exec, graph, 0));
+  cudaGraphDestroy(graph);
+  if (be->poisoned)
+    return;
+  memcpy(be->graph_ops, be->ops, sizeof(cu_op) * (size_t)be->n_ops);
+  be->graph_n_ops = be->n_ops;
+  be->n_captured++;
+  CK(cudaGraphLaunch(be->graph_exec, be->stream));
+}
+
+static hx_code cu_step_end(void *p, hx_err *err) {
+  cuda_be *be = enter(p);
+  HX_ASSERT(be->in_step);
+  be->in_step = false;
+  if (be->poisoned)
+    return poisoned_err(be, err);
+  if (be->step_tokens == 1 && be->use_graphs)
+    run_decode_graph(be);
+  else
+    run_ops(be);
+  if (!be->poisoned)
+    CK(cudaStreamSynchronize(be->stream));
+  if (!be->poisoned)
+    CK(cudaGetLastError());
+  return be->poisoned ? poisoned_err(be, err) : HX_OK;
+}
+
+static const hx_backend_ops cuda_ops = {
+    .name = "cuda",
+    .buf_alloc = cu_buf_alloc,
+    .buf_wrap_host = cu_buf_wrap_host,
+    .buf_free = cu_buf_free,
+    .buf_upload = cu_buf_upload,
+    .buf_download = cu_buf_download,
+    .reserve = cu_reserve,
+    .step_begin = cu_step_begin,
+    .step_end = cu_step_end,
+    .matmul = cu_matmul,
+    .get_rows = cu_get_rows,
+    .rms_norm = cu_rms_norm,
+    .rms_norm_heads = cu_rms_norm_heads,
+    .rope = cu_rope_op,
+    .cache_store = cu_cache_store,
+    .cache_copy = cu_cache_copy,
+    .attention = cu_attention,
+    .swiglu = cu_swiglu,
+    .add = cu_add,
+    .mul = cu_mul,
+    .softmax = cu_softmax,
+    .top_k = cu_top_k,
+};
+
+int hx_backend_cuda_device_count(void) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+hx_code hx_backend_cuda_mem_info(int device, size_t *free_bytes, size_t *total_bytes, hx_err *err) {
+  if (cudaSetDevice(device) != cudaSuccess ||
+      cudaMemGetInfo(free_bytes, total_bytes) != cudaSuccess) {
+    cudaError_t e = cudaGetLastError();
+    return hx_err_set(err, HX_EDEVICE, "CUDA device %d: %s", device, cudaGetErrorString(e));
+  }
+  return HX_OK;
+}
+
+hx_code hx_backend_cuda_init(hx_backend *out, int device, hx_err *err) {
+  memset(out, 0, sizeof *out);
+  int n = hx_backend_cuda_device_count();
+  if (device < 0 || device >= n)
+    return hx_err_set(err, HX_EDEVICE, "no CUDA device %d (%d present)", device, n);
+  cuda_be *be = calloc(1, sizeof *be);
+  if (!be)
+    return hx_err_set(err, HX_ENOMEM, "out of host memory");
+  be->device = device;
+  be->ops = calloc(OPS_MAX, sizeof(cu_op));
+  be->graph_ops = calloc(OPS_MAX, sizeof(cu_op));
+  const char *g = getenv("HX_CUDA_GRAPHS");
+  be->use_graphs = !(g && strcmp(g, "0") == 0);
+  t_current = be;
+  if (!be->ops || !be->graph_ops || cudaSetDevice(device) != cudaSuccess ||
+      cudaStreamCreateWithFlags(&be->stream, cudaStreamNonBlocking) != cudaSuccess ||
+      cublasCreate(&be->cublas) != CUBLAS_STATUS_SUCCESS) {
+    cudaError_t e = cudaGetLastError();
+    hx_err_set(err, HX_EDEVICE, "CUDA device %d: cannot initialise: %s", device,
+               cudaGetErrorString(e));
+    hx_backend tmp = {&cuda_ops, be};
+    hx_backend_cuda_free(&tmp);
+    return HX_EDEVICE;
+  }
+  cublasSetStream(be->cublas, be->stream);
+  cublasSetMathMode(be->cublas, CUBLAS_DEFAULT_MATH);
+  out->ops = &cuda_ops;
+  out->be = be;
+  return HX_OK;
+}
+
+void hx_backend_cuda_free(hx_backend *b) {
+  if (!b || !b->be)
+    return;
+  cuda_be *be = enter(b->be);
+  if (be->graph_exec)
+    cudaGraphExecDestroy(be->graph_exec);
+  if (be->cublas)
+    cublasDestroy(be->cublas);
+  if (be->stream)
+    cudaStreamDestroy(be->stream);
+  cudaFree(be->q8);
+  cudaFree(be->x16);
+  cudaFree(be->w16);
+  cudaFree(be->attn_part);
+  free(be->ops);
+  free(be->graph_ops);
+  t_current = NULL;
+  free(be);
+  b->be = NULL;
+  b->ops = NULL;
+}
+
+bool hx_backend_cuda_poisoned(const hx_backend *b, const char **msg) {
+  const cuda_be *be = b->be;
+  if (msg)
+    *msg = be->poisoned ? be->poison_msg : NULL;
+  return be->poisoned;
+}
+
+void hx_backend_cuda_graph_stats(const hx_backend *b, long *replayed, long *captured) {
+  const cuda_be *be = b->be;
+  *replayed = be->n_replayed;
+  *captured = be->n_captured;
+}

@@ -1,0 +1,84 @@
+// dequant.cuh — device functions that expand 32 consecutive elements
+// (sub-block `sub` of a row) of any supported weight type to floats.
+#pragma once
+
+#include "common.cuh"
+
+// Elements per sub-block are always 32; `sub` counts 32-element groups from
+// the start of the row.
+__device__ __forceinline__ void dequant32(const uint8_t *row, int type, int64_t sub,
+                                          float out[32]) {
+  switch (type) {
+  case GT_F32: {
+    const float *p = (const float *)row + sub * 32;
+#pragma unroll
+    for (int i = 0; i < 32; i++)
+      out[i] = p[i];
+    break;
+  }
+  case GT_F16: {
+    const __half *p = (const __half *)row + sub * 32;
+#pragma unroll
+    for (int i = 0; i < 32; i++)
+      out[i] = __half2float(p[i]);
+    break;
+  }
+  case GT_BF16: {
+    const __nv_bfloat16 *p = (const __nv_bfloat16 *)row + sub * 32;
+#pragma unroll
+    for (int i = 0; i < 32; i++)
+      out[i] = __bfloat162float(p[i]);
+    break;
+  }
+  case GT_Q8_0: {
+    const cu_block_q8_0 *b = (const cu_block_q8_0 *)row + sub;
+    float d = __half2float(b->d);
+#pragma unroll
+    for (int i = 0; i < 32; i++)
+      out[i] = d * b->qs[i];
+    break;
+  }
+  case GT_Q4_K: {
+    const cu_block_q4_K *b = (const cu_block_q4_K *)row + sub / 8;
+    int j = (int)(sub % 8), g = j / 2, sc, m;
+    get_scale_min_k4(j, b->scales, sc, m);
+    float d = __half2float(b->d) * sc, mn = __half2float(b->dmin) * m;
+    const uint8_t *q = b->qs + g * 32;
+    int shift = (j & 1) * 4;
+#pragma unroll
+    for (int i = 0; i < 32; i++)
+      out[i] = d * ((q[i] >> shift) & 0xF) - mn;
+    break;
+  }
+  case GT_Q5_K: {
+    const cu_block_q5_K *b = (const cu_block_q5_K *)row + sub / 8;
+    int j = (int)(sub % 8), g = j / 2, sc, m;
+    get_scale_min_k4(j, b->scales, sc, m);
+    float d = __half2float(b->d) * sc, mn = __half2float(b->dmin) * m;
+    const uint8_t *q = b->qs + g * 32;
+    int shift = (j & 1) * 4;
+    uint8_t hb = (uint8_t)(1u << j);
+#pragma unroll
+    for (int i = 0; i < 32; i++)
+      out[i] = d * (((q[i] >> shift) & 0xF) + ((b->qh[i] & hb) ? 16 : 0)) - mn;
+    break;
+  }
+  case GT_Q6_K: {
+    const cu_block_q6_K *b = (const cu_block_q6_K *)row + sub / 8;
+    int j = (int)(sub % 8), h = j / 4, r = j % 4;
+    const uint8_t *ql = b->ql + h * 64 + (r & 1) * 32;
+    const uint8_t *qh = b->qh + h * 32;
+    const int8_t *sc = b->scales + h * 8 + 2 * r;
+    float d = __half2float(b->d);
+    int lshift = (r >> 1) * 4, hshift = 2 * r;
+#pragma unroll
+    for (int i = 0; i < 32; i++) {
+      int q = (((ql[i] >> lshift) & 0xF) | (((qh[i] >> hshift) & 3) << 4)) - 32;
+      out[i] = d * sc[i / 16] * q;
+    }
+    break;
+  }
+  default:
+    break;
+  }
+}

@@ -1,0 +1,88 @@
+/* kernels.h — C entry points of the CUDA backend's op families, one .cu file
+ * each (getrows.cu, mmvq.cu, norm.cu, rope.cu, attention.cu, elementwise.cu,
+ * topk.cu). Called by cuda_backend.c; all launch on stream `st` (a
+ * cudaStream_t) and assert their shape preconditions. Pointers are device
+ * pointers. Errors are reported through hx_cuda_report (cuda_backend.c). */
+#ifndef HX_CUDA_KERNELS_H
+#define HX_CUDA_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct CUstream_st *hx_stream;
+
+/* RoPE parameters (mirror of hx_rope_params). */
+typedef struct cu_rope {
+  int n_rot;
+  float freq_base, freq_scale;
+  float yarn_factor;
+  int yarn_orig_ctx;
+  float yarn_beta_fast, yarn_beta_slow, yarn_attn_factor;
+} cu_rope;
+
+enum { HX_CU_Q8_1_BLOCK_BYTES = 40 }; /* activation block: f32 d, f32 d*sum, 32 x i8 */
+
+/* getrows.cu */
+void launch_dequant_f16(void *dst_f16, const uint8_t *w, int type, int64_t n_cols, size_t row_bytes,
+                        int64_t row0, int64_t n_rows, hx_stream st);
+void launch_get_rows(float *out, size_t out_stride, const uint8_t *table, int type, int64_t n_cols,
+                     size_t row_bytes, const int32_t *ids, int64_t n, hx_stream st);
+
+/* mmvq.cu: y[o] = W[o]·x (+ bias[o]) for one activation row; quantized W
+ * reads xq (from launch_quantize_q8_1), float W reads x. */
+void launch_quantize_q8_1(void *dst, const float *x, size_t x_stride, int64_t n_cols,
+                          int64_t n_rows, hx_stream st);
+void launch_matvec(float *y, const uint8_t *w, int type, int64_t n_out, int64_t n_in,
+                   size_t row_bytes, const float *x, const void *xq, const float *bias,
+                   hx_stream st);
+int matvec_type_quantized(int type);
+int matvec_type_supported(int type);
+
+/* norm.cu */
+void launch_rms_norm(float *out, size_t out_stride, float *x, size_t x_stride, float *residual,
+                     size_t res_stride, const float *w, int64_t n_cols, int64_t n_rows, float eps,
+                     int zero_centred, hx_stream st);
+void launch_rms_norm_heads(float *x, size_t x_stride, const float *w, int64_t n_cols,
+                           int64_t n_rows, int head_dim, float eps, hx_stream st);
+
+/* rope.cu */
+void launch_rope(float *x, size_t x_stride, int64_t n_cols, int64_t n_rows, const int32_t *pos,
+                 int head_dim, const cu_rope *p, hx_stream st);
+
+/* attention.cu */
+void launch_cache_store(uint8_t *cache, int cache_type, size_t cache_row_bytes, const float *src,
+                        size_t src_stride, int64_t n_cols, int64_t n_rows, const int32_t *pos,
+                        hx_stream st);
+size_t attn_partial_floats(int n_heads, int head_dim, int n_splits);
+void launch_attention(float *out, size_t out_stride, const float *q, size_t q_stride,
+                      const uint8_t *k_cache, const uint8_t *v_cache, int cache_type,
+                      size_t cache_row_bytes, const int32_t *pos, int64_t n_tokens, int n_heads,
+                      int n_kv_heads, int head_dim, float scale, int64_t max_ctx, float *partial,
+                      int n_splits_max, hx_stream st);
+
+/* elementwise.cu; launch_binary op 0 = add, 1 = mul; b_stride 0 broadcasts. */
+void launch_swiglu(float *out, size_t out_stride, const float *gate, size_t g_stride,
+                   const float *up, size_t u_stride, int64_t n_cols, int64_t n_rows, hx_stream st);
+void launch_binary(int op, float *out, size_t out_stride, const float *a, size_t a_stride,
+                   const float *b, size_t b_stride, int64_t n_cols, int64_t n_rows, hx_stream st);
+void launch_softmax(float *x, size_t stride, int64_t n_cols, int64_t n_rows, hx_stream st);
+void launch_add_bias(float *y, size_t y_stride, const float *bias, int64_t n_cols, int64_t n_rows,
+                     hx_stream st);
+void launch_f32_to_f16(void *dst, const float *x, size_t x_stride, int64_t n_cols, int64_t n_rows,
+                       hx_stream st);
+void launch_f32_to_bf16(void *dst, const float *x, size_t x_stride, int64_t n_cols, int64_t n_rows,
+                        hx_stream st);
+
+/* topk.cu */
+void launch_top_k(float *vals, size_t v_stride, int32_t *ids, size_t i_stride, const float *x,
+                  size_t x_stride, int64_t n_cols, int64_t n_rows, int k, hx_stream st);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

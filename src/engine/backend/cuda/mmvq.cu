@@ -1,0 +1,209 @@
+// mmvq.cu — batch-1 matrix-vector products, the decode step's hot loop.
+//
+// Batch-1 decode is memory-bound: every weight byte is read exactly once per
+// token, so the kernels aim at streaming weights with wide coalesced loads.
+// Quantized weights (Q8_0, Q4_K, Q5_K, Q6_K) are multiplied with activations
+// quantized on the fly to 8-bit blocks of 32 (cu_block_q8_1) using dp4a, as
+// llama.cpp does; float weights (F32/F16/BF16) use 16-byte loads and FMA.
+// Layout: one warp per output row, lanes stride over 32-element sub-blocks.
+#include "common.cuh"
+#include "kernels.h"
+
+enum { MV_WARPS = 4 };
+
+__global__ static void quantize_q8_1_kernel(cu_block_q8_1 *dst, const float *x, size_t x_stride,
+                                            int64_t n_cols) {
+  int64_t blk = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  int lane = threadIdx.x & 31;
+  int64_t row = blockIdx.y;
+  int64_t nb = n_cols / 32;
+  if (blk >= nb)
+    return;
+  float v = x[row * x_stride + blk * 32 + lane];
+  float amax = warp_max(fabsf(v));
+  float d = amax / 127.0f;
+  int q = amax == 0.0f ? 0 : __float2int_rn(v / d);
+  float sum = warp_sum((float)q);
+  cu_block_q8_1 *b = dst + row * nb + blk;
+  b->qs[lane] = (int8_t)q;
+  if (lane == 0) {
+    b->d = d;
+    b->s = d * sum;
+  }
+}
+
+void launch_quantize_q8_1(void *dst, const float *x, size_t x_stride, int64_t n_cols,
+                          int64_t n_rows, hx_stream st) {
+  CU_ASSERT(n_cols % 32 == 0 && n_rows > 0 && n_rows < 65536);
+  dim3 grid(cdiv(n_cols / 32, 8), (unsigned)n_rows);
+  quantize_q8_1_kernel<<<grid, 256, 0, st>>>((cu_block_q8_1 *)dst, x, x_stride, n_cols);
+  CUDA_LAUNCH_CHECK();
+}
+
+// Partial dot of sub-block `sub` of a quantized row with the activation block.
+template <int TYPE>
+__device__ __forceinline__ float dot_sub(const uint8_t *row, int64_t sub, const cu_block_q8_1 &xb) {
+  const int *xq = (const int *)xb.qs;
+  if (TYPE == GT_Q8_0) {
+    const cu_block_q8_0 *b = (const cu_block_q8_0 *)row + sub;
+    int s = 0;
+#pragma unroll
+    for (int k = 0; k < 8; k++)
+      s = __dp4a(get_int_unaligned((const uint8_t *)b->qs + 4 * k), xq[k], s);
+    return __half2float(b->d) * xb.d * (float)s;
+  } else if (TYPE == GT_Q4_K || TYPE == GT_Q5_K) {
+    const uint8_t *base = row + (sub / 8) * (TYPE == GT_Q4_K ? 144 : 176);
+    const cu_block_q4_K *b4 = (const cu_block_q4_K *)base;
+    const cu_block_q5_K *b5 = (const cu_block_q5_K *)base;
+    int j = (int)(sub % 8), g = j / 2, sc, m;
+    const uint8_t *scales = TYPE == GT_Q4_K ? b4->scales : b5->scales;
+    get_scale_min_k4(j, scales, sc, m);
+    const int4 *q = (const int4 *)((TYPE == GT_Q4_K ? b4->qs : b5->qs) + g * 32);
+    int4 q0 = q[0], q1 = q[1];
+    int w[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
+    int shift = (j & 1) * 4;
+    int s = 0;
+    if (TYPE == GT_Q4_K) {
+#pragma unroll
+      for (int k = 0; k < 8; k++)
+        s = __dp4a((w[k] >> shift) & 0x0F0F0F0F, xq[k], s);
+    } else {
+      const int4 *h = (const int4 *)b5->qh;
+      int4 h0 = h[0], h1 = h[1];
+      int hv[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
+#pragma unroll
+      for (int k = 0; k < 8; k++) {
+        int v = ((w[k] >> shift) & 0x0F0F0F0F) | (((hv[k] >> j) & 0x01010101) << 4);
+        s = __dp4a(v, xq[k], s);
+      }
+    }
+    float d = __half2float(TYPE == GT_Q4_K ? b4->d : b5->d);
+    float dmin = __half2float(TYPE == GT_Q4_K ? b4->dmin : b5->dmin);
+    return d * sc * xb.d * (float)s - dmin * m * xb.s;
+  } else { // Q6_K
+    const cu_block_q6_K *b = (const cu_block_q6_K *)row + sub / 8;
+    int j = (int)(sub % 8), h = j / 4, r = j % 4;
+    const uint8_t *ql = b->ql + h * 64 + (r & 1) * 32;
+    const uint8_t *qh = b->qh + h * 32;
+    int lshift = (r >> 1) * 4, hshift = 2 * r;
+    int s0 = 0, s1 = 0;
+#pragma unroll
+    for (int k = 0; k < 8; k++) {
+      int lo = (get_int_unaligned(ql + 4 * k) >> lshift) & 0x0F0F0F0F;
+      int hi = ((get_int_unaligned(qh + 4 * k) >> hshift) & 0x03030303) << 4;
+      int v = __vsubss4(lo | hi, 0x20202020);
+      if (k < 4)
+        s0 = __dp4a(v, xq[k], s0);
+      else
+        s1 = __dp4a(v, xq[k], s1);
+    }
+    const int8_t *sc = b->scales + h * 8 + 2 * r;
+    return __half2float(b->d) * xb.d * ((float)sc[0] * s0 + (float)sc[1] * s1);
+  }
+}
+
+template <int TYPE>
+__global__ static void __launch_bounds__(MV_WARPS * 32)
+    matvec_q_kernel(float *y, const uint8_t *w, int64_t n_out, int64_t n_in, size_t row_bytes,
+                    const cu_block_q8_1 *xq, const float *bias) {
+  int64_t r = (int64_t)blockIdx.x * MV_WARPS + threadIdx.x / 32;
+  int lane = threadIdx.x & 31;
+  if (r >= n_out)
+    return;
+  const uint8_t *row = w + (size_t)r * row_bytes;
+  int64_t n_sub = n_in / 32;
+  float acc = 0.0f;
+#pragma unroll 2
+  for (int64_t s = lane; s < n_sub; s += 32)
+    acc += dot_sub<TYPE>(row, s, xq[s]);
+  acc = warp_sum(acc);
+  if (lane == 0)
+    y[r] = acc + (bias ? bias[r] : 0.0f);
+}
+
+// Float weights: 8 elements (16 bytes of f16/bf16, 32 of f32) per load step.
+template <int TYPE>
+__global__ static void __launch_bounds__(MV_WARPS * 32)
+    matvec_f_kernel(float *y, const uint8_t *w, int64_t n_out, int64_t n_in, size_t row_bytes,
+                    const float *x, const float *bias) {
+  int64_t r = (int64_t)blockIdx.x * MV_WARPS + threadIdx.x / 32;
+  int lane = threadIdx.x & 31;
+  if (r >= n_out)
+    return;
+  const uint8_t *row = w + (size_t)r * row_bytes;
+  float acc = 0.0f;
+  for (int64_t c = (int64_t)lane * 8; c < n_in; c += 256) {
+    const float4 *xv = (const float4 *)(x + c);
+    float4 x0 = xv[0], x1 = xv[1];
+    float xs[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+    float ws[8];
+    if (TYPE == GT_F32) {
+      const float4 *p = (const float4 *)((const float *)row + c);
+      float4 a = p[0], b = p[1];
+      ws[0] = a.x, ws[1] = a.y, ws[2] = a.z, ws[3] = a.w;
+      ws[4] = b.x, ws[5] = b.y, ws[6] = b.z, ws[7] = b.w;
+    } else {
+      int4 v = *(const int4 *)((const uint16_t *)row + c);
+      const uint32_t u[4] = {(uint32_t)v.x, (uint32_t)v.y, (uint32_t)v.z, (uint32_t)v.w};
+#pragma unroll
+      for (int k = 0; k < 4; k++) {
+        if (TYPE == GT_F16) {
+          float2 f = __half22float2(*(const __half2 *)&u[k]);
+          ws[2 * k] = f.x, ws[2 * k + 1] = f.y;
+        } else {
+          ws[2 * k] = __uint_as_float(u[k] << 16);
+          ws[2 * k + 1] = __uint_as_float(u[k] & 0xffff0000u);
+        }
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < 8; k++)
+      acc = fmaf(ws[k], xs[k], acc);
+  }
+  acc = warp_sum(acc);
+  if (lane == 0)
+    y[r] = acc + (bias ? bias[r] : 0.0f);
+}
+
+int matvec_type_quantized(int type) {
+  return type == GT_Q8_0 || type == GT_Q4_K || type == GT_Q5_K || type == GT_Q6_K;
+}
+
+int matvec_type_supported(int type) {
+  return matvec_type_quantized(type) || type == GT_F32 || type == GT_F16 || type == GT_BF16;
+}
+
+void launch_matvec(float *y, const uint8_t *w, int type, int64_t n_out, int64_t n_in,
+                   size_t row_bytes, const float *x, const void *xq_, const float *bias,
+                   hx_stream st) {
+  const cu_block_q8_1 *xq = (const cu_block_q8_1 *)xq_;
+  CU_ASSERT(n_in % 32 == 0 && n_out > 0);
+  unsigned grid = cdiv(n_out, MV_WARPS), block = MV_WARPS * 32;
+  switch (type) {
+  case GT_Q8_0:
+    matvec_q_kernel<GT_Q8_0><<<grid, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
+    break;
+  case GT_Q4_K:
+    matvec_q_kernel<GT_Q4_K><<<grid, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
+    break;
+  case GT_Q5_K:
+    matvec_q_kernel<GT_Q5_K><<<grid, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
+    break;
+  case GT_Q6_K:
+    matvec_q_kernel<GT_Q6_K><<<grid, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
+    break;
+  case GT_F32:
+    CU_ASSERT(n_in % 8 == 0);
+    matvec_f_kernel<GT_F32><<<grid, block, 0, st>>>(y, w, n_out, n_in, row_bytes, x, bias);
+    break;
+  case GT_F16:
+    matvec_f_kernel<GT_F16><<<grid, block, 0, st>>>(y, w, n_out, n_in, row_bytes, x, bias);
+    break;
+  case GT_BF16:
+    matvec_f_kernel<GT_BF16><<<grid, block, 0, st>>>(y, w, n_out, n_in, row_bytes, x, bias);
+    break;
+  default:
+    CU_ASSERT(!"matvec: unsupported weight type");
+  }
+  CUDA_LAUNCH_CHECK();
+}
