@@ -134,6 +134,12 @@ static inline const toml_value *toml_array_at(const toml_value *arr, size_t i) {
  * fraction as written) into out (at least 40 bytes). Returns the length. */
 size_t toml_datetime_format(const toml_value *v, char *out, size_t out_size);
 
+/* Appends v as toml-test "tagged JSON" to out: tables → objects, arrays →
+ * arrays, leaves → {"type":"integer","value":"42"} (types "string",
+ * "integer", "float", "bool", "datetime", "datetime-local", "date-local",
+ * "time-local"; floats as %.17g, "inf", "-inf", "nan"). */
+hx_code toml_to_tagged_json(const toml_value *v, hx_buf *out);
+
 /* ---- Schema helpers for config loaders ---------------------------------
  *
  * A toml_diag collects errors as lines "FILE:LINE: message\n" so that a
