@@ -8,10 +8,6 @@
 
 #include "base/toml.h"
 
-/* base/toml.c is being written in parallel; until it is in the tree the
- * config file is reported as unsupported (flags still work). */
-#define ACP_TOML_READY 0
-
 static const char USAGE[] =
     "usage: helexa-acp [--endpoint URL] [--model ID] [--api-key-env NAME]\n"
     "                  [--config FILE] [--max-turn-requests N] [--log-level LEVEL]\n"
@@ -61,10 +57,6 @@ static bool endpoint_ok(const char *u) {
 
 hx_code acp_config_apply_toml(acp_config *c, const char *text, size_t len, const char *file,
                               hx_err *err) {
-#if !ACP_TOML_READY
-  (void)c, (void)text, (void)len;
-  return hx_err_set(err, HX_EUNSUPPORTED, "%s: TOML support missing in this build", file);
-#else
   toml_value *root = NULL;
   toml_limits lim = {.max_bytes = 1 << 20, .max_depth = 16};
   hx_err perr;
@@ -93,7 +85,6 @@ hx_code acp_config_apply_toml(acp_config *c, const char *text, size_t len, const
   hx_code rc = d.n_errors ? toml_diag_to_err(&d, err) : HX_OK;
   toml_diag_free(&d);
   return rc;
-#endif
 }
 
 static hx_code load_file(acp_config *c, const char *path, bool must_exist, hx_err *err) {

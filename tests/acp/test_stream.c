@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "acp/config.h"
@@ -201,6 +202,60 @@ static void test_config_flags(void **state) {
   acp_config_free(&c);
 }
 
+static void test_config_toml(void **state) {
+  (void)state;
+  acp_config c;
+  hx_err e;
+  acp_config_init(&c);
+  const char *good = "endpoint = \"http://gw:31313/v1\"\nmodel = \"qwen3-8b\"\n"
+                     "api_key_env = \"HELEXA_KEY\"\nmax_turn_requests = 7\n"
+                     "context_window = 40960\nlog_level = \"debug\"\n"
+                     "system_prompt = \"Be brief.\"\n";
+  assert_int_equal(acp_config_apply_toml(&c, good, strlen(good), "acp.toml", &e), HX_OK);
+  assert_string_equal(c.endpoint, "http://gw:31313/v1");
+  assert_string_equal(c.model, "qwen3-8b");
+  assert_string_equal(c.api_key_env, "HELEXA_KEY");
+  assert_int_equal(c.max_turn_requests, 7);
+  assert_int_equal(c.context_window, 40960);
+  assert_int_equal(c.log_level, HX_LOG_DEBUG);
+  assert_string_equal(c.system_prompt, "Be brief.");
+  /* Every problem is reported with file and line. */
+  const char *bad = "model = 3\nbogus = 1\nmax_turn_requests = 0\nendpoint = \"gopher://x\"\n";
+  assert_int_equal(acp_config_apply_toml(&c, bad, strlen(bad), "acp.toml", &e), HX_EINVAL);
+  assert_non_null(strstr(e.msg, "acp.toml:1:"));
+  assert_non_null(strstr(e.msg, "bogus"));
+  assert_non_null(strstr(e.msg, "max_turn_requests"));
+  assert_non_null(strstr(e.msg, "endpoint"));
+  const char *syntax = "model = \n";
+  assert_int_equal(acp_config_apply_toml(&c, syntax, strlen(syntax), "acp.toml", &e), HX_EINVAL);
+  assert_non_null(strstr(e.msg, "acp.toml"));
+  acp_config_free(&c);
+
+  /* The file under $XDG_CONFIG_HOME is read; flags override it. */
+  char dir[] = "/tmp/acp-cfg-XXXXXX";
+  assert_non_null(mkdtemp(dir));
+  char path[256];
+  snprintf(path, sizeof path, "%s/helexa", dir);
+  assert_int_equal(mkdir(path, 0700), 0);
+  snprintf(path, sizeof path, "%s/helexa/acp.toml", dir);
+  FILE *f = fopen(path, "w");
+  fputs("model = \"from-file\"\nendpoint = \"http://file/v1\"\n", f);
+  fclose(f);
+  setenv("XDG_CONFIG_HOME", dir, 1);
+  acp_config_init(&c);
+  acp_config_action act;
+  char *argv[] = {"helexa-acp", "--model", "from-flag"};
+  assert_int_equal(acp_config_load(&c, 3, argv, &act, &e), HX_OK);
+  assert_string_equal(c.model, "from-flag");
+  assert_string_equal(c.endpoint, "http://file/v1");
+  acp_config_free(&c);
+  unsetenv("XDG_CONFIG_HOME");
+  unlink(path);
+  snprintf(path, sizeof path, "%s/helexa", dir);
+  rmdir(path);
+  rmdir(dir);
+}
+
 static void test_path_resolve(void **state) {
   (void)state;
   char *p = acp_tool_path_resolve("/w", "a/b.c");
@@ -218,7 +273,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_stream_text_and_usage), cmocka_unit_test(test_stream_tool_calls),
       cmocka_unit_test(test_session_roundtrip),     cmocka_unit_test(test_config_flags),
-      cmocka_unit_test(test_path_resolve),
+      cmocka_unit_test(test_config_toml),           cmocka_unit_test(test_path_resolve),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

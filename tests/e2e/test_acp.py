@@ -44,6 +44,7 @@ class Upstream:
 
     def __init__(self):
         self.requests = []          # parsed request bodies
+        self.auth = []              # their Authorization headers
         self.aborted = threading.Event()  # a stream's client hung up
         self.slow_started = threading.Event()
         up = self
@@ -64,6 +65,7 @@ class Upstream:
                 n = int(self.headers.get("Content-Length", "0"))
                 body = json.loads(self.rfile.read(n))
                 up.requests.append(body)
+                up.auth.append(self.headers.get("Authorization"))
                 if not self.path.endswith("/chat/completions"):
                     return self._json(404, {"error": {"message": "no such path"}})
                 try:
@@ -479,3 +481,52 @@ def test_malformed_input_gets_errors_and_agent_survives(env):
     # not json, batch, invalid utf-8, over-long line
     assert codes == [-32700, -32700, -32600, -32600], nulls
     assert any("exceeds the limit" in m["error"]["message"] for m in nulls)
+
+
+def test_config_file_api_key_and_read_only_mode(upstream, env, tmp_path):
+    cfg = tmp_path / "config" / "helexa"
+    cfg.mkdir(parents=True)
+    (cfg / "acp.toml").write_text(
+        'endpoint = "%s"\nmodel = "from-toml"\napi_key_env = "ACP_TEST_KEY"\n' % upstream.url)
+    env = dict(env, ACP_TEST_KEY="sekrit")
+    client = Client()
+
+    async def body(conn, init):
+        assert init.auth_methods == []  # the key is there: nothing to log in to
+        s = await conn.new_session(cwd=str(tmp_path), mcp_servers=[])
+        await conn.set_session_mode(session_id=s.session_id, mode_id="read_only")
+        r = await conn.prompt(session_id=s.session_id, prompt=[text_block("hello")])
+        assert r.stop_reason == "end_turn"
+
+    async def run_agent():  # no --endpoint: it comes from acp.toml
+        async with acp.spawn_agent_process(client, AGENT, env=env) as (conn, proc):
+            init = await conn.initialize(protocol_version=1, client_capabilities=CAPS)
+            await asyncio.wait_for(body(conn, init), 30 * SLOW)
+            proc.stdin.close()
+            assert await asyncio.wait_for(proc.wait(), 10 * SLOW) == 0
+
+    run(run_agent())
+    req = upstream.requests[-1]
+    assert req["model"] == "from-toml"
+    assert upstream.auth[-1] == "Bearer sekrit"
+    assert [t["function"]["name"] for t in req["tools"]] == ["read_file"]
+
+
+def test_missing_api_key_requires_auth(upstream, env, tmp_path):
+    async def body(conn, init):
+        assert [m.id for m in init.auth_methods] == ["env"]
+        with pytest.raises(acp.RequestError) as ei:
+            await conn.new_session(cwd=str(tmp_path), mcp_servers=[])
+        assert ei.value.code == -32000
+
+    env = {k: v for k, v in env.items() if k != "ACP_TEST_KEY"}
+    run(_with_agent(Client(), upstream.url, env, body, extra_args=("--api-key-env", "ACP_TEST_KEY")))
+
+
+def test_help_version_and_bad_flags(env):
+    p = subprocess.run([AGENT, "--help"], capture_output=True, text=True, env=env)
+    assert p.returncode == 0 and "--endpoint" in p.stdout and "--api-key-env" in p.stdout
+    p = subprocess.run([AGENT, "--version"], capture_output=True, text=True, env=env)
+    assert p.returncode == 0 and p.stdout.startswith("helexa-acp ")
+    p = subprocess.run([AGENT, "--endpoint", "nope"], capture_output=True, text=True, env=env)
+    assert p.returncode == 2 and "--endpoint" in p.stderr and p.stdout == ""
