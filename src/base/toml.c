@@ -1786,3 +1786,56 @@ bool toml_hostport_parse(const char *s, char **host_out, uint16_t *port_out) {
   *port_out = (uint16_t)port;
   return true;
 }
+
+void toml_strings_free(char **v, size_t n) {
+  if (!v)
+    return;
+  for (size_t i = 0; i < n; i++)
+    free(v[i]);
+  free(v);
+}
+
+bool toml_get_string_array(const toml_value *tab, const char *key, const char *prefix,
+                           bool required, size_t max_items, size_t max_len, char ***out,
+                           size_t *n_out, toml_diag *d) {
+  const toml_value *a = get_typed(tab, key, prefix, required, TOML_ARRAY, d);
+  if (!a)
+    return false;
+  size_t n = a->u.arr.len;
+  if (n > max_items) {
+    toml_diag_add(d, a->line, "key \"%s%s\" must have at most %zu items, not %zu", prefix, key,
+                  max_items, n);
+    return false;
+  }
+  char **v = calloc(n ? n : 1, sizeof *v);
+  if (!v) {
+    toml_diag_add(d, a->line, "key \"%s%s\": out of memory", prefix, key);
+    return false;
+  }
+  bool ok = true;
+  for (size_t i = 0; i < n; i++) {
+    const toml_value *it = a->u.arr.items[i];
+    if (it->type != TOML_STRING) {
+      toml_diag_add(d, it->line, "key \"%s%s\" must be an array of strings (item %zu is %s %s)",
+                    prefix, key, i, article(toml_type_name(it->type)), toml_type_name(it->type));
+      ok = false;
+    } else if (it->u.str.len == 0 || it->u.str.len > max_len ||
+               strlen(it->u.str.ptr) != it->u.str.len) {
+      toml_diag_add(d, it->line,
+                    "key \"%s%s\" item %zu must be a string of 1..%zu bytes without NULs", prefix,
+                    key, i, max_len);
+      ok = false;
+    } else if (!(v[i] = strdup(it->u.str.ptr))) {
+      toml_diag_add(d, it->line, "key \"%s%s\": out of memory", prefix, key);
+      ok = false;
+    }
+  }
+  if (!ok) {
+    toml_strings_free(v, n);
+    return false;
+  }
+  toml_strings_free(*out, *n_out);
+  *out = v;
+  *n_out = n;
+  return true;
+}

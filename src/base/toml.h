@@ -191,6 +191,14 @@ bool toml_get_bool(const toml_value *tab, const char *key, const char *prefix, b
 bool toml_get_enum(const toml_value *tab, const char *key, const char *prefix, bool required,
                    const char *const *names, int *out, toml_diag *d);
 
+/* An array of strings → *out: a malloc'd array of malloc'd strings (the
+ * old contents freed first; free with toml_strings_free). At most max_items
+ * items of 1..max_len bytes (no NULs). */
+bool toml_get_string_array(const toml_value *tab, const char *key, const char *prefix,
+                           bool required, size_t max_items, size_t max_len, char ***out,
+                           size_t *n_out, toml_diag *d);
+void toml_strings_free(char **v, size_t n);
+
 /* Splits "host:port" ("[v6addr]:port" too) into a malloc'd host and a port
  * 1..65535. Returns false (nothing allocated) when malformed. */
 bool toml_hostport_parse(const char *s, char **host_out, uint16_t *port_out);
