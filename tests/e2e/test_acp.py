@@ -530,3 +530,55 @@ def test_help_version_and_bad_flags(env):
     assert p.returncode == 0 and p.stdout.startswith("helexa-acp ")
     p = subprocess.run([AGENT, "--endpoint", "nope"], capture_output=True, text=True, env=env)
     assert p.returncode == 2 and "--endpoint" in p.stderr and p.stdout == ""
+
+
+def test_cancel_while_permission_pending(upstream, env, tmp_path):
+    """The user cancels while the agent waits for approval: the client answers
+    the pending request with `cancelled` (as ACP asks) and the turn ends
+    `cancelled` without writing."""
+    target = str(tmp_path / "f.txt")
+    args = json.dumps({"path": target, "content": "x"})
+    holder = {}
+
+    class Cancelling(Client):
+        async def request_permission(self, session_id, tool_call, options, **kw):
+            self.permission_requests.append((tool_call, options))
+            await holder["conn"].cancel(session_id=session_id)
+            await asyncio.sleep(0.2)
+            return schema.RequestPermissionResponse(outcome=schema.DeniedOutcome(outcome="cancelled"))
+
+    client = Cancelling()
+
+    async def body(conn, init):
+        holder["conn"] = conn
+        s = await conn.new_session(cwd=str(tmp_path), mcp_servers=[])
+        r = await conn.prompt(session_id=s.session_id, prompt=[text_block("cue:tool:write_file " + args)])
+        assert r.stop_reason == "cancelled"
+        r = await conn.prompt(session_id=s.session_id, prompt=[text_block("hello")])
+        assert r.stop_reason == "end_turn"
+        # The history stays well-formed: the unanswered tool call got a result.
+        msgs = upstream.requests[-1]["messages"]
+        call_ids = [tc["id"] for m in msgs for tc in m.get("tool_calls") or []]
+        answered = [m["tool_call_id"] for m in msgs if m["role"] == "tool"]
+        assert call_ids and call_ids == answered
+
+    run(_with_agent(client, upstream.url, env, body))
+    assert target not in client.files
+    assert len(client.permission_requests) == 1
+
+
+def test_tool_loop_stops_at_max_turn_requests(upstream, env, tmp_path):
+    """A model that keeps calling tools is stopped after --max-turn-requests."""
+    path = str(tmp_path / "a.txt")
+    client = Client(files={path: "cue:tool:read_file " + json.dumps({"path": path})})
+
+    async def body(conn, init):
+        s = await conn.new_session(cwd=str(tmp_path), mcp_servers=[])
+        r = await conn.prompt(session_id=s.session_id,
+                              prompt=[text_block("cue:tool:read_file " + json.dumps({"path": path}))])
+        return r.stop_reason
+
+    # With 1 request per turn the tool runs once and no follow-up is asked.
+    stop = run(_with_agent(client, upstream.url, env, body, extra_args=("--max-turn-requests", "1")))
+    assert stop == "max_turn_requests"
+    assert len(upstream.requests) == 1 and len(client.of("tool_call")) == 1
