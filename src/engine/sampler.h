@@ -60,6 +60,7 @@ typedef struct hx_sampler {
   hx_sampling_params params;
   uint64_t rng[4];  /* xoshiro256** state */
   float *probs;     /* [n_vocab] scratch */
+  float *raw;       /* [n_vocab] the logits as given, for logprobs */
   int32_t *idx;     /* [n_vocab] scratch */
   uint32_t *counts; /* [n_vocab] occurrences among generated tokens */
   int32_t *history; /* ring of the last tokens seen, for repetition penalty */

@@ -1,0 +1,528 @@
+/* cpu_backend.c — the CPU implementation of the backend table (backend.h).
+ *
+ * Buffers are host memory (64-byte aligned), or wrapped host memory such as
+ * an mmapped weight file. Activations are f32. A matmul quantizes its input
+ * rows once to the weight type's dot format (Q8_0 / Q8_K, as ggml does) into
+ * scratch reserved at load, then splits the output rows into chunks run on the
+ * thread pool. Attention runs one (token, head) pair per task with per-worker
+ * score scratch. No op allocates: scratch is sized by reserve(). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/pool.h"
+#include "engine/backend.h"
+#include "engine/backend/cpu/cpu_impl.h"
+#include "engine/quant.h"
+
+struct hx_bbuf {
+  void *data;
+  size_t n_bytes;
+  int owned; /* allocated here (freed by buf_free) vs wrapped */
+};
+
+typedef struct cpu_be {
+  hx_pool *pool;
+  int n_threads;
+  void *act_q; /* quantized activations: max_rows * max_cols * 1.25 bytes */
+  size_t act_q_bytes;
+  float *att;        /* per worker: max_ctx scores + 2 * HEAD_DIM_MAX floats */
+  size_t att_stride; /* floats per worker */
+  int64_t max_ctx;
+  cpu_dot_fn dot[QUANT_TYPE_COUNT];
+} cpu_be;
+
+static inline char *tptr(hx_tensor t) {
+  HX_ASSERT(t.buf != NULL);
+  return (char *)t.buf->data + t.offset;
+}
+static inline char *trow(hx_tensor t, int64_t r) { return tptr(t) + (size_t)r * t.row_bytes; }
+
+size_t hx_backend_row_bytes(uint32_t type, int64_t n_cols) {
+  size_t out;
+  if (!quant_type_is_valid(type) || !quant_row_bytes((quant_type)type, n_cols, &out))
+    return 0;
+  return out;
+}
+
+/* ---- memory ------------------------------------------------------------- */
+
+static hx_bbuf *cpu_buf_alloc(void *bev, size_t n_bytes, hx_err *err) {
+  (void)bev;
+  hx_bbuf *b = calloc(1, sizeof *b);
+  size_t rounded = (n_bytes + 63) & ~(size_t)63;
+  if (rounded < n_bytes)
+    rounded = 0;
+  void *p = rounded ? aligned_alloc(64, rounded) : NULL;
+  if (!b || (!p && n_bytes)) {
+    free(b);
+    free(p);
+    hx_err_set(err, HX_ENOMEM, "cpu backend: cannot allocate %zu bytes", n_bytes);
+    return NULL;
+  }
+  if (p)
+    memset(p, 0, rounded);
+  b->data = p;
+  b->n_bytes = n_bytes;
+  b->owned = 1;
+  return b;
+}
+
+static hx_bbuf *cpu_buf_wrap_host(void *bev, const void *host, size_t n_bytes) {
+  (void)bev;
+  hx_bbuf *b = calloc(1, sizeof *b);
+  if (!b)
+    return NULL;
+  b->data = (void *)(uintptr_t)host; /* read-only by contract: ops never write weights */
+  b->n_bytes = n_bytes;
+  return b;
+}
+
+static void cpu_buf_free(void *bev, hx_bbuf *b) {
+  (void)bev;
+  if (!b)
+    return;
+  if (b->owned)
+    free(b->data);
+  free(b);
+}
+
+static hx_code cpu_buf_upload(void *bev, hx_bbuf *b, size_t off, const void *src, size_t n,
+                              hx_err *err) {
+  (void)bev;
+  size_t end;
+  if (!b->owned || hx_size_add(off, n, &end) || end > b->n_bytes)
+    return hx_err_set(err, HX_EINVAL, "cpu backend: upload of %zu bytes at %zu out of range", n,
+                      off);
+  memcpy((char *)b->data + off, src, n);
+  return HX_OK;
+}
+
+static hx_code cpu_buf_download(void *bev, const hx_bbuf *b, size_t off, void *dst, size_t n,
+                                hx_err *err) {
+  (void)bev;
+  size_t end;
+  if (hx_size_add(off, n, &end) || end > b->n_bytes)
+    return hx_err_set(err, HX_EINVAL, "cpu backend: download of %zu bytes at %zu out of range", n,
+                      off);
+  memcpy(dst, (const char *)b->data + off, n);
+  return HX_OK;
+}
+
+static hx_code cpu_reserve(void *bev, int64_t max_rows, int64_t max_cols, int64_t max_ctx,
+                           hx_err *err) {
+  cpu_be *be = bev;
+  HX_ASSERT(max_rows > 0 && max_cols > 0 && max_ctx > 0);
+  size_t q_bytes, att_floats, att_total;
+  if (hx_size_mul((size_t)max_rows, (size_t)max_cols + (size_t)max_cols / 4 + 64, &q_bytes) ||
+      hx_size_add((size_t)max_ctx, 2 * HX_BACKEND_HEAD_DIM_MAX + 16, &att_floats) ||
+      hx_size_mul(att_floats, (size_t)be->n_threads * sizeof(float), &att_total))
+    return hx_err_set(err, HX_ETOOLARGE, "cpu backend: scratch size overflows");
+  if (q_bytes > be->act_q_bytes) {
+    free(be->act_q);
+    be->act_q = aligned_alloc(64, (q_bytes + 63) & ~(size_t)63);
+    be->act_q_bytes = be->act_q ? q_bytes : 0;
+  }
+  if (max_ctx > be->max_ctx) {
+    free(be->att);
+    be->att = aligned_alloc(64, (att_total + 63) & ~(size_t)63);
+    be->att_stride = att_floats;
+    be->max_ctx = be->att ? max_ctx : 0;
+  }
+  if (!be->act_q || !be->att)
+    return hx_err_set(err, HX_ENOMEM, "cpu backend: cannot allocate scratch (%zu + %zu bytes)",
+                      q_bytes, att_total);
+  return HX_OK;
+}
+
+static void cpu_step_begin(void *bev, int n_tokens) { (void)bev, (void)n_tokens; }
+static hx_code cpu_step_end(void *bev, hx_err *err) {
+  (void)bev, (void)err;
+  return HX_OK;
+}
+
+/* ---- matmul ------------------------------------------------------------- */
+
+typedef struct mm_ctx {
+  cpu_be *be;
+  hx_tensor y, w, x, bias;
+  const char *xq;   /* activation rows in the dot format */
+  size_t xq_stride; /* bytes between activation rows */
+  int64_t chunk;    /* output rows per task */
+  cpu_dot_fn dot;
+} mm_ctx;
+
+static void mm_task(void *ctxv, size_t task, int worker) {
+  (void)worker;
+  const mm_ctx *c = ctxv;
+  const int64_t n_out = c->w.n_rows, n_in = c->w.n_cols, n_tok = c->x.n_rows;
+  const int64_t r0 = (int64_t)task * c->chunk;
+  const int64_t r1 = r0 + c->chunk < n_out ? r0 + c->chunk : n_out;
+  const float *bias = c->bias.buf ? (const float *)tptr(c->bias) : NULL;
+  for (int64_t t = 0; t < n_tok; t++) {
+    const void *xr = c->xq + (size_t)t * c->xq_stride;
+    float *yr = (float *)trow(c->y, t);
+    for (int64_t r = r0; r < r1; r++) {
+      float v = c->dot(trow(c->w, r), xr, n_in);
+      yr[r] = bias ? v + bias[r] : v;
+    }
+  }
+}
+
+static void cpu_matmul(void *bev, hx_tensor y, hx_tensor w, hx_tensor x, hx_tensor bias) {
+  cpu_be *be = bev;
+  HX_ASSERT(x.type == QUANT_F32 && y.type == QUANT_F32);
+  HX_ASSERT(x.n_cols == w.n_cols && y.n_cols == w.n_rows && y.n_rows == x.n_rows);
+  HX_ASSERT(w.type < QUANT_TYPE_COUNT && be->dot[w.type] != NULL);
+  mm_ctx c = {.be = be, .y = y, .w = w, .x = x, .bias = bias, .dot = be->dot[w.type]};
+  const quant_type dt = quant_type_dot_type((quant_type)w.type);
+  if (dt == QUANT_F32) {
+    c.xq = tptr(x);
+    c.xq_stride = x.row_bytes;
+  } else {
+    size_t rb = hx_backend_row_bytes(dt, x.n_cols);
+    HX_ASSERT(rb > 0 && rb * (size_t)x.n_rows <= be->act_q_bytes);
+    for (int64_t t = 0; t < x.n_rows; t++)
+      quant_row_quantize(dt, (const float *)trow(x, t), (char *)be->act_q + (size_t)t * rb,
+                         x.n_cols);
+    c.xq = be->act_q;
+    c.xq_stride = rb;
+  }
+  /* enough chunks for load balance across threads, rows a multiple of 4 */
+  int64_t n_chunks = (int64_t)be->n_threads * 8;
+  int64_t chunk = (w.n_rows + n_chunks - 1) / n_chunks;
+  chunk = chunk < 4 ? 4 : (chunk + 3) & ~(int64_t)3;
+  c.chunk = chunk;
+  hx_pool_parallel_for(be->pool, (size_t)((w.n_rows + chunk - 1) / chunk), mm_task, &c);
+}
+
+/* ---- elementwise and row ops --------------------------------------------- */
+
+static void cpu_get_rows(void *bev, hx_tensor out, hx_tensor table, hx_tensor ids, int64_t n) {
+  (void)bev;
+  HX_ASSERT(out.type == QUANT_F32 && out.n_cols == table.n_cols && ids.type == QUANT_I32);
+  const int32_t *id = (const int32_t *)tptr(ids);
+  for (int64_t t = 0; t < n; t++) {
+    HX_ASSERT(id[t] >= 0 && id[t] < table.n_rows);
+    quant_row_dequantize((quant_type)table.type, trow(table, id[t]), (float *)trow(out, t),
+                         table.n_cols);
+  }
+}
+
+static void rms_row(float *out, const float *x, const float *w, int64_t n, float eps, int zc) {
+  double ss = 0.0;
+  for (int64_t i = 0; i < n; i++)
+    ss += (double)x[i] * x[i];
+  const float r = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+  for (int64_t i = 0; i < n; i++)
+    out[i] = (x[i] * r) * (zc ? 1.0f + w[i] : w[i]);
+}
+
+static void cpu_rms_norm(void *bev, hx_tensor out, hx_tensor x, hx_tensor residual, hx_tensor w,
+                         float eps, int zero_centred) {
+  (void)bev;
+  HX_ASSERT(w.type == QUANT_F32 && w.n_cols * w.n_rows == x.n_cols && out.n_rows == x.n_rows);
+  const float *wp = (const float *)tptr(w);
+  for (int64_t t = 0; t < x.n_rows; t++) {
+    float *xr = (float *)trow(x, t);
+    if (residual.buf) {
+      float *rr = (float *)trow(residual, t);
+      for (int64_t i = 0; i < x.n_cols; i++)
+        rr[i] += xr[i];
+      xr = rr;
+    }
+    rms_row((float *)trow(out, t), xr, wp, x.n_cols, eps, zero_centred);
+  }
+}
+
+static void cpu_rms_norm_heads(void *bev, hx_tensor x, hx_tensor w, int head_dim, float eps) {
+  (void)bev;
+  HX_ASSERT(head_dim > 0 && x.n_cols % head_dim == 0 && w.n_cols * w.n_rows == head_dim);
+  const float *wp = (const float *)tptr(w);
+  for (int64_t t = 0; t < x.n_rows; t++) {
+    float *xr = (float *)trow(x, t);
+    for (int64_t h = 0; h < x.n_cols / head_dim; h++)
+      rms_row(xr + h * head_dim, xr + h * head_dim, wp, head_dim, eps, 0);
+  }
+}
+
+/* inv_freq[i] for i < n_rot/2 and the cos/sin multiplier, as transformers'
+ * default and YaRN rope initialisers compute them (f32 results). */
+static float rope_inv_freq(const hx_rope_params *p, float *inv_freq) {
+  const int half = p->n_rot / 2;
+  const double dim = p->n_rot;
+  float mscale = 1.0f;
+  const int yarn = p->yarn_factor > 1.0f;
+  double low = 0, high = 0;
+  if (yarn) {
+    const double base = p->freq_base, orig = p->yarn_orig_ctx;
+    const double bf = p->yarn_beta_fast > 0 ? p->yarn_beta_fast : 32.0;
+    const double bs = p->yarn_beta_slow > 0 ? p->yarn_beta_slow : 1.0;
+    low = floor(dim * log(orig / (bf * 2 * M_PI)) / (2 * log(base)));
+    high = ceil(dim * log(orig / (bs * 2 * M_PI)) / (2 * log(base)));
+    low = low < 0 ? 0 : low;
+    high = high > dim - 1 ? dim - 1 : high;
+    if (low == high)
+      high += 0.001;
+    mscale = p->yarn_attn_factor > 0 ? p->yarn_attn_factor
+                                     : (float)(0.1 * log((double)p->yarn_factor) + 1.0);
+  }
+  for (int i = 0; i < half; i++) {
+    const float pos_freq = (float)pow((double)p->freq_base, (double)(2 * i) / dim);
+    float f = 1.0f / pos_freq;
+    if (yarn) {
+      const float interp = 1.0f / (p->yarn_factor * pos_freq);
+      float ramp = (float)(((double)i - low) / (high - low));
+      ramp = ramp < 0 ? 0 : (ramp > 1 ? 1 : ramp);
+      const float extrap_factor = 1.0f - ramp;
+      f = interp * (1.0f - extrap_factor) + f * extrap_factor;
+    } else if (p->freq_scale > 0 && p->freq_scale != 1.0f) {
+      f *= p->freq_scale;
+    }
+    inv_freq[i] = f;
+  }
+  return mscale;
+}
+
+static void cpu_rope(void *bev, hx_tensor x, hx_tensor pos, int head_dim, const hx_rope_params *p) {
+  (void)bev;
+  HX_ASSERT(p->n_rot > 0 && p->n_rot % 2 == 0 && p->n_rot <= head_dim);
+  HX_ASSERT(head_dim <= HX_BACKEND_HEAD_DIM_MAX && x.n_cols % head_dim == 0);
+  float inv_freq[HX_BACKEND_HEAD_DIM_MAX / 2];
+  const float mscale = rope_inv_freq(p, inv_freq);
+  const int half = p->n_rot / 2;
+  const int32_t *ps = (const int32_t *)tptr(pos);
+  float cs[HX_BACKEND_HEAD_DIM_MAX / 2], sn[HX_BACKEND_HEAD_DIM_MAX / 2];
+  for (int64_t t = 0; t < x.n_rows; t++) {
+    for (int i = 0; i < half; i++) {
+      const float ang = (float)ps[t] * inv_freq[i];
+      cs[i] = (float)cos((double)ang) * mscale;
+      sn[i] = (float)sin((double)ang) * mscale;
+    }
+    float *xr = (float *)trow(x, t);
+    for (int64_t h = 0; h < x.n_cols / head_dim; h++) {
+      float *v = xr + h * head_dim;
+      for (int i = 0; i < half; i++) {
+        const float a = v[i], b = v[i + half];
+        v[i] = a * cs[i] - b * sn[i];
+        v[i + half] = b * cs[i] + a * sn[i];
+      }
+    }
+  }
+}
+
+static void cpu_cache_store(void *bev, hx_tensor cache, hx_tensor src, hx_tensor pos) {
+  (void)bev;
+  HX_ASSERT(src.n_cols == cache.n_cols && src.type == QUANT_F32);
+  const int32_t *ps = (const int32_t *)tptr(pos);
+  for (int64_t t = 0; t < src.n_rows; t++) {
+    HX_ASSERT(ps[t] >= 0 && ps[t] < cache.n_rows);
+    quant_row_quantize((quant_type)cache.type, (const float *)trow(src, t), trow(cache, ps[t]),
+                       src.n_cols);
+  }
+}
+
+static void cpu_cache_copy(void *bev, hx_tensor cache, int64_t dst, int64_t src, int64_t n) {
+  (void)bev;
+  HX_ASSERT(dst >= 0 && src >= 0 && n >= 0 && dst + n <= cache.n_rows && src + n <= cache.n_rows);
+  memmove(trow(cache, dst), trow(cache, src), (size_t)n * cache.row_bytes);
+}
+
+typedef struct att_ctx {
+  cpu_be *be;
+  hx_tensor out, q, k, v;
+  const int32_t *pos;
+  const hx_attn_params *p;
+  size_t kv_head_bytes; /* bytes of one kv head's slice in a cache row */
+  cpu_dot_fn kdot;      /* f32-activation dot for F32/F16 caches; NULL = reference */
+} att_ctx;
+
+static void att_task(void *cv, size_t task, int worker) {
+  const att_ctx *c = cv;
+  const hx_attn_params *p = c->p;
+  const int64_t t = (int64_t)task / p->n_heads;
+  const int h = (int)((int64_t)task % p->n_heads);
+  const int kvh = h / (p->n_heads / p->n_kv_heads);
+  const int hd = p->head_dim;
+  const int64_t n_kv = (int64_t)c->pos[t] + 1;
+  HX_ASSERT(n_kv <= c->be->max_ctx && n_kv <= c->k.n_rows);
+  float *scores = c->be->att + (size_t)worker * c->be->att_stride;
+  float *tmp = scores + c->be->max_ctx;
+  float *acc = tmp + HX_BACKEND_HEAD_DIM_MAX;
+  const float *qh = (const float *)trow(c->q, t) + (size_t)h * hd;
+  const quant_type kt = (quant_type)c->k.type, vt = (quant_type)c->v.type;
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < n_kv; j++) {
+    const char *kr = trow(c->k, j) + (size_t)kvh * c->kv_head_bytes;
+    const float s = (c->kdot ? c->kdot(kr, qh, hd) : quant_row_dot_f32(kt, kr, qh, hd)) * p->scale;
+    scores[j] = s;
+    mx = s > mx ? s : mx;
+  }
+  double sum = 0.0;
+  for (int64_t j = 0; j < n_kv; j++) {
+    scores[j] = expf(scores[j] - mx);
+    sum += scores[j];
+  }
+  const float inv = (float)(1.0 / sum);
+  for (int i = 0; i < hd; i++)
+    acc[i] = 0.0f;
+  for (int64_t j = 0; j < n_kv; j++) {
+    const char *vr = trow(c->v, j) + (size_t)kvh * c->kv_head_bytes;
+    const float *vv;
+    if (vt == QUANT_F32) {
+      vv = (const float *)vr;
+    } else if (vt == QUANT_F16) {
+      cpu_f16_to_f32_row((const uint16_t *)vr, tmp, hd);
+      vv = tmp;
+    } else {
+      quant_row_dequantize(vt, vr, tmp, hd);
+      vv = tmp;
+    }
+    const float pj = scores[j] * inv;
+    for (int i = 0; i < hd; i++)
+      acc[i] += pj * vv[i];
+  }
+  memcpy((float *)trow(c->out, t) + (size_t)h * hd, acc, (size_t)hd * sizeof(float));
+}
+
+static void cpu_attention(void *bev, hx_tensor out, hx_tensor q, hx_tensor k, hx_tensor v,
+                          hx_tensor pos, const hx_attn_params *p) {
+  cpu_be *be = bev;
+  HX_ASSERT(p->n_kv_heads > 0 && p->n_heads % p->n_kv_heads == 0);
+  HX_ASSERT(p->head_dim > 0 && p->head_dim <= HX_BACKEND_HEAD_DIM_MAX);
+  HX_ASSERT(q.n_cols == (int64_t)p->n_heads * p->head_dim && out.n_cols == q.n_cols);
+  HX_ASSERT(k.n_cols == (int64_t)p->n_kv_heads * p->head_dim && k.type == v.type);
+  att_ctx c = {.be = be, .out = out, .q = q, .k = k, .v = v, .p = p};
+  c.pos = (const int32_t *)tptr(pos);
+  c.kv_head_bytes = hx_backend_row_bytes(k.type, p->head_dim);
+  HX_ASSERT(c.kv_head_bytes > 0);
+  c.kdot = (k.type == QUANT_F32 || k.type == QUANT_F16) ? be->dot[k.type] : NULL;
+  hx_pool_parallel_for(be->pool, (size_t)q.n_rows * (size_t)p->n_heads, att_task, &c);
+}
+
+static void cpu_swiglu(void *bev, hx_tensor out, hx_tensor g, hx_tensor u) {
+  (void)bev;
+  HX_ASSERT(g.n_cols == u.n_cols && g.n_rows == u.n_rows && out.n_cols == g.n_cols);
+  for (int64_t t = 0; t < g.n_rows; t++) {
+    const float *gr = (const float *)trow(g, t), *ur = (const float *)trow(u, t);
+    float *o = (float *)trow(out, t);
+    for (int64_t i = 0; i < g.n_cols; i++)
+      o[i] = gr[i] / (1.0f + expf(-gr[i])) * ur[i];
+  }
+}
+
+static void binop(hx_tensor out, hx_tensor a, hx_tensor b, int mul) {
+  HX_ASSERT(a.n_cols == b.n_cols && (b.n_rows == a.n_rows || b.n_rows == 1));
+  for (int64_t t = 0; t < a.n_rows; t++) {
+    const float *ar = (const float *)trow(a, t);
+    const float *br = (const float *)trow(b, b.n_rows == 1 ? 0 : t);
+    float *o = (float *)trow(out, t);
+    for (int64_t i = 0; i < a.n_cols; i++)
+      o[i] = mul ? ar[i] * br[i] : ar[i] + br[i];
+  }
+}
+static void cpu_add(void *bev, hx_tensor out, hx_tensor a, hx_tensor b) {
+  (void)bev;
+  binop(out, a, b, 0);
+}
+static void cpu_mul(void *bev, hx_tensor out, hx_tensor a, hx_tensor b) {
+  (void)bev;
+  binop(out, a, b, 1);
+}
+
+static void cpu_softmax(void *bev, hx_tensor x) {
+  (void)bev;
+  for (int64_t t = 0; t < x.n_rows; t++) {
+    float *r = (float *)trow(x, t);
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < x.n_cols; i++)
+      mx = r[i] > mx ? r[i] : mx;
+    double s = 0;
+    for (int64_t i = 0; i < x.n_cols; i++) {
+      r[i] = expf(r[i] - mx);
+      s += r[i];
+    }
+    for (int64_t i = 0; i < x.n_cols; i++)
+      r[i] = (float)(r[i] / s);
+  }
+}
+
+static void cpu_top_k(void *bev, hx_tensor vals, hx_tensor ids, hx_tensor x, int k) {
+  (void)bev;
+  HX_ASSERT(k >= 1 && k <= HX_BACKEND_TOPK_MAX && k <= x.n_cols);
+  for (int64_t t = 0; t < x.n_rows; t++) {
+    const float *r = (const float *)trow(x, t);
+    float *bv = (float *)trow(vals, t);
+    int32_t *bi = (int32_t *)trow(ids, t);
+    int n = 0;
+    for (int64_t i = 0; i < x.n_cols; i++) {
+      if (n == k && !(r[i] > bv[k - 1]))
+        continue;
+      int j = n < k ? n++ : k - 1;
+      while (j > 0 && r[i] > bv[j - 1]) {
+        bv[j] = bv[j - 1];
+        bi[j] = bi[j - 1];
+        j--;
+      }
+      bv[j] = r[i];
+      bi[j] = (int32_t)i;
+    }
+  }
+}
+
+static const hx_backend_ops cpu_ops = {
+    .name = "cpu",
+    .buf_alloc = cpu_buf_alloc,
+    .buf_wrap_host = cpu_buf_wrap_host,
+    .buf_free = cpu_buf_free,
+    .buf_upload = cpu_buf_upload,
+    .buf_download = cpu_buf_download,
+    .reserve = cpu_reserve,
+    .step_begin = cpu_step_begin,
+    .step_end = cpu_step_end,
+    .matmul = cpu_matmul,
+    .get_rows = cpu_get_rows,
+    .rms_norm = cpu_rms_norm,
+    .rms_norm_heads = cpu_rms_norm_heads,
+    .rope = cpu_rope,
+    .cache_store = cpu_cache_store,
+    .cache_copy = cpu_cache_copy,
+    .attention = cpu_attention,
+    .swiglu = cpu_swiglu,
+    .add = cpu_add,
+    .mul = cpu_mul,
+    .softmax = cpu_softmax,
+    .top_k = cpu_top_k,
+};
+
+hx_code hx_backend_cpu_init(hx_backend *out, int n_threads, hx_err *err) {
+  memset(out, 0, sizeof *out);
+  if (n_threads < 1 || n_threads > 256)
+    return hx_err_set(err, HX_EINVAL, "cpu backend: threads must be 1..256, got %d", n_threads);
+  cpu_be *be = calloc(1, sizeof *be);
+  if (!be)
+    return hx_err_set(err, HX_ENOMEM, "cpu backend: out of memory");
+  be->n_threads = n_threads;
+  be->pool = hx_pool_create(n_threads);
+  if (!be->pool) {
+    free(be);
+    return hx_err_set(err, HX_ENOMEM, "cpu backend: cannot start %d threads", n_threads);
+  }
+  for (int t = 0; t < QUANT_TYPE_COUNT; t++)
+    be->dot[t] = cpu_dot_best((quant_type)t);
+  out->ops = &cpu_ops;
+  out->be = be;
+  return HX_OK;
+}
+
+void hx_backend_cpu_free(hx_backend *b) {
+  if (!b || !b->be)
+    return;
+  cpu_be *be = b->be;
+  hx_pool_free(be->pool);
+  free(be->act_q);
+  free(be->att);
+  free(be);
+  b->be = NULL;
+  b->ops = NULL;
+}

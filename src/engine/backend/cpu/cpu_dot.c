@@ -1,0 +1,552 @@
+/* cpu_dot.c — dot-product kernels of the CPU backend: scalar references
+ * (quant.c), AVX2 and AVX-512 versions compiled with function-level target
+ * attributes and chosen at run time with __builtin_cpu_supports.
+ *
+ * The integer kernels follow ggml's scheme: weights and activations both
+ * quantized, products summed in int16/int32 per block, scaled once per block
+ * in f32. They compute the same sums as the scalar reference up to float
+ * summation order. */
+#include <immintrin.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/status.h"
+#include "engine/backend/cpu/cpu_impl.h"
+
+/* ---- scalar references -------------------------------------------------- */
+
+static float dot_scalar_f32(const void *w, const void *x, int64_t n) {
+  return quant_row_dot_q8(QUANT_F32, w, x, n);
+}
+static float dot_scalar_f16(const void *w, const void *x, int64_t n) {
+  return quant_row_dot_q8(QUANT_F16, w, x, n);
+}
+static float dot_scalar_bf16(const void *w, const void *x, int64_t n) {
+  return quant_row_dot_q8(QUANT_BF16, w, x, n);
+}
+static float dot_scalar_q8_0(const void *w, const void *x, int64_t n) {
+  return quant_row_dot_q8(QUANT_Q8_0, w, x, n);
+}
+static float dot_scalar_q4_k(const void *w, const void *x, int64_t n) {
+  return quant_row_dot_q8(QUANT_Q4_K, w, x, n);
+}
+static float dot_scalar_q5_k(const void *w, const void *x, int64_t n) {
+  return quant_row_dot_q8(QUANT_Q5_K, w, x, n);
+}
+static float dot_scalar_q6_k(const void *w, const void *x, int64_t n) {
+  return quant_row_dot_q8(QUANT_Q6_K, w, x, n);
+}
+
+/* ---- AVX2 --------------------------------------------------------------- */
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+AVX2 static inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+AVX2 static float dot_avx2_f32(const void *wv, const void *xv, int64_t n) {
+  const float *w = wv, *x = xv;
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+  }
+  float s = hsum256(_mm256_add_ps(a0, a1));
+  for (; i < n; i++)
+    s += w[i] * x[i];
+  return s;
+}
+
+AVX2 static float dot_avx2_f16(const void *wv, const void *xv, int64_t n) {
+  const uint16_t *w = wv;
+  const float *x = xv;
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m256 w0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i)));
+    __m256 w1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + i + 8)));
+    a0 = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + i), a0);
+    a1 = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + i + 8), a1);
+  }
+  float s = hsum256(_mm256_add_ps(a0, a1));
+  for (; i < n; i++)
+    s += quant_f16_to_f32(w[i]) * x[i];
+  return s;
+}
+
+AVX2 static inline __m256 bf16x8_avx2(const uint16_t *p) {
+  __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+AVX2 static float dot_avx2_bf16(const void *wv, const void *xv, int64_t n) {
+  const uint16_t *w = wv;
+  const float *x = xv;
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    a0 = _mm256_fmadd_ps(bf16x8_avx2(w + i), _mm256_loadu_ps(x + i), a0);
+    a1 = _mm256_fmadd_ps(bf16x8_avx2(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+  }
+  float s = hsum256(_mm256_add_ps(a0, a1));
+  for (; i < n; i++)
+    s += quant_bf16_to_f32(w[i]) * x[i];
+  return s;
+}
+
+/* Signed int8 × int8 pairs summed to 8 int32 (ggml's mul_sum_i8_pairs). */
+AVX2 static inline __m256i mul_sum_i8_avx2(__m256i x, __m256i y) {
+  const __m256i ax = _mm256_sign_epi8(x, x);
+  const __m256i sy = _mm256_sign_epi8(y, x);
+  const __m256i dot16 = _mm256_maddubs_epi16(ax, sy);
+  return _mm256_madd_epi16(dot16, _mm256_set1_epi16(1));
+}
+
+AVX2 static float dot_avx2_q8_0(const void *wv, const void *xv, int64_t n) {
+  const block_q8_0 *w = wv, *x = xv;
+  const int64_t nb = n / QK8_0;
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nb; i++) {
+    const __m256 d = _mm256_set1_ps(quant_f16_to_f32(w[i].d) * quant_f16_to_f32(x[i].d));
+    const __m256i qw = _mm256_loadu_si256((const __m256i *)w[i].qs);
+    const __m256i qx = _mm256_loadu_si256((const __m256i *)x[i].qs);
+    acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(mul_sum_i8_avx2(qw, qx)), acc);
+  }
+  return hsum256(acc);
+}
+
+/* Unpacks the 12-byte K-quant scales into 8 scales (utmp[0..1]) and 8 mins
+ * (utmp[2..3]), one byte each. */
+static inline void k_scales_unpack(const uint8_t *scales, uint32_t utmp[4]) {
+  const uint32_t kmask1 = 0x3f3f3f3f, kmask2 = 0x0f0f0f0f, kmask3 = 0x03030303;
+  memcpy(utmp, scales, 12);
+  utmp[3] = ((utmp[2] >> 4) & kmask2) | (((utmp[1] >> 6) & kmask3) << 4);
+  const uint32_t uaux = utmp[1] & kmask1;
+  utmp[1] = (utmp[2] & kmask2) | (((utmp[0] >> 6) & kmask3) << 4);
+  utmp[2] = uaux;
+  utmp[0] &= kmask1;
+}
+
+AVX2 static inline __m256i scale_pick_avx2(__m256i scales16, int i) {
+  /* broadcast 16-bit lane i of a 128-bit half to all 16 lanes */
+  const short sel = (short)(((2 * i + 1) << 8) | (2 * i));
+  return _mm256_shuffle_epi8(scales16, _mm256_set1_epi16(sel));
+}
+
+AVX2 static float dot_avx2_q4_k(const void *wv, const void *xv, int64_t n) {
+  const block_q4_K *w = wv;
+  const block_q8_K *x = xv;
+  const int64_t nb = n / QK_K;
+  const __m256i m4 = _mm256_set1_epi8(0xF);
+  __m256 acc = _mm256_setzero_ps();
+  __m128 acc_m = _mm_setzero_ps();
+  for (int64_t i = 0; i < nb; i++) {
+    const float d = x[i].d * quant_f16_to_f32(w[i].d);
+    const float dmin = -x[i].d * quant_f16_to_f32(w[i].dmin);
+    uint32_t utmp[4];
+    k_scales_unpack(w[i].scales, utmp);
+    const __m256i mins_and_scales =
+        _mm256_cvtepu8_epi16(_mm_set_epi32((int)utmp[3], (int)utmp[2], (int)utmp[1], (int)utmp[0]));
+    const __m256i q8sums = _mm256_loadu_si256((const __m256i *)x[i].bsums);
+    const __m128i q8s =
+        _mm_hadd_epi16(_mm256_extracti128_si256(q8sums, 0), _mm256_extracti128_si256(q8sums, 1));
+    const __m128i prod = _mm_madd_epi16(_mm256_extracti128_si256(mins_and_scales, 1), q8s);
+    acc_m = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m);
+    const __m128i sc128 = _mm256_extracti128_si256(mins_and_scales, 0);
+    const __m256i scales = _mm256_set_m128i(sc128, sc128);
+    const uint8_t *q4 = w[i].qs;
+    const int8_t *q8 = x[i].qs;
+    __m256i sumi = _mm256_setzero_si256();
+    for (int j = 0; j < QK_K / 64; j++) {
+      const __m256i scale_l = scale_pick_avx2(scales, 2 * j);
+      const __m256i scale_h = scale_pick_avx2(scales, 2 * j + 1);
+      const __m256i q4bits = _mm256_loadu_si256((const __m256i *)q4);
+      q4 += 32;
+      const __m256i q4l = _mm256_and_si256(q4bits, m4);
+      const __m256i q4h = _mm256_and_si256(_mm256_srli_epi16(q4bits, 4), m4);
+      const __m256i q8l = _mm256_loadu_si256((const __m256i *)q8);
+      q8 += 32;
+      const __m256i q8h = _mm256_loadu_si256((const __m256i *)q8);
+      q8 += 32;
+      __m256i p16l = _mm256_madd_epi16(scale_l, _mm256_maddubs_epi16(q4l, q8l));
+      __m256i p16h = _mm256_madd_epi16(scale_h, _mm256_maddubs_epi16(q4h, q8h));
+      sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
+    }
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+  }
+  acc_m = _mm_add_ps(acc_m, _mm_movehl_ps(acc_m, acc_m));
+  acc_m = _mm_add_ss(acc_m, _mm_movehdup_ps(acc_m));
+  return hsum256(acc) + _mm_cvtss_f32(acc_m);
+}
+
+AVX2 static float dot_avx2_q5_k(const void *wv, const void *xv, int64_t n) {
+  const block_q5_K *w = wv;
+  const block_q8_K *x = xv;
+  const int64_t nb = n / QK_K;
+  const __m256i m4 = _mm256_set1_epi8(0xF);
+  const __m256i b16 = _mm256_set1_epi8(16);
+  __m256 acc = _mm256_setzero_ps();
+  float summs = 0.0f;
+  for (int64_t i = 0; i < nb; i++) {
+    const float d = x[i].d * quant_f16_to_f32(w[i].d);
+    const float dmin = -x[i].d * quant_f16_to_f32(w[i].dmin);
+    uint32_t utmp[4];
+    k_scales_unpack(w[i].scales, utmp);
+    const __m256i mins_and_scales =
+        _mm256_cvtepu8_epi16(_mm_set_epi32((int)utmp[3], (int)utmp[2], (int)utmp[1], (int)utmp[0]));
+    const __m256i q8sums = _mm256_loadu_si256((const __m256i *)x[i].bsums);
+    const __m128i q8s =
+        _mm_hadd_epi16(_mm256_extracti128_si256(q8sums, 0), _mm256_extracti128_si256(q8sums, 1));
+    const __m128i prod = _mm_madd_epi16(_mm256_extracti128_si256(mins_and_scales, 1), q8s);
+    __m128i hs = _mm_add_epi32(prod, _mm_shuffle_epi32(prod, 0x4e));
+    hs = _mm_add_epi32(hs, _mm_shuffle_epi32(hs, 0xb1));
+    summs += dmin * (float)_mm_cvtsi128_si32(hs);
+    const __m128i sc128 = _mm256_extracti128_si256(mins_and_scales, 0);
+    const __m256i scales = _mm256_set_m128i(sc128, sc128);
+    const __m256i hbits = _mm256_loadu_si256((const __m256i *)w[i].qh);
+    __m256i hmask = _mm256_set1_epi8(1);
+    const uint8_t *q5 = w[i].qs;
+    const int8_t *q8 = x[i].qs;
+    __m256i sumi = _mm256_setzero_si256();
+    for (int j = 0; j < QK_K / 64; j++) {
+      const __m256i scale_0 = scale_pick_avx2(scales, 2 * j);
+      const __m256i scale_1 = scale_pick_avx2(scales, 2 * j + 1);
+      const __m256i q5bits = _mm256_loadu_si256((const __m256i *)q5);
+      q5 += 32;
+      const __m256i h0 =
+          _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, hmask), hmask), b16);
+      hmask = _mm256_slli_epi16(hmask, 1);
+      const __m256i h1 =
+          _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hbits, hmask), hmask), b16);
+      hmask = _mm256_slli_epi16(hmask, 1);
+      const __m256i q5_0 = _mm256_add_epi8(_mm256_and_si256(q5bits, m4), h0);
+      const __m256i q5_1 = _mm256_add_epi8(_mm256_and_si256(_mm256_srli_epi16(q5bits, 4), m4), h1);
+      const __m256i q8_0 = _mm256_loadu_si256((const __m256i *)q8);
+      q8 += 32;
+      const __m256i q8_1 = _mm256_loadu_si256((const __m256i *)q8);
+      q8 += 32;
+      const __m256i p0 = _mm256_madd_epi16(scale_0, _mm256_maddubs_epi16(q5_0, q8_0));
+      const __m256i p1 = _mm256_madd_epi16(scale_1, _mm256_maddubs_epi16(q5_1, q8_1));
+      sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+    }
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+  }
+  return hsum256(acc) + summs;
+}
+
+AVX2 static float dot_avx2_q6_k(const void *wv, const void *xv, int64_t n) {
+  const block_q6_K *w = wv;
+  const block_q8_K *x = xv;
+  const int64_t nb = n / QK_K;
+  const __m256i m4 = _mm256_set1_epi8(0xF);
+  const __m256i m2 = _mm256_set1_epi8(3);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t i = 0; i < nb; i++) {
+    const float d = x[i].d * quant_f16_to_f32(w[i].d);
+    const uint8_t *q4 = w[i].ql;
+    const uint8_t *qh = w[i].qh;
+    const int8_t *q8 = x[i].qs;
+    const __m128i scales = _mm_loadu_si128((const __m128i *)w[i].scales);
+    const __m256i scales16 = _mm256_cvtepi8_epi16(scales);
+    const __m256i q8sums = _mm256_loadu_si256((const __m256i *)x[i].bsums);
+    const __m256i q8sclsub = _mm256_slli_epi32(_mm256_madd_epi16(q8sums, scales16), 5);
+    __m256i sumi = _mm256_setzero_si256();
+    for (int j = 0; j < QK_K / 128; j++) {
+      const __m256i q4bits1 = _mm256_loadu_si256((const __m256i *)q4);
+      const __m256i q4bits2 = _mm256_loadu_si256((const __m256i *)(q4 + 32));
+      q4 += 64;
+      const __m256i hb = _mm256_loadu_si256((const __m256i *)qh);
+      qh += 32;
+      const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4);
+      const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4);
+      const __m256i h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4);
+      const __m256i h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4);
+      __m256i q[4];
+      q[0] = _mm256_or_si256(_mm256_and_si256(q4bits1, m4), h0);
+      q[1] = _mm256_or_si256(_mm256_and_si256(q4bits2, m4), h1);
+      q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits1, 4), m4), h2);
+      q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q4bits2, 4), m4), h3);
+      for (int k = 0; k < 4; k++) {
+        const __m256i q8v = _mm256_loadu_si256((const __m256i *)(q8 + 32 * k));
+        const __m256i p16 = _mm256_maddubs_epi16(q[k], q8v);
+        const int s = 8 * j + 2 * k; /* sub-blocks s (first 16) and s+1 */
+        const __m256i sc =
+            _mm256_set_m128i(_mm_set1_epi16(w[i].scales[s + 1]), _mm_set1_epi16(w[i].scales[s]));
+        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(sc, p16));
+      }
+      q8 += 128;
+    }
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(_mm256_sub_epi32(sumi, q8sclsub)),
+                          acc);
+  }
+  return hsum256(acc);
+}
+
+/* ---- AVX-512 ------------------------------------------------------------ */
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+
+AVX512 static float dot_avx512_f32(const void *wv, const void *xv, int64_t n) {
+  const float *w = wv, *x = xv;
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(x + i), a0);
+    a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 16), _mm512_loadu_ps(x + i + 16), a1);
+  }
+  float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+  for (; i < n; i++)
+    s += w[i] * x[i];
+  return s;
+}
+
+AVX512 static float dot_avx512_f16(const void *wv, const void *xv, int64_t n) {
+  const uint16_t *w = wv;
+  const float *x = xv;
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __m512 w0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + i)));
+    __m512 w1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + i + 16)));
+    a0 = _mm512_fmadd_ps(w0, _mm512_loadu_ps(x + i), a0);
+    a1 = _mm512_fmadd_ps(w1, _mm512_loadu_ps(x + i + 16), a1);
+  }
+  float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+  for (; i < n; i++)
+    s += quant_f16_to_f32(w[i]) * x[i];
+  return s;
+}
+
+AVX512 static float dot_avx512_bf16(const void *wv, const void *xv, int64_t n) {
+  const uint16_t *w = wv;
+  const float *x = xv;
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __m512i v0 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + i)));
+    __m512i v1 = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + i + 16)));
+    a0 =
+        _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v0, 16)), _mm512_loadu_ps(x + i), a0);
+    a1 = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(v1, 16)),
+                         _mm512_loadu_ps(x + i + 16), a1);
+  }
+  float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+  for (; i < n; i++)
+    s += quant_bf16_to_f32(w[i]) * x[i];
+  return s;
+}
+
+/* VNNI: dpbusd needs an unsigned left operand: |w| and sign(x, w). */
+AVX512 static inline __m256i mul_sum_i8_vnni(__m256i w, __m256i x) {
+  const __m256i aw = _mm256_sign_epi8(w, w);
+  const __m256i sx = _mm256_sign_epi8(x, w);
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, sx);
+}
+
+AVX512 static float dot_avx512_q8_0(const void *wv, const void *xv, int64_t n) {
+  const block_q8_0 *w = wv, *x = xv;
+  const int64_t nb = n / QK8_0;
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 2 <= nb; i += 2) {
+    const __m256 d0 = _mm256_set1_ps(quant_f16_to_f32(w[i].d) * quant_f16_to_f32(x[i].d));
+    const __m256 d1 = _mm256_set1_ps(quant_f16_to_f32(w[i + 1].d) * quant_f16_to_f32(x[i + 1].d));
+    const __m256i s0 = mul_sum_i8_vnni(_mm256_loadu_si256((const __m256i *)w[i].qs),
+                                       _mm256_loadu_si256((const __m256i *)x[i].qs));
+    const __m256i s1 = mul_sum_i8_vnni(_mm256_loadu_si256((const __m256i *)w[i + 1].qs),
+                                       _mm256_loadu_si256((const __m256i *)x[i + 1].qs));
+    acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(s0), acc0);
+    acc1 = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(s1), acc1);
+  }
+  for (; i < nb; i++) {
+    const __m256 d0 = _mm256_set1_ps(quant_f16_to_f32(w[i].d) * quant_f16_to_f32(x[i].d));
+    const __m256i s0 = mul_sum_i8_vnni(_mm256_loadu_si256((const __m256i *)w[i].qs),
+                                       _mm256_loadu_si256((const __m256i *)x[i].qs));
+    acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(s0), acc0);
+  }
+  return hsum256(_mm256_add_ps(acc0, acc1));
+}
+
+/* Q4_K with VNNI: per 32-element sub-block, dpbusd(q4, q8) gives 8 int32
+ * partial sums; multiply by the sub-block scale in int32. */
+AVX512 static float dot_avx512_q4_k(const void *wv, const void *xv, int64_t n) {
+  const block_q4_K *w = wv;
+  const block_q8_K *x = xv;
+  const int64_t nb = n / QK_K;
+  const __m256i m4 = _mm256_set1_epi8(0xF);
+  __m256 acc = _mm256_setzero_ps();
+  float summs = 0.0f;
+  for (int64_t i = 0; i < nb; i++) {
+    const float d = x[i].d * quant_f16_to_f32(w[i].d);
+    const float dmin = x[i].d * quant_f16_to_f32(w[i].dmin);
+    uint32_t utmp[4];
+    k_scales_unpack(w[i].scales, utmp);
+    const uint8_t *sc = (const uint8_t *)&utmp[0];
+    const uint8_t *mn = (const uint8_t *)&utmp[2];
+    int32_t msum = 0;
+    for (int j = 0; j < 8; j++)
+      msum += mn[j] * (x[i].bsums[2 * j] + x[i].bsums[2 * j + 1]);
+    summs += dmin * (float)msum;
+    const uint8_t *q4 = w[i].qs;
+    const int8_t *q8 = x[i].qs;
+    __m256i sumi = _mm256_setzero_si256();
+    for (int j = 0; j < QK_K / 64; j++) {
+      const __m256i q4bits = _mm256_loadu_si256((const __m256i *)(q4 + 32 * j));
+      const __m256i q4l = _mm256_and_si256(q4bits, m4);
+      const __m256i q4h = _mm256_and_si256(_mm256_srli_epi16(q4bits, 4), m4);
+      const __m256i pl = _mm256_dpbusd_epi32(_mm256_setzero_si256(), q4l,
+                                             _mm256_loadu_si256((const __m256i *)(q8 + 64 * j)));
+      const __m256i ph = _mm256_dpbusd_epi32(
+          _mm256_setzero_si256(), q4h, _mm256_loadu_si256((const __m256i *)(q8 + 64 * j + 32)));
+      sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(pl, _mm256_set1_epi32(sc[2 * j])));
+      sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(ph, _mm256_set1_epi32(sc[2 * j + 1])));
+    }
+    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+  }
+  return hsum256(acc) - summs;
+}
+
+/* ---- f16 rows ----------------------------------------------------------- */
+
+AVX2 static void f16_row_avx2(const uint16_t *src, float *dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+  for (; i < n; i++)
+    dst[i] = quant_f16_to_f32(src[i]);
+}
+
+/* ---- dispatch ----------------------------------------------------------- */
+
+static int cpu_has_avx2(void) {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+static int cpu_has_avx512(void) {
+  __builtin_cpu_init();
+  return cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
+         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512vnni");
+}
+
+cpu_isa cpu_isa_best(void) {
+  cpu_isa best = CPU_ISA_SCALAR;
+  if (cpu_has_avx512())
+    best = CPU_ISA_AVX512;
+  else if (cpu_has_avx2())
+    best = CPU_ISA_AVX2;
+  const char *cap = getenv("HX_CPU_ISA");
+  if (cap && strcmp(cap, "scalar") == 0)
+    best = CPU_ISA_SCALAR;
+  else if (cap && strcmp(cap, "avx2") == 0 && best > CPU_ISA_AVX2)
+    best = CPU_ISA_AVX2;
+  return best;
+}
+
+const char *cpu_isa_name(cpu_isa isa) {
+  switch (isa) {
+  case CPU_ISA_SCALAR:
+    return "scalar";
+  case CPU_ISA_AVX2:
+    return "avx2";
+  case CPU_ISA_AVX512:
+    return "avx512";
+  default:
+    return "?";
+  }
+}
+
+cpu_dot_fn cpu_dot_get(quant_type t, cpu_isa isa) {
+  if (isa == CPU_ISA_AVX2 && !cpu_has_avx2())
+    return NULL;
+  if (isa == CPU_ISA_AVX512 && !cpu_has_avx512())
+    return NULL;
+  switch (isa) {
+  case CPU_ISA_SCALAR:
+    switch (t) {
+    case QUANT_F32:
+      return dot_scalar_f32;
+    case QUANT_F16:
+      return dot_scalar_f16;
+    case QUANT_BF16:
+      return dot_scalar_bf16;
+    case QUANT_Q8_0:
+      return dot_scalar_q8_0;
+    case QUANT_Q4_K:
+      return dot_scalar_q4_k;
+    case QUANT_Q5_K:
+      return dot_scalar_q5_k;
+    case QUANT_Q6_K:
+      return dot_scalar_q6_k;
+    default:
+      return NULL;
+    }
+  case CPU_ISA_AVX2:
+    switch (t) {
+    case QUANT_F32:
+      return dot_avx2_f32;
+    case QUANT_F16:
+      return dot_avx2_f16;
+    case QUANT_BF16:
+      return dot_avx2_bf16;
+    case QUANT_Q8_0:
+      return dot_avx2_q8_0;
+    case QUANT_Q4_K:
+      return dot_avx2_q4_k;
+    case QUANT_Q5_K:
+      return dot_avx2_q5_k;
+    case QUANT_Q6_K:
+      return dot_avx2_q6_k;
+    default:
+      return NULL;
+    }
+  case CPU_ISA_AVX512:
+    switch (t) {
+    case QUANT_F32:
+      return dot_avx512_f32;
+    case QUANT_F16:
+      return dot_avx512_f16;
+    case QUANT_BF16:
+      return dot_avx512_bf16;
+    case QUANT_Q8_0:
+      return dot_avx512_q8_0;
+    case QUANT_Q4_K:
+      return dot_avx512_q4_k;
+    default:
+      return NULL;
+    }
+  default:
+    return NULL;
+  }
+}
+
+cpu_dot_fn cpu_dot_best(quant_type t) {
+  for (int isa = (int)cpu_isa_best(); isa >= 0; isa--) {
+    cpu_dot_fn f = cpu_dot_get(t, (cpu_isa)isa);
+    if (f)
+      return f;
+  }
+  return NULL;
+}
+
+void cpu_f16_to_f32_row(const uint16_t *src, float *dst, int64_t n) {
+  static _Atomic int have = -1; /* every thread computes the same value */
+  int h = atomic_load_explicit(&have, memory_order_relaxed);
+  if (h < 0) {
+    h = cpu_has_avx2() && cpu_isa_best() != CPU_ISA_SCALAR;
+    atomic_store_explicit(&have, h, memory_order_relaxed);
+  }
+  if (h) {
+    f16_row_avx2(src, dst, n);
+    return;
+  }
+  for (int64_t i = 0; i < n; i++)
+    dst[i] = quant_f16_to_f32(src[i]);
+}

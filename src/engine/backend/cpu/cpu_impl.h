@@ -1,0 +1,38 @@
+/* cpu_impl.h — internals of the CPU backend shared by its files and tests.
+ *
+ * Dot kernels: one weight row (n elements in its stored type) against one
+ * activation row in the weight type's dot format (quant_type_dot_type: Q8_0
+ * for Q8_0 weights, Q8_K for K-quants, f32 for F32/F16/BF16). Each exists as a
+ * scalar reference (quant.c's) and, where the CPU has it, AVX2 and AVX-512
+ * versions chosen at run time; tests compare every path with the scalar one. */
+#ifndef HX_ENGINE_CPU_IMPL_H
+#define HX_ENGINE_CPU_IMPL_H
+
+#include <stdint.h>
+
+#include "engine/quant.h"
+
+typedef enum cpu_isa {
+  CPU_ISA_SCALAR = 0,
+  CPU_ISA_AVX2,   /* AVX2 + FMA + F16C */
+  CPU_ISA_AVX512, /* AVX-512 F/BW/VL/VNNI(+BF16 where used) */
+  CPU_ISA_COUNT
+} cpu_isa;
+
+typedef float (*cpu_dot_fn)(const void *w_row, const void *x, int64_t n);
+
+/* The best ISA this CPU supports (HX_CPU_ISA=scalar|avx2|avx512 in the
+ * environment caps it, for debugging and benchmarks). */
+cpu_isa cpu_isa_best(void);
+const char *cpu_isa_name(cpu_isa isa);
+/* The dot kernel of weight type t for an ISA; NULL when that ISA has no
+ * kernel for t or the CPU lacks the ISA. CPU_ISA_SCALAR always has one for
+ * the supported weight types (F32, F16, BF16, Q8_0, Q4_K, Q5_K, Q6_K). */
+cpu_dot_fn cpu_dot_get(quant_type t, cpu_isa isa);
+/* The best available kernel: falls back to lower ISAs. */
+cpu_dot_fn cpu_dot_best(quant_type t);
+
+/* f16 row → f32 (F16C when available). */
+void cpu_f16_to_f32_row(const uint16_t *src, float *dst, int64_t n);
+
+#endif

@@ -1,0 +1,54 @@
+/* model.h — the interface between the engine and one architecture's forward
+ * pass (internal to the engine).
+ *
+ * A model is loaded from a validated model_file onto a backend: weights become
+ * backend tensors (wrapped without copying where the backend can), and the
+ * activations of a max_batch-token step are allocated once. A cache holds one
+ * sequence's state (KV for attention layers; recurrent state for hybrid arches
+ * later). forward() appends n tokens at positions pos0.. to the cache and
+ * returns logits; it allocates nothing. */
+#ifndef HX_ENGINE_MODELS_MODEL_H
+#define HX_ENGINE_MODELS_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "base/status.h"
+#include "engine/backend.h"
+#include "engine/model_file.h"
+
+typedef struct hx_model hx_model;
+typedef struct hx_model_cache hx_model_cache;
+
+typedef struct hx_model_ops {
+  /* Frees the model (weights, activations). */
+  void (*free)(hx_model *m);
+  /* A cache of n_ctx positions with K/V stored as kv_type (F32/F16/Q8_0). */
+  hx_code (*cache_init)(hx_model *m, quant_type kv_type, hx_model_cache **out, hx_err *err);
+  void (*cache_free)(hx_model *m, hx_model_cache *c);
+  /* Bytes a cache of kv_type needs (for estimates). */
+  uint64_t (*cache_bytes)(const hx_model *m, quant_type kv_type);
+  /* Keeps only the first n_keep positions (attention-only: nothing to do but
+   * remember; recurrent arches would restore a snapshot). */
+  hx_code (*cache_truncate)(hx_model *m, hx_model_cache *c, int n_keep, hx_err *err);
+  /* Runs tokens[0..n) (n ≤ max_batch) at positions pos0..pos0+n-1. Writes
+   * the last token's logits to logits_last (n_vocab floats) if non-NULL, and
+   * every token's to logits_all (n * n_vocab) if non-NULL. */
+  hx_code (*forward)(hx_model *m, hx_model_cache *c, const int32_t *tokens, int n, int pos0,
+                     float *logits_last, float *logits_all, hx_err *err);
+} hx_model_ops;
+
+/* Common head of every model struct. */
+struct hx_model {
+  const hx_model_ops *ops;
+  hx_backend backend; /* not owned */
+  model_hparams hp;
+  int n_ctx;
+  int max_batch;
+};
+
+/* qwen3 and qwen2 (dense). */
+hx_code qwen3_model_load(const model_file *mf, hx_backend backend, int n_ctx, int max_batch,
+                         hx_model **out, hx_err *err);
+
+#endif
