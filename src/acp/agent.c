@@ -217,7 +217,10 @@ static void save_session(acp_agent *a, const acp_session *s) {
   if (!a->persist)
     return;
   hx_err e;
-  if (acp_session_save(s, a->session_dir, &e) != HX_OK)
+  pthread_mutex_lock(&a->mu); /* s->mode may be switched by session/set_mode */
+  hx_code rc = acp_session_save(s, a->session_dir, &e);
+  pthread_mutex_unlock(&a->mu);
+  if (rc != HX_OK)
     HX_WARN("acp: session %s not saved: %s", s->id, e.msg);
 }
 

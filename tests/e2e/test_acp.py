@@ -95,6 +95,14 @@ class Upstream:
         msgs = body["messages"]
         last = msgs[-1]
         user = [m for m in msgs if m["role"] == "user"][-1]["content"]
+        if "cue:http500" in user:
+            data = json.dumps({"error": {"message": "model qwen is not loaded", "type": "server_error"}}).encode()
+            h.send_response(500)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", str(len(data)))
+            h.end_headers()
+            h.wfile.write(data)
+            return
         h.send_response(200)
         h.send_header("Content-Type", "text/event-stream")
         h.send_header("Cache-Control", "no-cache")
@@ -439,6 +447,34 @@ def test_unreachable_endpoint_is_reported_in_session(env, tmp_path):
     run(_with_agent(client, "http://127.0.0.1:%d/v1" % port, env, body, extra_args=("--model", "m")))
     msg = client.text("agent_message_chunk")
     assert "cannot reach the model endpoint" in msg and str(port) in msg
+
+
+def test_upstream_http_error_is_reported_in_session(upstream, env, tmp_path):
+    client = Client()
+
+    async def body(conn, init):
+        s = await conn.new_session(cwd=str(tmp_path), mcp_servers=[])
+        r = await conn.prompt(session_id=s.session_id, prompt=[text_block("cue:http500")])
+        assert r.stop_reason == "end_turn"
+
+    run(_with_agent(client, upstream.url, env, body))
+    msg = client.text("agent_message_chunk")
+    assert "HTTP 500" in msg and "model qwen is not loaded" in msg
+
+
+@pytest.mark.skipif(not os.environ.get("HELEXA_ACP_ENDPOINT"),
+                    reason="set HELEXA_ACP_ENDPOINT to a running cortex or neuron (…/v1)")
+def test_real_endpoint(env, tmp_path):
+    """Against a real cortex/neuron: one prompt streams an answer."""
+    client = Client()
+
+    async def body(conn, init):
+        s = await conn.new_session(cwd=str(tmp_path), mcp_servers=[])
+        r = await conn.prompt(session_id=s.session_id, prompt=[text_block("Say hello in one word.")])
+        assert r.stop_reason in ("end_turn", "max_tokens")
+
+    run(_with_agent(client, os.environ["HELEXA_ACP_ENDPOINT"], env, body))
+    assert client.text("agent_message_chunk") or client.text("agent_thought_chunk")
 
 
 def _raw(lines, env, endpoint="http://127.0.0.1:9/v1"):
