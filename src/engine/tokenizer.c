@@ -420,6 +420,49 @@ static hx_code tk_set_added(tokenizer *t, tk_src_added *src, size_t n, const cha
   return HX_OK;
 }
 
+/* HF compiles the pattern with Oniguruma, whose Unicode \\s is exactly the
+ * White_Space property; PCRE2's UCP \\s also takes U+180E (through \\h). So
+ * \\s and \\S are spelled out as White_Space classes before compiling. */
+#define ONIG_WS                                                                                    \
+  "\\t-\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}"            \
+  "\\x{205F}\\x{3000}"
+
+static hx_code onig_whitespace(const char *p, size_t n, hx_buf *out) {
+  bool in_class = false;
+  hx_code rc = HX_OK;
+  for (size_t i = 0; i < n && !rc; i++) {
+    char c = p[i];
+    if (c == '\\' && i + 1 < n) {
+      char e = p[i + 1];
+      i++;
+      if (e == 's')
+        rc = hx_buf_append_str(out, in_class ? ONIG_WS : "[" ONIG_WS "]");
+      else if (e == 'S' && !in_class)
+        rc = hx_buf_append_str(out, "[^" ONIG_WS "]");
+      else {
+        rc = hx_buf_append_char(out, '\\');
+        if (!rc)
+          rc = hx_buf_append_char(out, e);
+      }
+      continue;
+    }
+    if (c == '[' && !in_class) {
+      in_class = true;
+      rc = hx_buf_append_char(out, c);
+      /* a leading ^ or ] belongs to the class syntax */
+      if (!rc && i + 1 < n && p[i + 1] == '^')
+        rc = hx_buf_append_char(out, p[++i]);
+      if (!rc && i + 1 < n && p[i + 1] == ']')
+        rc = hx_buf_append_char(out, p[++i]);
+      continue;
+    }
+    if (c == ']' && in_class)
+      in_class = false;
+    rc = hx_buf_append_char(out, c);
+  }
+  return rc;
+}
+
 static hx_code tk_compile_regex(tokenizer *t, const char *pat, size_t len, const char *name,
                                 hx_err *err) {
   if (len == sizeof PAT_QWEN2 - 1 && memcmp(pat, PAT_QWEN2, len) == 0)
@@ -428,9 +471,16 @@ static hx_code tk_compile_regex(tokenizer *t, const char *pat, size_t len, const
     t->pretok = TOKENIZER_PRETOK_QWEN35;
   else
     t->pretok = TOKENIZER_PRETOK_CUSTOM;
+  hx_buf fixed;
+  hx_buf_init(&fixed, len * 64 + 64);
+  if (onig_whitespace(pat, len, &fixed)) {
+    hx_buf_free(&fixed);
+    return hx_err_set(err, HX_ENOMEM, "%s: out of memory", name);
+  }
   int ec;
   PCRE2_SIZE eo;
-  t->re = pcre2_compile((PCRE2_SPTR)pat, len, PCRE2_UTF | PCRE2_UCP, &ec, &eo, NULL);
+  t->re = pcre2_compile((PCRE2_SPTR)fixed.data, fixed.len, PCRE2_UTF | PCRE2_UCP, &ec, &eo, NULL);
+  hx_buf_free(&fixed);
   if (!t->re) {
     PCRE2_UCHAR msg[256];
     pcre2_get_error_message(ec, msg, sizeof msg);

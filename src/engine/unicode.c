@@ -5,6 +5,8 @@
 #include <string.h>
 #include <utf8proc.h>
 
+#include "engine/unicode_nfc_quirks.h"
+
 /* Total length of the character a lead byte starts, 0 if b cannot start one. */
 static inline uint8_t utf8_lead_len(uint8_t b) {
   if (b < 0x80)
@@ -178,9 +180,24 @@ bool unicode_nfc_may_change(const uint8_t *s, size_t n) {
   return false;
 }
 
-hx_code unicode_nfc(const char *s, size_t n, char **out, size_t *out_len, hx_err *err) {
-  *out = NULL;
-  *out_len = 0;
+static bool nfc_is_quirk(uint32_t cp) {
+  size_t lo = 0, hi = sizeof NFC_QUIRK_RANGES / sizeof NFC_QUIRK_RANGES[0];
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (cp < NFC_QUIRK_RANGES[mid][0])
+      hi = mid;
+    else if (cp > NFC_QUIRK_RANGES[mid][1])
+      lo = mid + 1;
+    else
+      return true;
+  }
+  return false;
+}
+
+/* NFC of one run without quirk code points, appended to out. */
+static hx_code nfc_run(const char *s, size_t n, hx_buf *out, hx_err *err) {
+  if (n == 0)
+    return HX_OK;
   if ((utf8proc_ssize_t)n < 0)
     return hx_err_set(err, HX_ETOOLARGE, "NFC: text of %zu bytes is too long", n);
   utf8proc_uint8_t *dst = NULL;
@@ -191,8 +208,41 @@ hx_code unicode_nfc(const char *s, size_t n, char **out, size_t *out_len, hx_err
     return hx_err_set(err, r == UTF8PROC_ERROR_NOMEM ? HX_ENOMEM : HX_EINVAL, "NFC: %s",
                       utf8proc_errmsg(r));
   }
-  *out = (char *)dst;
-  *out_len = (size_t)r;
+  hx_code rc = hx_buf_append(out, dst, (size_t)r);
+  free(dst);
+  return rc ? hx_err_set(err, rc, "NFC: out of memory") : HX_OK;
+}
+
+/* HF's NFC treats the quirk code points as unknown starters: nothing
+ * reorders or composes across them, so NFC applies to the runs between. */
+hx_code unicode_nfc(const char *s, size_t n, char **out, size_t *out_len, hx_err *err) {
+  *out = NULL;
+  *out_len = 0;
+  hx_buf b;
+  hx_buf_init(&b, (size_t)1 << 40);
+  size_t run = 0;
+  hx_code rc = HX_OK;
+  for (size_t i = 0; i < n && !rc;) {
+    size_t l;
+    uint32_t cp = utf8_decode_valid((const uint8_t *)s + i, n - i, &l);
+    if (cp >= 0x7FD && nfc_is_quirk(cp)) {
+      rc = nfc_run(s + run, i - run, &b, err);
+      if (!rc && hx_buf_append(&b, s + i, l))
+        rc = hx_err_set(err, HX_ENOMEM, "NFC: out of memory");
+      run = i + l;
+    }
+    i += l;
+  }
+  if (!rc)
+    rc = nfc_run(s + run, n - run, &b, err);
+  if (!rc && !b.data && hx_buf_reserve(&b, 1))
+    rc = hx_err_set(err, HX_ENOMEM, "NFC: out of memory");
+  if (rc) {
+    hx_buf_free(&b);
+    return rc;
+  }
+  *out_len = b.len;
+  *out = hx_buf_detach(&b);
   return HX_OK;
 }
 
