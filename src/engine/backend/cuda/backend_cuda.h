@@ -20,6 +20,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #include "base/status.h"
 #include "engine/backend.h"
@@ -37,5 +38,20 @@ hx_code hx_backend_cuda_mem_info(int device, size_t *free_bytes, size_t *total_b
 bool hx_backend_cuda_poisoned(const hx_backend *b, const char **msg);
 /* Statistics of graph use: steps replayed from the cached graph, captured. */
 void hx_backend_cuda_graph_stats(const hx_backend *b, long *replayed, long *captured);
+
+/* Profiling: when on, steps run op by op (no graph) with events between
+ * ops, accumulating time per op family; print writes a table. Also enabled
+ * at init by HX_CUDA_PROFILE=1. */
+void hx_backend_cuda_profile_set(const hx_backend *b, bool on);
+void hx_backend_cuda_profile_print(const hx_backend *b, FILE *f);
+
+/* For benchmarks and tests: fills a buffer region with random weights of a
+ * ggml type (n_elems elements, stored size n_bytes) on the device. */
+hx_code hx_backend_cuda_fill_random(const hx_backend *b, hx_bbuf *buf, size_t offset, int type,
+                                    size_t n_elems, size_t n_bytes, uint64_t seed, float scale,
+                                    hx_err *err);
+/* Device-to-device copy bandwidth in GB/s (bytes read + written per second),
+ * median of several copies of n_bytes. */
+double hx_backend_cuda_copy_bandwidth(const hx_backend *b, size_t n_bytes);
 
 #endif

@@ -41,7 +41,30 @@ typedef enum {
   OP_MUL,
   OP_SOFTMAX,
   OP_TOPK,
+  OP_KIND_COUNT
 } op_kind;
+
+/* Profile buckets: op kinds, with matmuls split by weight type family. */
+enum { PROF_MM_Q4K = OP_KIND_COUNT, PROF_MM_Q6K, PROF_MM_Q8, PROF_MM_F, PROF_MM_GEMM, PROF_KINDS };
+static const char *const prof_names[PROF_KINDS] = {"matmul (other)",
+                                                   "quantize activations",
+                                                   "get_rows",
+                                                   "rms_norm",
+                                                   "rms_norm_heads",
+                                                   "rope",
+                                                   "cache_store",
+                                                   "cache_copy",
+                                                   "attention",
+                                                   "swiglu",
+                                                   "add",
+                                                   "mul",
+                                                   "softmax",
+                                                   "top_k",
+                                                   "matvec Q4_K/Q5_K",
+                                                   "matvec Q6_K",
+                                                   "matvec Q8_0",
+                                                   "matvec F16/BF16/F32",
+                                                   "GEMM (cuBLAS)"};
 
 /* One recorded op. Zeroed before filling so that records compare with memcmp. */
 typedef struct cu_op {
@@ -80,6 +103,13 @@ typedef struct cuda_be {
   cudaGraphExec_t graph_exec;
   bool use_graphs;
   long n_replayed, n_captured;
+  /* profiling (HX_CUDA_PROFILE=1): ops run without graphs, timed with events */
+  bool profile;
+  cudaEvent_t *events;
+  double prof_ms[PROF_KINDS];
+  double prof_bytes[PROF_KINDS];
+  long prof_count[PROF_KINDS];
+  long prof_steps;
 } cuda_be;
 
 static _Thread_local cuda_be *t_current;
@@ -499,7 +529,53 @@ static void exec_op(cuda_be *be, const cu_op *op) {
   }
 }
 
+static int prof_bucket(const cu_op *op) {
+  if (op->kind != OP_MATMUL)
+    return op->kind;
+  if (op->t[2].n_rows > 1 || !matvec_type_supported((int)op->t[1].type))
+    return PROF_MM_GEMM;
+  switch (op->t[1].type) {
+  case 12:
+  case 13:
+    return PROF_MM_Q4K;
+  case 14:
+    return PROF_MM_Q6K;
+  case 8:
+    return PROF_MM_Q8;
+  default:
+    return PROF_MM_F;
+  }
+}
+
+static void run_ops_profiled(cuda_be *be) {
+  if (!be->events) {
+    be->events = calloc(OPS_MAX + 1, sizeof(cudaEvent_t));
+    for (int i = 0; i <= OPS_MAX; i++)
+      CK(cudaEventCreate(&be->events[i]));
+  }
+  for (int i = 0; i < be->n_ops && !be->poisoned; i++) {
+    CK(cudaEventRecord(be->events[i], be->stream));
+    exec_op(be, &be->ops[i]);
+  }
+  CK(cudaEventRecord(be->events[be->n_ops], be->stream));
+  CK(cudaEventSynchronize(be->events[be->n_ops]));
+  for (int i = 0; i < be->n_ops && !be->poisoned; i++) {
+    float ms = 0;
+    cudaEventElapsedTime(&ms, be->events[i], be->events[i + 1]);
+    int k = prof_bucket(&be->ops[i]);
+    be->prof_ms[k] += ms;
+    be->prof_count[k]++;
+    if (be->ops[i].kind == OP_MATMUL)
+      be->prof_bytes[k] += (double)be->ops[i].t[1].row_bytes * (double)be->ops[i].t[1].n_rows;
+  }
+  be->prof_steps++;
+}
+
 static void run_ops(cuda_be *be) {
+  if (be->profile) {
+    run_ops_profiled(be);
+    return;
+  }
   for (int i = 0; i < be->n_ops && !be->poisoned; i++)
     exec_op(be, &be->ops[i]);
 }
@@ -547,7 +623,7 @@ static hx_code cu_step_end(void *p, hx_err *err) {
   be->in_step = false;
   if (be->poisoned)
     return poisoned_err(be, err);
-  if (be->step_tokens == 1 && be->use_graphs)
+  if (be->step_tokens == 1 && be->use_graphs && !be->profile)
     run_decode_graph(be);
   else
     run_ops(be);
@@ -614,6 +690,8 @@ hx_code hx_backend_cuda_init(hx_backend *out, int device, hx_err *err) {
   be->graph_ops = calloc(OPS_MAX, sizeof(cu_op));
   const char *g = getenv("HX_CUDA_GRAPHS");
   be->use_graphs = !(g && strcmp(g, "0") == 0);
+  const char *prof = getenv("HX_CUDA_PROFILE");
+  be->profile = prof && strcmp(prof, "1") == 0;
   t_current = be;
   if (!be->ops || !be->graph_ops || cudaSetDevice(device) != cudaSuccess ||
       cudaStreamCreateWithFlags(&be->stream, cudaStreamNonBlocking) != cudaSuccess ||
@@ -646,6 +724,11 @@ void hx_backend_cuda_free(hx_backend *b) {
   cudaFree(be->x16);
   cudaFree(be->w16);
   cudaFree(be->attn_part);
+  if (be->events) {
+    for (int i = 0; i <= OPS_MAX; i++)
+      cudaEventDestroy(be->events[i]);
+    free(be->events);
+  }
   free(be->ops);
   free(be->graph_ops);
   t_current = NULL;
@@ -665,4 +748,81 @@ void hx_backend_cuda_graph_stats(const hx_backend *b, long *replayed, long *capt
   const cuda_be *be = b->be;
   *replayed = be->n_replayed;
   *captured = be->n_captured;
+}
+
+hx_code hx_backend_cuda_fill_random(const hx_backend *b, hx_bbuf *buf, size_t offset, int type,
+                                    size_t n_elems, size_t n_bytes, uint64_t seed, float scale,
+                                    hx_err *err) {
+  cuda_be *be = enter(b->be);
+  if (check_range(buf, offset, n_bytes, err))
+    return HX_EINVAL;
+  hx_cuda_fill_random(buf->dev + offset, type, n_elems, n_bytes, seed, scale, be->stream);
+  CK(cudaStreamSynchronize(be->stream));
+  return be->poisoned ? poisoned_err(be, err) : HX_OK;
+}
+
+static int cmp_float(const void *a, const void *b) {
+  float x = *(const float *)a, y = *(const float *)b;
+  return (x > y) - (x < y);
+}
+
+double hx_backend_cuda_copy_bandwidth(const hx_backend *b, size_t n_bytes) {
+  cuda_be *be = enter(b->be);
+  void *src = NULL, *dst = NULL;
+  if (cudaMalloc(&src, n_bytes) != cudaSuccess || cudaMalloc(&dst, n_bytes) != cudaSuccess) {
+    cudaGetLastError();
+    cudaFree(src);
+    return 0.0;
+  }
+  cudaMemsetAsync(src, 1, n_bytes, be->stream);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  float ms[10];
+  for (int i = 0; i < 12; i++) {
+    cudaEventRecord(e0, be->stream);
+    cudaMemcpyAsync(dst, src, n_bytes, cudaMemcpyDeviceToDevice, be->stream);
+    cudaEventRecord(e1, be->stream);
+    cudaEventSynchronize(e1);
+    if (i >= 2)
+      cudaEventElapsedTime(&ms[i - 2], e0, e1);
+  }
+  qsort(ms, 10, sizeof ms[0], cmp_float);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaFree(src);
+  cudaFree(dst);
+  return 2.0 * (double)n_bytes / (ms[5] * 1e-3) / 1e9;
+}
+
+void hx_backend_cuda_profile_set(const hx_backend *b, bool on) {
+  cuda_be *be = b->be;
+  be->profile = on;
+  memset(be->prof_ms, 0, sizeof be->prof_ms);
+  memset(be->prof_bytes, 0, sizeof be->prof_bytes);
+  memset(be->prof_count, 0, sizeof be->prof_count);
+  be->prof_steps = 0;
+}
+
+void hx_backend_cuda_profile_print(const hx_backend *b, FILE *f) {
+  const cuda_be *be = b->be;
+  if (be->prof_steps == 0)
+    return;
+  double total = 0;
+  for (int k = 0; k < PROF_KINDS; k++)
+    total += be->prof_ms[k];
+  fprintf(f, "  profile over %ld steps (ops run one by one, no graph): %.3f ms per step\n",
+          be->prof_steps, total / (double)be->prof_steps);
+  fprintf(f, "    %-22s %10s %8s %7s %12s\n", "op family", "us/step", "launches", "share",
+          "GB/s (weights)");
+  for (int k = 0; k < PROF_KINDS; k++) {
+    if (be->prof_count[k] == 0)
+      continue;
+    double us = 1000.0 * be->prof_ms[k] / (double)be->prof_steps;
+    fprintf(f, "    %-22s %10.1f %8ld %6.1f%%", prof_names[k], us,
+            be->prof_count[k] / be->prof_steps, 100.0 * be->prof_ms[k] / total);
+    if (be->prof_bytes[k] > 0)
+      fprintf(f, " %12.0f", be->prof_bytes[k] / (be->prof_ms[k] * 1e-3) / 1e9);
+    fprintf(f, "\n");
+  }
 }

@@ -81,6 +81,11 @@ void launch_f32_to_bf16(void *dst, const float *x, size_t x_stride, int64_t n_co
 void launch_top_k(float *vals, size_t v_stride, int32_t *ids, size_t i_stride, const float *x,
                   size_t x_stride, int64_t n_cols, int64_t n_rows, int k, hx_stream st);
 
+/* fill.cu: random weights (float types uniform in ±scale; quantized types
+ * random bits with block scales set so values are about ±scale). */
+void hx_cuda_fill_random(void *dev, int type, size_t n_elems, size_t n_bytes, uint64_t seed,
+                         float scale, hx_stream st);
+
 #ifdef __cplusplus
 }
 #endif

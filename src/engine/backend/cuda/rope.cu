@@ -12,7 +12,8 @@ __device__ static float yarn_corr_dim(float n_rot_f, float n_rot, float base, fl
 // Inverse frequency of pair i (0 ≤ i < n_rot/2) and the cos/sin multiplier.
 __device__ static float rope_inv_freq(int i, const cu_rope &p, float *mscale) {
   float dim = (float)p.n_rot;
-  float inv = powf(p.freq_base, -2.0f * (float)i / dim);
+  /* as transformers: inv_freq in f32, theta = pos * inv_freq in f32 */
+  float inv = (float)(1.0 / pow((double)p.freq_base, (double)(2 * i) / (double)p.n_rot));
   *mscale = 1.0f;
   if (p.yarn_factor > 1.0f) {
     float lo = floorf(yarn_corr_dim(p.yarn_beta_fast, dim, p.freq_base, (float)p.yarn_orig_ctx));
@@ -42,7 +43,10 @@ __global__ static void rope_kernel(float *x, size_t x_stride, int64_t n_heads, i
   float ms;
   float theta = (float)pos[r] * rope_inv_freq(i, p, &ms);
   float s, c;
-  sincosf(theta, &s, &c);
+  double sd, cd; /* precise: fast-math sincosf is poor for large angles */
+  sincos((double)theta, &sd, &cd);
+  s = (float)sd;
+  c = (float)cd;
   c *= ms;
   s *= ms;
   float *q = x + r * x_stride + h * head_dim;

@@ -1,0 +1,426 @@
+/* test_cuda_ops.c — every CUDA backend op against the CPU backend on random
+ * inputs (several shapes, odd sizes, long contexts), with a normalized-MSE
+ * bound per dtype. Output buffers are poisoned (NaN) before each run so
+ * unwritten elements fail the comparison. Skipped (77) without a GPU. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/backend.h"
+#include "engine/quant.h"
+#ifdef HELEXA_HAVE_CUDA
+#include "engine/backend/cuda/backend_cuda.h"
+#endif
+
+static hx_backend g_cpu, g_gpu;
+static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
+
+static float frand(void) { /* uniform in [-1, 1) */
+  g_rng ^= g_rng << 13;
+  g_rng ^= g_rng >> 7;
+  g_rng ^= g_rng << 17;
+  return (float)((g_rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+static float *rand_vec(size_t n, float scale) {
+  float *v = malloc(n * sizeof *v);
+  for (size_t i = 0; i < n; i++)
+    v[i] = frand() * scale;
+  return v;
+}
+
+/* A tensor with identical contents on both backends. */
+typedef struct {
+  hx_tensor c, g;
+  size_t bytes;
+} pair;
+
+static pair make_pair(uint32_t type, int64_t n_cols, int64_t n_rows, const void *data) {
+  pair p;
+  size_t rb = hx_backend_row_bytes(type, n_cols);
+  if (type == 26) /* i32 */
+    rb = (size_t)n_cols * 4;
+  assert_true(rb > 0);
+  p.bytes = rb * (size_t)n_rows;
+  hx_err err;
+  hx_bbuf *bc = g_cpu.ops->buf_alloc(g_cpu.be, p.bytes, &err);
+  hx_bbuf *bg = g_gpu.ops->buf_alloc(g_gpu.be, p.bytes, &err);
+  assert_non_null(bc);
+  assert_non_null(bg);
+  p.c = (hx_tensor){bc, 0, type, n_cols, n_rows, rb};
+  p.g = (hx_tensor){bg, 0, type, n_cols, n_rows, rb};
+  if (data) {
+    assert_int_equal(g_cpu.ops->buf_upload(g_cpu.be, bc, 0, data, p.bytes, &err), HX_OK);
+    assert_int_equal(g_gpu.ops->buf_upload(g_gpu.be, bg, 0, data, p.bytes, &err), HX_OK);
+  } else { /* poison */
+    void *nan = malloc(p.bytes);
+    memset(nan, 0xff, p.bytes);
+    g_cpu.ops->buf_upload(g_cpu.be, bc, 0, nan, p.bytes, &err);
+    g_gpu.ops->buf_upload(g_gpu.be, bg, 0, nan, p.bytes, &err);
+    free(nan);
+  }
+  return p;
+}
+
+static void free_pair(pair *p) {
+  g_cpu.ops->buf_free(g_cpu.be, p->c.buf);
+  g_gpu.ops->buf_free(g_gpu.be, p->g.buf);
+}
+
+static pair quant_weights(uint32_t type, int64_t n_out, int64_t n_in, float scale) {
+  float *w = rand_vec((size_t)(n_out * n_in), scale);
+  size_t rb = hx_backend_row_bytes(type, n_in);
+  uint8_t *q = malloc(rb * (size_t)n_out);
+  for (int64_t r = 0; r < n_out; r++)
+    quant_row_quantize((quant_type)type, w + r * n_in, q + (size_t)r * rb, n_in);
+  pair p = make_pair(type, n_in, n_out, q);
+  free(w);
+  free(q);
+  return p;
+}
+
+/* Downloads an f32 pair and returns NMSE of gpu vs cpu (NaN anywhere → inf). */
+static double nmse_pair(pair *p) {
+  float *a = malloc(p->bytes), *b = malloc(p->bytes);
+  hx_err err;
+  assert_int_equal(g_cpu.ops->buf_download(g_cpu.be, p->c.buf, 0, a, p->bytes, &err), HX_OK);
+  assert_int_equal(g_gpu.ops->buf_download(g_gpu.be, p->g.buf, 0, b, p->bytes, &err), HX_OK);
+  double num = 0, den = 0;
+  size_t n = p->bytes / 4;
+  for (size_t i = 0; i < n; i++) {
+    if (!isfinite(a[i]) || !isfinite(b[i])) {
+      free(a);
+      free(b);
+      return INFINITY;
+    }
+    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    den += (double)a[i] * a[i];
+  }
+  free(a);
+  free(b);
+  return den > 0 ? num / den : num;
+}
+
+#define BOTHN(n_tokens, call_c, call_g)                                                            \
+  do {                                                                                             \
+    hx_err e_;                                                                                     \
+    g_cpu.ops->step_begin(g_cpu.be, n_tokens);                                                     \
+    call_c;                                                                                        \
+    assert_int_equal(g_cpu.ops->step_end(g_cpu.be, &e_), HX_OK);                                   \
+    g_gpu.ops->step_begin(g_gpu.be, n_tokens);                                                     \
+    call_g;                                                                                        \
+    if (g_gpu.ops->step_end(g_gpu.be, &e_) != HX_OK)                                               \
+      fail_msg("cuda step failed: %s", e_.msg);                                                    \
+  } while (0)
+
+#define BOTH(call_c, call_g) BOTHN(n_tok, call_c, call_g)
+
+static const hx_tensor none = {0};
+
+static void check(const char *what, double nmse, double bound) {
+  printf("  %-44s nmse %.3g (bound %.1g)\n", what, nmse, bound);
+  if (!(nmse <= bound))
+    fail_msg("%s: nmse %g above %g", what, nmse, bound);
+}
+
+static void test_matmul(void **state) {
+  (void)state;
+  const uint32_t types[] = {0, 1, 30, 8, 12, 13, 14};
+  /* matvec (one row): float weights exact up to summation order (F16/BF16
+   * allow for a CPU path that rounds activations); quantized weights: both
+   * sides quantize activations to 8 bits, in different block sizes. The GEMM
+   * path (several rows) rounds activations to f16 (bf16 for BF16 weights). */
+  const double bound_mv[] = {1e-10, 1e-6, 5e-5, 2e-4, 2e-4, 2e-4, 2e-4};
+  const double bound_mm[] = {1e-10, 1e-6, 5e-5, 2e-4, 2e-4, 2e-4, 2e-4};
+  const int64_t shapes[][3] = {
+      {37, 256, 1}, {300, 1024, 1}, {64, 2048, 1}, {96, 512, 7}, {33, 768, 64}};
+  for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+      int64_t n_out = shapes[si][0], n_in = shapes[si][1];
+      int n_tok = (int)shapes[si][2];
+      pair w = quant_weights(types[ti], n_out, n_in, 0.05f);
+      float *xv = rand_vec((size_t)(n_tok * n_in), 1.0f);
+      float *bv = rand_vec((size_t)n_out, 0.1f);
+      pair x = make_pair(0, n_in, n_tok, xv), y = make_pair(0, n_out, n_tok, NULL);
+      pair b = make_pair(0, n_out, 1, bv);
+      int with_bias = si % 2;
+      BOTH(g_cpu.ops->matmul(g_cpu.be, y.c, w.c, x.c, with_bias ? b.c : none),
+           g_gpu.ops->matmul(g_gpu.be, y.g, w.g, x.g, with_bias ? b.g : none));
+      char what[96];
+      snprintf(what, sizeof what, "matmul %s %lldx%lld n=%d%s", quant_type_name(types[ti]),
+               (long long)n_out, (long long)n_in, n_tok, with_bias ? " +bias" : "");
+      double bound = n_tok == 1 ? bound_mv[ti] : bound_mm[ti];
+      check(what, nmse_pair(&y), bound);
+      free_pair(&w), free_pair(&x), free_pair(&y), free_pair(&b);
+      free(xv), free(bv);
+    }
+  }
+}
+
+static void test_get_rows_norms(void **state) {
+  (void)state;
+  const uint32_t types[] = {0, 1, 30, 8, 12, 13, 14};
+  int n_tok = 5;
+  for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+    pair tab = quant_weights(types[ti], 100, 512, 1.0f);
+    int32_t idv[5] = {0, 99, 42, 42, 7};
+    pair ids = make_pair(26, 5, 1, idv), out = make_pair(0, 512, 5, NULL);
+    BOTH(g_cpu.ops->get_rows(g_cpu.be, out.c, tab.c, ids.c, 5),
+         g_gpu.ops->get_rows(g_gpu.be, out.g, tab.g, ids.g, 5));
+    char what[64];
+    snprintf(what, sizeof what, "get_rows %s", quant_type_name(types[ti]));
+    check(what, nmse_pair(&out), 1e-10);
+    free_pair(&tab), free_pair(&ids), free_pair(&out);
+  }
+  int64_t d = 1000;
+  n_tok = 3;
+  float *xv = rand_vec((size_t)(d * 3), 2.0f), *rv = rand_vec((size_t)(d * 3), 1.0f);
+  float *wv = rand_vec((size_t)d, 1.0f);
+  for (int mode = 0; mode < 3; mode++) {
+    pair x = make_pair(0, d, 3, xv), r = make_pair(0, d, 3, rv), w = make_pair(0, d, 1, wv);
+    pair o = make_pair(0, d, 3, NULL);
+    hx_tensor rc = mode >= 1 ? r.c : none, rg = mode >= 1 ? r.g : none;
+    BOTH(g_cpu.ops->rms_norm(g_cpu.be, o.c, x.c, rc, w.c, 1e-6f, mode == 2),
+         g_gpu.ops->rms_norm(g_gpu.be, o.g, x.g, rg, w.g, 1e-6f, mode == 2));
+    check(mode == 0   ? "rms_norm"
+          : mode == 1 ? "rms_norm +residual"
+                      : "rms_norm zero-centred",
+          nmse_pair(&o), 1e-10);
+    if (mode >= 1)
+      check("rms_norm residual sum", nmse_pair(&r), 1e-12);
+    free_pair(&x), free_pair(&r), free_pair(&w), free_pair(&o);
+  }
+  free(xv), free(rv), free(wv);
+  /* per-head norm, head_dim 128 and 64 */
+  for (int hd = 64; hd <= 128; hd *= 2) {
+    float *qv = rand_vec((size_t)(8 * hd * 3), 3.0f), *nw = rand_vec((size_t)hd, 1.0f);
+    pair q = make_pair(0, 8 * hd, 3, qv), w = make_pair(0, hd, 1, nw);
+    BOTH(g_cpu.ops->rms_norm_heads(g_cpu.be, q.c, w.c, hd, 1e-6f),
+         g_gpu.ops->rms_norm_heads(g_gpu.be, q.g, w.g, hd, 1e-6f));
+    check("rms_norm_heads", nmse_pair(&q), 1e-10);
+    free_pair(&q), free_pair(&w), free(qv), free(nw);
+  }
+}
+
+static void test_rope(void **state) {
+  (void)state;
+  int n_tok = 4;
+  int32_t posv[4] = {0, 1, 777, 40000};
+  hx_rope_params ps[3] = {
+      {.n_rot = 128, .freq_base = 1e6f, .freq_scale = 1.0f},
+      {.n_rot = 64, .freq_base = 1e7f, .freq_scale = 1.0f}, /* partial rotary of 256 */
+      {.n_rot = 128,
+       .freq_base = 1e6f,
+       .freq_scale = 1.0f,
+       .yarn_factor = 4.0f,
+       .yarn_orig_ctx = 32768,
+       .yarn_beta_fast = 32.0f,
+       .yarn_beta_slow = 1.0f},
+  };
+  int hds[3] = {128, 256, 128};
+  for (int i = 0; i < 3; i++) {
+    float *xv = rand_vec((size_t)(4 * 4 * hds[i]), 1.0f);
+    pair x = make_pair(0, 4 * hds[i], 4, xv), pos = make_pair(26, 4, 1, posv);
+    BOTH(g_cpu.ops->rope(g_cpu.be, x.c, pos.c, hds[i], &ps[i]),
+         g_gpu.ops->rope(g_gpu.be, x.g, pos.g, hds[i], &ps[i]));
+    check(i == 0 ? "rope full" : i == 1 ? "rope partial" : "rope yarn", nmse_pair(&x), 1e-8);
+    free_pair(&x), free_pair(&pos), free(xv);
+  }
+}
+
+/* Fills a KV cache through cache_store on both backends, then runs attention
+ * for queries at the given positions. */
+static void attn_case(uint32_t cache_type, int n_heads, int n_kv, int hd, int n_ctx, int n_fill,
+                      int n_tok, const int32_t *qpos, double bound) {
+  int kvd = n_kv * hd;
+  pair kc = make_pair(cache_type, kvd, n_ctx, NULL), vc = make_pair(cache_type, kvd, n_ctx, NULL);
+  /* fill positions [0, n_fill) in chunks of 64 rows */
+  for (int p0 = 0; p0 < n_fill; p0 += 64) {
+    int n = n_fill - p0 < 64 ? n_fill - p0 : 64;
+    float *kv = rand_vec((size_t)(n * kvd), 1.0f), *vv = rand_vec((size_t)(n * kvd), 1.0f);
+    int32_t *pv = malloc((size_t)n * 4);
+    for (int i = 0; i < n; i++)
+      pv[i] = p0 + i;
+    pair k = make_pair(0, kvd, n, kv), v = make_pair(0, kvd, n, vv), pos = make_pair(26, n, 1, pv);
+    BOTHN(n,
+          (g_cpu.ops->cache_store(g_cpu.be, kc.c, k.c, pos.c),
+           g_cpu.ops->cache_store(g_cpu.be, vc.c, v.c, pos.c)),
+          (g_gpu.ops->cache_store(g_gpu.be, kc.g, k.g, pos.g),
+           g_gpu.ops->cache_store(g_gpu.be, vc.g, v.g, pos.g)));
+    free_pair(&k), free_pair(&v), free_pair(&pos), free(kv), free(vv), free(pv);
+  }
+  float *qv = rand_vec((size_t)(n_tok * n_heads * hd), 2.0f);
+  pair q = make_pair(0, n_heads * hd, n_tok, qv), o = make_pair(0, n_heads * hd, n_tok, NULL);
+  pair pos = make_pair(26, n_tok, 1, qpos);
+  hx_attn_params ap = {n_heads, n_kv, hd, 1.0f / sqrtf((float)hd)};
+  BOTH(g_cpu.ops->attention(g_cpu.be, o.c, q.c, kc.c, vc.c, pos.c, &ap),
+       g_gpu.ops->attention(g_gpu.be, o.g, q.g, kc.g, vc.g, pos.g, &ap));
+  char what[96];
+  snprintf(what, sizeof what, "attention %s h%d/%d d%d ctx%d n=%d pos0=%d",
+           quant_type_name(cache_type), n_heads, n_kv, hd, n_ctx, n_tok, qpos[0]);
+  check(what, nmse_pair(&o), bound);
+  free_pair(&kc), free_pair(&vc), free_pair(&q), free_pair(&o), free_pair(&pos), free(qv);
+}
+
+static void test_attention(void **state) {
+  (void)state;
+  int32_t p1[1] = {299};
+  int32_t plong[1] = {4999};
+  int32_t pre[17];
+  for (int i = 0; i < 17; i++)
+    pre[i] = i;
+  attn_case(1, 32, 8, 128, 1024, 300, 1, p1, 1e-6);
+  attn_case(0, 16, 16, 64, 512, 300, 1, p1, 1e-8);
+  attn_case(8, 16, 2, 128, 512, 300, 1, p1, 1e-6);
+  attn_case(1, 16, 2, 256, 8192, 5000, 1, plong, 1e-6);
+  attn_case(1, 8, 4, 32, 64, 17, 17, pre, 1e-6);
+  attn_case(1, 32, 4, 128, 256, 17, 17, pre, 1e-6);
+}
+
+static void test_elementwise_topk(void **state) {
+  (void)state;
+  int n_tok = 3;
+  int64_t d = 3000;
+  float *av = rand_vec((size_t)(d * 3), 3.0f), *bv = rand_vec((size_t)(d * 3), 3.0f);
+  pair a = make_pair(0, d, 3, av), b = make_pair(0, d, 3, bv), b1 = make_pair(0, d, 1, bv);
+  pair o = make_pair(0, d, 3, NULL);
+  BOTH(g_cpu.ops->swiglu(g_cpu.be, o.c, a.c, b.c), g_gpu.ops->swiglu(g_gpu.be, o.g, a.g, b.g));
+  check("swiglu", nmse_pair(&o), 1e-10);
+  BOTH(g_cpu.ops->add(g_cpu.be, o.c, a.c, b1.c), g_gpu.ops->add(g_gpu.be, o.g, a.g, b1.g));
+  check("add (broadcast row)", nmse_pair(&o), 1e-14);
+  BOTH(g_cpu.ops->mul(g_cpu.be, o.c, a.c, b.c), g_gpu.ops->mul(g_gpu.be, o.g, a.g, b.g));
+  check("mul", nmse_pair(&o), 1e-14);
+  BOTH(g_cpu.ops->softmax(g_cpu.be, a.c), g_gpu.ops->softmax(g_gpu.be, a.g));
+  check("softmax", nmse_pair(&a), 1e-10);
+  free_pair(&a), free_pair(&b), free_pair(&b1), free_pair(&o), free(av), free(bv);
+
+  int64_t vocab = 151936;
+  float *lv = rand_vec((size_t)(vocab * 2), 10.0f);
+  lv[12345] = 50.0f;
+  lv[vocab + 7] = 50.0f;
+  lv[vocab + 9] = 50.0f; /* tie: the lower index first */
+  for (int k = 1; k <= 20; k += 19) {
+    n_tok = 2;
+    pair l = make_pair(0, vocab, 2, lv), vals = make_pair(0, k, 2, NULL);
+    pair ids = make_pair(26, k, 2, NULL);
+    BOTH(g_cpu.ops->top_k(g_cpu.be, vals.c, ids.c, l.c, k),
+         g_gpu.ops->top_k(g_gpu.be, vals.g, ids.g, l.g, k));
+    int32_t ic[40], ig[40];
+    hx_err err;
+    g_cpu.ops->buf_download(g_cpu.be, ids.c.buf, 0, ic, ids.bytes, &err);
+    g_gpu.ops->buf_download(g_gpu.be, ids.g.buf, 0, ig, ids.bytes, &err);
+    for (int i = 0; i < 2 * k; i++)
+      assert_int_equal(ic[i], ig[i]);
+    assert_int_equal(ig[0], 12345);
+    assert_int_equal(ig[k], 7);
+    check(k == 1 ? "top_k k=1 values" : "top_k k=20 values", nmse_pair(&vals), 1e-14);
+    free_pair(&l), free_pair(&vals), free_pair(&ids);
+  }
+  free(lv);
+}
+
+#ifdef HELEXA_HAVE_CUDA
+/* A decode-like step replayed from the captured graph at changing positions
+ * must keep matching the CPU (positions are read from device memory). */
+static void test_graph_replay(void **state) {
+  (void)state;
+  int n_tok = 1, hd = 128, nh = 8, nkv = 2, n_ctx = 256;
+  pair w = quant_weights(12, nh * hd, 512, 0.05f);
+  float *xv = rand_vec(512, 1.0f);
+  pair x = make_pair(0, 512, 1, xv), q = make_pair(0, nh * hd, 1, NULL);
+  pair kc = make_pair(1, nkv * hd, n_ctx, NULL), vc = make_pair(1, nkv * hd, n_ctx, NULL);
+  pair kv = make_pair(0, nkv * hd, 1, NULL);
+  pair o = make_pair(0, nh * hd, 1, NULL);
+  int32_t zero = 0;
+  pair pos = make_pair(26, 1, 1, &zero);
+  hx_rope_params rp = {.n_rot = hd, .freq_base = 1e6f, .freq_scale = 1.0f};
+  hx_attn_params ap = {nh, nkv, hd, 1.0f / sqrtf((float)hd)};
+  for (int32_t p = 0; p < 40; p++) {
+    hx_err err;
+    g_cpu.ops->buf_upload(g_cpu.be, pos.c.buf, 0, &p, 4, &err);
+    g_gpu.ops->buf_upload(g_gpu.be, pos.g.buf, 0, &p, 4, &err);
+    float *nx = rand_vec(512, 1.0f);
+    g_cpu.ops->buf_upload(g_cpu.be, x.c.buf, 0, nx, 2048, &err);
+    g_gpu.ops->buf_upload(g_gpu.be, x.g.buf, 0, nx, 2048, &err);
+    free(nx);
+    hx_tensor kvc = {kv.c.buf, 0, 0, nkv * hd, 1, kv.c.row_bytes};
+    hx_tensor kvg = {kv.g.buf, 0, 0, nkv * hd, 1, kv.g.row_bytes};
+    hx_tensor qc_k = {q.c.buf, 0, 0, nkv * hd, 1, q.c.row_bytes};
+    hx_tensor qg_k = {q.g.buf, 0, 0, nkv * hd, 1, q.g.row_bytes};
+    BOTH((g_cpu.ops->matmul(g_cpu.be, q.c, w.c, x.c, none),
+          g_cpu.ops->add(g_cpu.be, kvc, qc_k, qc_k),
+          g_cpu.ops->cache_store(g_cpu.be, kc.c, kvc, pos.c),
+          g_cpu.ops->cache_store(g_cpu.be, vc.c, kvc, pos.c),
+          g_cpu.ops->rope(g_cpu.be, q.c, pos.c, hd, &rp),
+          g_cpu.ops->attention(g_cpu.be, o.c, q.c, kc.c, vc.c, pos.c, &ap)),
+         (g_gpu.ops->matmul(g_gpu.be, q.g, w.g, x.g, none),
+          g_gpu.ops->add(g_gpu.be, kvg, qg_k, qg_k),
+          g_gpu.ops->cache_store(g_gpu.be, kc.g, kvg, pos.g),
+          g_gpu.ops->cache_store(g_gpu.be, vc.g, kvg, pos.g),
+          g_gpu.ops->rope(g_gpu.be, q.g, pos.g, hd, &rp),
+          g_gpu.ops->attention(g_gpu.be, o.g, q.g, kc.g, vc.g, pos.g, &ap)));
+    double e = nmse_pair(&o);
+    if (!(e < 2e-4)) /* the Q4_K matmul bound: activations quantized differently */
+      fail_msg("graph step at pos %d: nmse %g", p, e);
+  }
+  long replayed = 0, captured = 0;
+  hx_backend_cuda_graph_stats(&g_gpu, &replayed, &captured);
+  printf("  graph replay: %ld replayed, %ld captured over 40 decode steps\n", replayed, captured);
+  assert_true(replayed >= 38);
+  free_pair(&w), free_pair(&x), free_pair(&q), free_pair(&kc), free_pair(&vc), free_pair(&kv);
+  free_pair(&o), free_pair(&pos), free(xv);
+}
+#endif
+
+static int setup(void **state) {
+  (void)state;
+#ifdef HELEXA_HAVE_CUDA
+  hx_err err;
+  if (hx_backend_cpu_init(&g_cpu, 4, &err) != HX_OK)
+    return -1;
+  if (hx_backend_cuda_init(&g_gpu, 0, &err) != HX_OK)
+    return -1;
+  if (g_cpu.ops->reserve(g_cpu.be, 64, 4096, 8192, &err) ||
+      g_gpu.ops->reserve(g_gpu.be, 64, 4096, 8192, &err))
+    return -1;
+  return 0;
+#else
+  return -1;
+#endif
+}
+
+static int teardown(void **state) {
+  (void)state;
+  hx_backend_cpu_free(&g_cpu);
+#ifdef HELEXA_HAVE_CUDA
+  hx_backend_cuda_free(&g_gpu);
+#endif
+  return 0;
+}
+
+int main(void) {
+#ifndef HELEXA_HAVE_CUDA
+  printf("built without CUDA: skipped\n");
+  return 77;
+#else
+  if (hx_backend_cuda_device_count() == 0) {
+    printf("no CUDA device: skipped\n");
+    return 77;
+  }
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_matmul),
+      cmocka_unit_test(test_get_rows_norms),
+      cmocka_unit_test(test_rope),
+      cmocka_unit_test(test_attention),
+      cmocka_unit_test(test_elementwise_topk),
+      cmocka_unit_test(test_graph_replay),
+  };
+  return cmocka_run_group_tests(tests, setup, teardown);
+#endif
+}
