@@ -92,14 +92,16 @@ hx_pool *hx_pool_create(int n_threads) {
   }
   for (int i = 1; i < n_threads; i++) {
     worker_arg *wa = malloc(sizeof *wa);
+    if (wa) { /* filled before the thread starts: it reads wa at once */
+      wa->pool = p;
+      wa->index = i;
+    }
     if (!wa || pthread_create(&p->threads[i - 1], NULL, worker_main, wa) != 0) {
       free(wa);
       p->n_threads = i; /* join what started */
       hx_pool_free(p);
       return NULL;
     }
-    wa->pool = p;
-    wa->index = i;
   }
   return p;
 }
