@@ -1,0 +1,209 @@
+/* test_cpu_ops.c — CPU backend kernels: every SIMD dot path against the
+ * scalar reference (quant.c) on random rows, and the row ops (rms norm, rope,
+ * attention, swiglu, top-k) against straightforward double-precision code. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/backend.h"
+#include "engine/backend/cpu/cpu_impl.h"
+#include "engine/quant.h"
+
+static uint64_t rng_state = 0x1234567;
+static float frand(void) { /* uniform [-1, 1) */
+  rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+  return (float)((rng_state >> 40) & 0xffffff) / (float)(1 << 23) - 1.0f;
+}
+
+static void test_dot_paths(void **state) {
+  (void)state;
+  const quant_type types[] = {QUANT_F32,  QUANT_F16,  QUANT_BF16, QUANT_Q8_0,
+                              QUANT_Q4_K, QUANT_Q5_K, QUANT_Q6_K};
+  const int64_t sizes[] = {256, 512, 1024, 2816};
+  int checked = 0;
+  for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+    const quant_type t = types[ti];
+    const quant_type dt = quant_type_dot_type(t);
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+      const int64_t n = sizes[si];
+      float *w = malloc((size_t)n * sizeof *w), *x = malloc((size_t)n * sizeof *x);
+      for (int64_t i = 0; i < n; i++) {
+        w[i] = frand() * (1 + (i % 7));
+        x[i] = frand() * 3;
+      }
+      size_t wb, xb;
+      assert_true(quant_row_bytes(t, n, &wb));
+      assert_true(quant_row_bytes(dt, n, &xb));
+      void *wq = malloc(wb), *xq = malloc(xb);
+      quant_row_quantize(t, w, wq, n);
+      quant_row_quantize(dt, x, xq, n);
+      cpu_dot_fn ref = cpu_dot_get(t, CPU_ISA_SCALAR);
+      assert_non_null(ref);
+      const float r = ref(wq, xq, n);
+      double mag = 0; /* scale of the terms: sum |w||x| */
+      for (int64_t i = 0; i < n; i++)
+        mag += fabs((double)w[i] * x[i]);
+      for (int isa = CPU_ISA_AVX2; isa < CPU_ISA_COUNT; isa++) {
+        cpu_dot_fn f = cpu_dot_get(t, (cpu_isa)isa);
+        if (!f)
+          continue;
+        const float v = f(wq, xq, n);
+        /* same integer sums; only float summation order differs */
+        if (fabs(v - r) > 1e-5 * mag) {
+          fprintf(stderr, "%s n=%lld %s: %.8g vs scalar %.8g\n", quant_type_name(t), (long long)n,
+                  cpu_isa_name((cpu_isa)isa), (double)v, (double)r);
+          fail();
+        }
+        checked++;
+      }
+      free(w), free(x), free(wq), free(xq);
+    }
+  }
+  printf("dot paths checked against scalar: %d (best isa %s)\n", checked,
+         cpu_isa_name(cpu_isa_best()));
+}
+
+/* Helpers to run backend ops on host arrays. */
+typedef struct env {
+  hx_backend b;
+} env;
+
+static hx_tensor mk(env *e, uint32_t type, int64_t cols, int64_t rows, const void *data) {
+  size_t rb = hx_backend_row_bytes(type, cols);
+  hx_err err;
+  hx_bbuf *buf = e->b.ops->buf_alloc(e->b.be, rb * (size_t)rows, &err);
+  assert_non_null(buf);
+  if (data)
+    assert_int_equal(e->b.ops->buf_upload(e->b.be, buf, 0, data, rb * (size_t)rows, &err), HX_OK);
+  hx_tensor t = {.buf = buf, .type = type, .n_cols = cols, .n_rows = rows, .row_bytes = rb};
+  return t;
+}
+static void get(env *e, hx_tensor t, void *dst) {
+  hx_err err;
+  assert_int_equal(
+      e->b.ops->buf_download(e->b.be, t.buf, t.offset, dst, t.row_bytes * (size_t)t.n_rows, &err),
+      HX_OK);
+}
+
+static void test_ops(void **state) {
+  (void)state;
+  env e;
+  hx_err err;
+  assert_int_equal(hx_backend_cpu_init(&e.b, 2, &err), HX_OK);
+  const hx_backend_ops *op = e.b.ops;
+  enum { T = 5, H = 4, KV = 2, HD = 32, CTX = 16, D = H * HD };
+  assert_int_equal(op->reserve(e.b.be, T, 256, CTX, &err), HX_OK);
+  float q[T][D], k[CTX][KV * HD], v[CTX][KV * HD], out[T][D], w[HD];
+  for (int i = 0; i < T; i++)
+    for (int j = 0; j < D; j++)
+      q[i][j] = frand();
+  for (int i = 0; i < CTX; i++)
+    for (int j = 0; j < KV * HD; j++)
+      k[i][j] = frand(), v[i][j] = frand();
+  for (int j = 0; j < HD; j++)
+    w[j] = 1 + 0.5f * frand();
+  int32_t pos[T] = {3, 4, 5, 6, 7};
+  /* attention with an f32 cache filled at positions 0..7 */
+  hx_tensor tq = mk(&e, QUANT_F32, D, T, q), tout = mk(&e, QUANT_F32, D, T, NULL);
+  hx_tensor tk = mk(&e, QUANT_F32, KV * HD, CTX, k), tv = mk(&e, QUANT_F32, KV * HD, CTX, v);
+  hx_tensor tpos = mk(&e, QUANT_I32, T, 1, pos);
+  hx_attn_params ap = {.n_heads = H, .n_kv_heads = KV, .head_dim = HD, .scale = 0.3f};
+  op->attention(e.b.be, tout, tq, tk, tv, tpos, &ap);
+  get(&e, tout, out);
+  for (int t = 0; t < T; t++)
+    for (int h = 0; h < H; h++) {
+      const int g = h / (H / KV);
+      double s[CTX], mx = -1e30, sum = 0;
+      for (int j = 0; j <= pos[t]; j++) {
+        s[j] = 0;
+        for (int d = 0; d < HD; d++)
+          s[j] += (double)q[t][h * HD + d] * k[j][g * HD + d];
+        s[j] *= 0.3;
+        mx = s[j] > mx ? s[j] : mx;
+      }
+      for (int j = 0; j <= pos[t]; j++)
+        sum += (s[j] = exp(s[j] - mx));
+      for (int d = 0; d < HD; d++) {
+        double o = 0;
+        for (int j = 0; j <= pos[t]; j++)
+          o += s[j] / sum * v[j][g * HD + d];
+        assert_true(fabs(o - out[t][h * HD + d]) < 1e-5);
+      }
+    }
+  /* rms_norm_heads then rope (NeoX, full rotary) on q */
+  hx_tensor tw = mk(&e, QUANT_F32, HD, 1, w);
+  op->rms_norm_heads(e.b.be, tq, tw, HD, 1e-6f);
+  hx_rope_params rp = {.n_rot = HD, .freq_base = 10000.0f, .freq_scale = 1.0f};
+  op->rope(e.b.be, tq, tpos, HD, &rp);
+  get(&e, tq, out);
+  for (int t = 0; t < T; t++)
+    for (int h = 0; h < H; h++) {
+      double n[HD], ss = 0;
+      for (int d = 0; d < HD; d++)
+        ss += (double)q[t][h * HD + d] * q[t][h * HD + d];
+      for (int d = 0; d < HD; d++)
+        n[d] = q[t][h * HD + d] / sqrt(ss / HD + 1e-6) * w[d];
+      for (int i = 0; i < HD / 2; i++) {
+        double th = pos[t] * pow(10000.0, -2.0 * i / HD);
+        double a = n[i] * cos(th) - n[i + HD / 2] * sin(th);
+        double b = n[i + HD / 2] * cos(th) + n[i] * sin(th);
+        assert_true(fabs(a - out[t][h * HD + i]) < 1e-4);
+        assert_true(fabs(b - out[t][h * HD + i + HD / 2]) < 1e-4);
+      }
+    }
+  /* top-k */
+  float row[300], vals[8];
+  int32_t ids[8];
+  for (int i = 0; i < 300; i++)
+    row[i] = frand();
+  row[17] = 5, row[250] = 4, row[3] = 3;
+  hx_tensor tx = mk(&e, QUANT_F32, 300, 1, row), tvals = mk(&e, QUANT_F32, 8, 1, NULL);
+  hx_tensor tids = mk(&e, QUANT_I32, 8, 1, NULL);
+  op->top_k(e.b.be, tvals, tids, tx, 8);
+  get(&e, tvals, vals);
+  get(&e, tids, ids);
+  assert_int_equal(ids[0], 17);
+  assert_int_equal(ids[1], 250);
+  assert_int_equal(ids[2], 3);
+  for (int i = 1; i < 8; i++)
+    assert_true(vals[i] <= vals[i - 1]);
+  /* q8_0 cache store/attention round trip stays close to f32 */
+  hx_tensor tk8 = mk(&e, QUANT_Q8_0, KV * HD, CTX, NULL),
+            tv8 = mk(&e, QUANT_Q8_0, KV * HD, CTX, NULL);
+  int32_t all[CTX];
+  for (int i = 0; i < CTX; i++)
+    all[i] = i;
+  hx_tensor tall = mk(&e, QUANT_I32, CTX, 1, all);
+  hx_tensor tkf = mk(&e, QUANT_F32, KV * HD, CTX, k), tvf = mk(&e, QUANT_F32, KV * HD, CTX, v);
+  tkf.n_rows = tvf.n_rows = CTX;
+  op->cache_store(e.b.be, tk8, tkf, tall);
+  op->cache_store(e.b.be, tv8, tvf, tall);
+  hx_tensor tq2 = mk(&e, QUANT_F32, D, T, q), to2 = mk(&e, QUANT_F32, D, T, NULL);
+  float out8[T][D];
+  op->attention(e.b.be, tout, tq2, tk, tv, tpos, &ap);
+  op->attention(e.b.be, to2, tq2, tk8, tv8, tpos, &ap);
+  get(&e, tout, out);
+  get(&e, to2, out8);
+  for (int t = 0; t < T; t++)
+    for (int j = 0; j < D; j++)
+      assert_true(fabs(out[t][j] - out8[t][j]) < 0.02);
+  hx_tensor all_t[] = {tq,   tout, tk,  tv,   tpos, tw,  tx,  tvals,
+                       tids, tk8,  tv8, tall, tkf,  tvf, tq2, to2};
+  for (size_t i = 0; i < sizeof all_t / sizeof all_t[0]; i++)
+    op->buf_free(e.b.be, all_t[i].buf);
+  hx_backend_cpu_free(&e.b);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(test_dot_paths),
+      cmocka_unit_test(test_ops),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
