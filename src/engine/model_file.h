@@ -141,8 +141,9 @@ typedef enum model_quant {
 /* "Q4_K_M", "q8_0", ... (case-insensitive); "none". */
 bool model_quant_parse(const char *s, model_quant *out);
 const char *model_quant_name(model_quant q);
-/* The type the policy picks for one tensor (canonical name, GGUF shape). For
- * MODEL_QUANT_NONE returns `stored`. n_layer is needed for use_more_bits. */
+/* The type the policy picks for one tensor (canonical name, GGUF shape).
+ * MODEL_QUANT_NONE, or a stored type that is already quantized, returns
+ * `stored`. n_layer is needed for use_more_bits (layer index from the name). */
 quant_type model_quant_pick(model_quant q, const char *name, int n_dims, const int64_t *ne,
                             quant_type stored, int n_layer, bool tied_embeddings);
 
@@ -205,6 +206,22 @@ model_memory_estimate model_file_memory_estimate(const model_file *mf, int n_ctx
 
 /* --- tensor names (tensor_names.c) ----------------------------------------- */
 
+/* One tensor an arch needs, with its GGUF shape. */
+typedef struct model_tensor_spec {
+  char name[MODEL_NAME_MAX];
+  int n_dims;
+  int64_t ne[4];
+} model_tensor_spec;
+
+/* Writes up to max specs of every tensor hp's arch needs (file order of
+ * llama.cpp's converter: token_embd, output_norm, output, then per layer);
+ * returns the total count (call with out = NULL to size). */
+size_t model_tensor_specs(const model_hparams *hp, model_tensor_spec *out, size_t max);
+
+/* Strips HF container prefixes ("model.language_model.", "model.", ...);
+ * NULL for tensors not loaded (mtp.*, vision tower). */
+const char *model_hf_strip_prefix(const char *hf_name);
+
 /* Maps an HF tensor name to its canonical GGUF name (simple renames only:
  * returns false for names that need a transform handled elsewhere, such as
  * in_proj_qkvz or per-expert tensors, and for unknown names). */
@@ -215,5 +232,8 @@ hx_code model_hparams_from_hf_config(const char *json_text, size_t len, const ch
                                      model_hparams *hp, hx_err *err);
 /* Reads hp from GGUF metadata ("<arch>.block_count", ...). */
 hx_code model_hparams_from_gguf(const gguf_file *f, model_hparams *hp, hx_err *err);
+/* Writes general.architecture and the "<arch>.*" keys llama.cpp reads. */
+struct gguf_writer;
+hx_code model_hparams_write_gguf(const model_hparams *hp, struct gguf_writer *w);
 
 #endif
