@@ -526,6 +526,8 @@ static void exec_op(cuda_be *be, const cu_op *op) {
                  t[1].row_bytes / sizeof(int32_t), (const float *)ptr(t[2]), stride_f(t[2]),
                  t[2].n_cols, t[2].n_rows, op->ival[0], st);
     break;
+  case OP_KIND_COUNT:
+    HX_ASSERT(!"not an op");
   }
 }
 
