@@ -610,6 +610,13 @@ static hx_code cortex_load_diag(const char *path, cortex_config **out, toml_diag
 }
 
 hx_code cortex_config_load(const char *path, cortex_config **out, hx_err *err) {
+  return cortex_config_load_report(path, out, NULL, err);
+}
+
+hx_code cortex_config_load_report(const char *path, cortex_config **out, char **report,
+                                  hx_err *err) {
+  if (report)
+    *report = NULL;
   toml_diag d, md;
   toml_diag_init(&d, path);
   toml_diag_init(&md, "models.toml");
@@ -621,6 +628,8 @@ hx_code cortex_config_load(const char *path, cortex_config **out, hx_err *err) {
     hx_buf_append(&all.text, md.text.data ? md.text.data : "", md.text.len);
     all.n_errors = d.n_errors + md.n_errors;
     rc = toml_diag_to_err(&all, err);
+    if (report)
+      *report = hx_buf_detach(&all.text);
     toml_diag_free(&all);
   }
   if (rc != HX_OK) {

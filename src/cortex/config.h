@@ -138,6 +138,12 @@ hx_code cortex_config_defaults(cortex_config **out, hx_err *err);
  * invalid content, HX_EIO when a file cannot be read. */
 hx_code cortex_config_load(const char *path, cortex_config **out, hx_err *err);
 
+/* As cortex_config_load, and on content errors *report (when report is
+ * non-NULL) receives every error line of both files, untruncated (malloc'd,
+ * caller frees; NULL when there are none). */
+hx_code cortex_config_load_report(const char *path, cortex_config **out, char **report,
+                                  hx_err *err);
+
 void cortex_config_free(cortex_config *cfg);
 
 /* Name of a strategy as written in cortex.toml ("lru", "priority"). */

@@ -358,12 +358,21 @@ static hx_code load_diag(const char *path, neuron_config **out, toml_diag *d, hx
   return HX_OK;
 }
 
-hx_code neuron_config_load(const char *path, neuron_config **out, hx_err *err) {
+hx_code neuron_config_load_report(const char *path, neuron_config **out, char **report,
+                                  hx_err *err) {
   toml_diag d;
   toml_diag_init(&d, path);
+  if (report)
+    *report = NULL;
   hx_code rc = load_diag(path, out, &d, err);
+  if (report && d.n_errors)
+    *report = hx_buf_detach(&d.text);
   toml_diag_free(&d);
   return rc;
+}
+
+hx_code neuron_config_load(const char *path, neuron_config **out, hx_err *err) {
+  return neuron_config_load_report(path, out, NULL, err);
 }
 
 int neuron_config_check_cli(const char *path) {

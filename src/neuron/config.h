@@ -89,6 +89,12 @@ hx_code neuron_config_defaults(neuron_config **out, hx_err *err);
  * file cannot be read. */
 hx_code neuron_config_load(const char *path, neuron_config **out, hx_err *err);
 
+/* As neuron_config_load, and on content errors *report (when report is
+ * non-NULL) receives every error line, untruncated (malloc'd, caller
+ * frees; NULL when there are none). */
+hx_code neuron_config_load_report(const char *path, neuron_config **out, char **report,
+                                  hx_err *err);
+
 /* Frees a config; cfg may be NULL. */
 void neuron_config_free(neuron_config *cfg);
 
