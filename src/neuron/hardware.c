@@ -42,10 +42,22 @@ void neuron_hardware_parse_meminfo(const char *text, uint64_t *total, uint64_t *
   }
 }
 
+enum { PAIRS_MAX = 4096 };
+
+static int pair_add(int (*pairs)[2], int n, int phys, int core) {
+  for (int i = 0; i < n; i++)
+    if (pairs[i][0] == phys && pairs[i][1] == core)
+      return n;
+  if (n == PAIRS_MAX)
+    return n;
+  pairs[n][0] = phys;
+  pairs[n][1] = core;
+  return n + 1;
+}
+
 void neuron_hardware_parse_cpuinfo(const char *text, char *model, size_t model_cap, int *physical) {
   model[0] = '\0';
   *physical = 0;
-  enum { PAIRS_MAX = 4096 };
   static __thread int pairs[PAIRS_MAX][2];
   int n_pairs = 0, phys = 0, core = -1;
   for (const char *p = text; p && *p;) {
@@ -65,19 +77,14 @@ void neuron_hardware_parse_cpuinfo(const char *text, char *model, size_t model_c
       else if (strncmp(line, "core id", 7) == 0)
         core = atoi(v);
     }
-    if ((len == 0 || !eol) && core >= 0) { /* end of one processor block */
-      bool seen = false;
-      for (int i = 0; i < n_pairs; i++)
-        seen |= pairs[i][0] == phys && pairs[i][1] == core;
-      if (!seen && n_pairs < PAIRS_MAX) {
-        pairs[n_pairs][0] = phys;
-        pairs[n_pairs][1] = core;
-        n_pairs++;
-      }
+    if (len == 0 && core >= 0) { /* end of one processor block */
+      n_pairs = pair_add(pairs, n_pairs, phys, core);
       core = -1;
     }
     p = eol ? eol + 1 : NULL;
   }
+  if (core >= 0) /* the last block had no blank line after it */
+    n_pairs = pair_add(pairs, n_pairs, phys, core);
   *physical = n_pairs;
 }
 
