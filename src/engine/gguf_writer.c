@@ -36,7 +36,8 @@ struct gguf_writer {
   FILE *fp;
   char *path, *tmp_path;
   size_t next_tensor;
-  uint64_t written; /* bytes of the data section written so far */
+  uint64_t written;   /* bytes of the data section written so far (whole tensors) */
+  size_t cur_written; /* bytes of the current tensor written so far */
   bool failed;
 };
 
@@ -347,14 +348,18 @@ hx_code gguf_writer_open(gguf_writer *w, const char *path, hx_err *err) {
 hx_code gguf_writer_write_tensor(gguf_writer *w, const void *data, size_t nbytes, hx_err *err) {
   HX_ASSERT(w->fp && w->next_tensor < w->n_tensors);
   w_tensor *t = &w->tensors[w->next_tensor];
-  HX_ASSERT(nbytes == t->nbytes && w->written == t->offset);
+  HX_ASSERT(nbytes <= t->nbytes - w->cur_written);
   hx_code rc = write_all(w, data, nbytes, err);
   if (rc)
     return rc;
-  size_t padded = pad_to(nbytes, w->alignment);
-  if (w->next_tensor + 1 < w->n_tensors && (rc = write_zeros(w, padded - nbytes, err)))
+  w->cur_written += nbytes;
+  if (w->cur_written < t->nbytes)
+    return HX_OK;
+  size_t padded = pad_to(t->nbytes, w->alignment);
+  if (w->next_tensor + 1 < w->n_tensors && (rc = write_zeros(w, padded - t->nbytes, err)))
     return rc;
   w->written += padded;
+  w->cur_written = 0;
   w->next_tensor++;
   return HX_OK;
 }

@@ -48,7 +48,9 @@ hx_code gguf_writer_add_tensor(gguf_writer *w, const char *name, quant_type type
                                const int64_t *ne, hx_err *err);
 
 hx_code gguf_writer_open(gguf_writer *w, const char *path, hx_err *err);
-/* Writes the next tensor's bytes (exactly its nbytes). */
+/* Writes the next piece of the current tensor's bytes. Pieces of one tensor
+ * are consecutive; when they sum to its nbytes the writer pads and moves to
+ * the next tensor (one call with all bytes is fine). */
 hx_code gguf_writer_write_tensor(gguf_writer *w, const void *data, size_t nbytes, hx_err *err);
 /* After all tensors: fsync-free flush, close, rename into place. */
 hx_code gguf_writer_finish(gguf_writer *w, hx_err *err);
