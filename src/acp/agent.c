@@ -705,7 +705,7 @@ static void handle_prompt(acp_agent *a, const acp_msg *m) {
   if (join)
     pthread_join(old, NULL); /* the previous turn has already answered */
   atomic_store(&l->cancel, false);
-  l->prompt_id = json_incref(m->id);
+  l->prompt_id = json_deep_copy(m->id); /* m belongs to this thread */
   l->user_message = user;
   pthread_mutex_lock(&a->mu);
   int rc = pthread_create(&l->thread, NULL, turn_main, l);

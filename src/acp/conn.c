@@ -199,8 +199,13 @@ bool acp_conn_deliver(acp_conn *c, const acp_msg *response) {
   for (pending_call *pc = c->calls; pc; pc = pc->next) {
     if (pc->id == id && !pc->done) {
       pc->done = true;
-      pc->result = response->result ? json_incref(response->result) : NULL;
-      pc->error = response->error ? json_incref(response->error) : NULL;
+      /* Deep copies: the message belongs to the reader thread, and jansson
+       * values are not to be shared between threads. */
+      pc->result = response->result ? json_deep_copy(response->result) : NULL;
+      pc->error = response->error ? json_deep_copy(response->error) : NULL;
+      if ((response->result && !pc->result) || (response->error && !pc->error))
+        pc->error = json_pack("{s:i, s:s}", "code", ACP_RPC_INTERNAL_ERROR, "message",
+                              "out of memory copying the response");
       found = true;
       break;
     }
