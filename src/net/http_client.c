@@ -246,6 +246,10 @@ hx_code hx_http_call_run(hx_http_call *c, const hx_http_request *req, hx_http_re
       timeout_what = "idle";
       break;
     }
+    if (req->on_tick && req->on_tick(req->ud) != 0) {
+      c->abort_reason = ABORT_CALLBACK;
+      break;
+    }
     curl_multi_poll(c->multi, NULL, 0, HTTP_POLL_CAP_MS, NULL);
   }
   curl_multi_remove_handle(c->multi, c->easy);
@@ -255,6 +259,8 @@ hx_code hx_http_call_run(hx_http_call *c, const hx_http_request *req, hx_http_re
     return hx_err_set(err, HX_ETIMEOUT, "%s: no %s within %ld ms", req->url,
                       timeout_what[0] == 'f' ? "response" : "data", ms);
   }
+  if (!done && c->abort_reason == ABORT_CALLBACK)
+    return hx_err_set(err, HX_ECANCELLED, "%s: transfer stopped by the consumer", req->url);
   if (!done && !atomic_load(&c->cancelled))
     return hx_err_set(err, HX_EIO, "%s: transfer failed", req->url);
   return http_result(c, result, req->url, err);

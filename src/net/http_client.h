@@ -40,6 +40,10 @@ typedef int (*hx_http_on_status)(void *ud, int status, const char *content_type)
  * (run returns HX_ECANCELLED). When NULL, the body is collected into
  * hx_http_response.body instead. */
 typedef int (*hx_http_on_data)(void *ud, const char *chunk, size_t len);
+/* Called on the calling thread between polls (at least every ~50 ms while the
+ * transfer runs), e.g. to send keep-alives downstream. Return non-zero to
+ * abort (HX_ECANCELLED). */
+typedef int (*hx_http_on_tick)(void *ud);
 
 typedef struct hx_http_request {
   const char *method;                              /* "GET", "POST"; NULL = GET (POST when body) */
@@ -54,6 +58,7 @@ typedef struct hx_http_request {
   size_t max_response_bytes;   /* 0 = 16 MiB: body bytes (collected or streamed) */
   hx_http_on_status on_status; /* may be NULL */
   hx_http_on_data on_data;     /* may be NULL: collect into response body */
+  hx_http_on_tick on_tick;     /* may be NULL */
   void *ud;
 } hx_http_request;
 
