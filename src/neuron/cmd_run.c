@@ -1,18 +1,369 @@
-/* cmd_run.c — placeholder until the owning module lands. */
+/* cmd_run.c — `neuron run` (generate from a prompt, streaming to the terminal)
+ * and `neuron bench` (prefill / decode throughput of the in-process engine).
+ *
+ *   neuron run --model PATH (--prompt TEXT | --chat TEXT) [--n N] [--temp T]
+ *              [--top-p P] [--top-k K] [--seed S] [--greedy] [--threads N]
+ *              [--ctx N] [--kv f16|f32|q8_0] [--quant Q] [--dump-logits FILE]
+ *   neuron bench --model PATH [--prompt-tokens N] [--gen-tokens N]
+ *              [--threads N] [--kv T] [--quant Q] [--json] */
+#include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
 
+#include "base/time.h"
+#include "engine/chat_template.h"
+#include "engine/engine.h"
+#include "engine/tokenizer.h"
 #include "neuron/commands.h"
 
+typedef struct run_args {
+  const char *model, *prompt, *chat, *dump, *kv, *quant;
+  int n, threads, ctx, top_k, prompt_tokens, gen_tokens;
+  float temp, top_p;
+  unsigned long long seed;
+  bool greedy, json;
+} run_args;
+
+static int parse_int(const char *flag, const char *v, long lo, long hi, int *out) {
+  char *end;
+  errno = 0;
+  long x = strtol(v, &end, 10);
+  if (errno || *end || end == v || x < lo || x > hi) {
+    fprintf(stderr, "neuron: %s must be an integer in [%ld, %ld], got \"%s\"\n", flag, lo, hi, v);
+    return -1;
+  }
+  *out = (int)x;
+  return 0;
+}
+
+static int parse_float(const char *flag, const char *v, float lo, float hi, float *out) {
+  char *end;
+  errno = 0;
+  float x = strtof(v, &end);
+  if (errno || *end || end == v || !(x >= lo && x <= hi)) {
+    fprintf(stderr, "neuron: %s must be a number in [%g, %g], got \"%s\"\n", flag, (double)lo,
+            (double)hi, v);
+    return -1;
+  }
+  *out = x;
+  return 0;
+}
+
+/* Returns 0, or 2 on a usage error (message printed). */
+static int parse_args(int argc, char **argv, run_args *a) {
+  memset(a, 0, sizeof *a);
+  a->n = 128;
+  a->temp = 0.7f;
+  a->top_p = 0.95f;
+  a->prompt_tokens = 512;
+  a->gen_tokens = 128;
+  for (int i = 1; i < argc; i++) {
+    const char *f = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    int r = 0;
+#define TAKE(name) (strcmp(f, name) == 0 && v && (i++, 1))
+    if (strcmp(f, "--greedy") == 0)
+      a->greedy = true;
+    else if (strcmp(f, "--json") == 0)
+      a->json = true;
+    else if (TAKE("--model"))
+      a->model = v;
+    else if (TAKE("--prompt"))
+      a->prompt = v;
+    else if (TAKE("--chat"))
+      a->chat = v;
+    else if (TAKE("--dump-logits"))
+      a->dump = v;
+    else if (TAKE("--kv"))
+      a->kv = v;
+    else if (TAKE("--quant"))
+      a->quant = v;
+    else if (TAKE("--n"))
+      r = parse_int("--n", v, 1, 1 << 20, &a->n);
+    else if (TAKE("--threads"))
+      r = parse_int("--threads", v, 1, 256, &a->threads);
+    else if (TAKE("--ctx"))
+      r = parse_int("--ctx", v, 16, 1 << 20, &a->ctx);
+    else if (TAKE("--top-k"))
+      r = parse_int("--top-k", v, 0, 1 << 20, &a->top_k);
+    else if (TAKE("--prompt-tokens"))
+      r = parse_int("--prompt-tokens", v, 1, 1 << 20, &a->prompt_tokens);
+    else if (TAKE("--gen-tokens"))
+      r = parse_int("--gen-tokens", v, 1, 1 << 20, &a->gen_tokens);
+    else if (TAKE("--temp"))
+      r = parse_float("--temp", v, 0, 100, &a->temp);
+    else if (TAKE("--top-p"))
+      r = parse_float("--top-p", v, 1e-6f, 1, &a->top_p);
+    else if (TAKE("--seed")) {
+      char *end;
+      a->seed = strtoull(v, &end, 10);
+      if (*end || end == v) {
+        fprintf(stderr, "neuron: --seed must be an unsigned integer, got \"%s\"\n", v);
+        r = -1;
+      }
+    } else {
+      fprintf(stderr, "neuron %s: unknown or incomplete option \"%s\"\n", argv[0], f);
+      return 2;
+    }
+#undef TAKE
+    if (r)
+      return 2;
+  }
+  if (!a->model) {
+    fprintf(stderr, "neuron %s: --model PATH is required\n", argv[0]);
+    return 2;
+  }
+  return 0;
+}
+
+static int engine_opts_from(const run_args *a, hx_engine_opts *o) {
+  hx_engine_opts_default(o);
+  o->n_threads = a->threads;
+  o->n_ctx = a->ctx;
+  o->quant = a->quant;
+  if (a->kv) {
+    if (strcmp(a->kv, "f16") == 0)
+      o->kv_type = HX_KV_F16;
+    else if (strcmp(a->kv, "f32") == 0)
+      o->kv_type = HX_KV_F32;
+    else if (strcmp(a->kv, "q8_0") == 0)
+      o->kv_type = HX_KV_Q8_0;
+    else {
+      fprintf(stderr, "neuron: --kv must be f16, f32 or q8_0, got \"%s\"\n", a->kv);
+      return 2;
+    }
+  }
+  return 0;
+}
+
+/* The prompt text: as given, or rendered through the model's chat template. */
+static char *make_prompt(const run_args *a, const tokenizer *tok, hx_err *err) {
+  if (a->prompt)
+    return strdup(a->prompt);
+  const char *tsrc = tokenizer_chat_template(tok);
+  char *owned = NULL;
+  size_t len = 0;
+  if (!tsrc || !*tsrc) {
+    if (hx_chat_template_source_load(a->model, &owned, &len, err) != HX_OK)
+      return NULL;
+    tsrc = owned;
+  }
+  hx_chat_template *t = NULL;
+  char *out = NULL;
+  if (hx_chat_template_init(&t, tsrc, strlen(tsrc), a->model, err) == HX_OK) {
+    json_t *msgs = json_pack("[{s:s, s:s}]", "role", "user", "content", a->chat);
+    hx_chat_render_args ra = {.messages = msgs, .add_generation_prompt = true, .now_unix_s = -1};
+    hx_chat_template_render(t, &ra, &out, NULL, err);
+    json_decref(msgs);
+  }
+  hx_chat_template_free(t);
+  free(owned);
+  return out;
+}
+
+typedef struct stream {
+  const tokenizer *tok;
+  tokenizer_decoder dec;
+  char *buf;
+  size_t cap;
+} stream;
+
+static bool on_token(void *user, const hx_gen_token *t) {
+  stream *s = user;
+  size_t n = 0;
+  hx_err err;
+  if (tokenizer_decoder_push(&s->dec, t->id, s->buf, s->cap, &n, &err) == HX_OK) {
+    fwrite(s->buf, 1, n, stdout);
+    fflush(stdout);
+  }
+  return true;
+}
+
+static long peak_rss_kb(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss;
+}
+
+/* --dump-logits: greedy steps via hx_engine_eval, every step's logits as raw
+ * f32 rows (prompt positions first, then one row per generated token). */
+static int dump_logits(hx_engine *e, hx_engine_slot *s, const int32_t *ids, int n, int n_gen,
+                       const char *path, stream *st) {
+  const hx_engine_info *in = hx_engine_get_info(e);
+  FILE *f = fopen(path, "wb");
+  if (!f) {
+    fprintf(stderr, "neuron run: cannot open %s: %s\n", path, strerror(errno));
+    return 1;
+  }
+  float *all = malloc((size_t)n * (size_t)in->n_vocab * sizeof(float));
+  float *last = malloc((size_t)in->n_vocab * sizeof(float));
+  hx_err err = {0};
+  int rc = 0;
+  if (!all || !last || hx_engine_eval(e, s, ids, n, last, all, NULL, &err) != HX_OK) {
+    fprintf(stderr, "neuron run: %s\n", all && last ? err.msg : "out of memory");
+    rc = 1;
+    goto out;
+  }
+  fwrite(all, sizeof(float), (size_t)n * (size_t)in->n_vocab, f);
+  for (int g = 0; g < n_gen && s; g++) {
+    int32_t best = 0;
+    for (int i = 1; i < in->n_vocab; i++)
+      best = last[i] > last[best] ? i : best;
+    hx_gen_token t = {.id = best};
+    on_token(st, &t);
+    if (hx_engine_eval(e, s, &best, 1, last, NULL, NULL, &err) != HX_OK) {
+      fprintf(stderr, "\nneuron run: %s\n", err.msg);
+      rc = 1;
+      break;
+    }
+    fwrite(last, sizeof(float), (size_t)in->n_vocab, f);
+  }
+  printf("\n");
+out:
+  free(all);
+  free(last);
+  if (fclose(f) != 0)
+    rc = 1;
+  return rc;
+}
+
 int neuron_cmd_run(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
-  fprintf(stderr, "neuron run: not available in this build yet\n");
-  return 1;
+  run_args a;
+  int u = parse_args(argc, argv, &a);
+  if (u)
+    return u;
+  if (!a.prompt == !a.chat) {
+    fprintf(stderr, "neuron run: give exactly one of --prompt TEXT or --chat TEXT\n");
+    return 2;
+  }
+  hx_engine_opts o;
+  if (engine_opts_from(&a, &o))
+    return 2;
+  hx_err err = {0};
+  tokenizer *tok = NULL;
+  hx_engine *e = NULL;
+  hx_engine_slot *s = NULL;
+  char *text = NULL;
+  int32_t *ids = NULL;
+  size_t n_ids = 0;
+  int rc = 1;
+  if (tokenizer_load_path(a.model, &tok, &err) != HX_OK || !(text = make_prompt(&a, tok, &err)) ||
+      tokenizer_encode(tok, text, strlen(text), true, &ids, &n_ids, &err) != HX_OK ||
+      hx_engine_open(a.model, &o, &e, &err) != HX_OK ||
+      hx_engine_slot_create(e, &s, &err) != HX_OK) {
+    fprintf(stderr, "neuron run: %s\n", err.msg);
+    goto out;
+  }
+  if (n_ids == 0) {
+    fprintf(stderr, "neuron run: the prompt encodes to no tokens\n");
+    goto out;
+  }
+  stream st = {.tok = tok, .cap = tokenizer_decoder_out_max(tok)};
+  st.buf = malloc(st.cap);
+  if (!st.buf)
+    goto out;
+  tokenizer_decoder_init(&st.dec, tok, true);
+  if (a.dump) {
+    rc = dump_logits(e, s, ids, (int)n_ids, a.n, a.dump, &st);
+    free(st.buf);
+    goto out;
+  }
+  hx_sampling_params p;
+  hx_sampling_params_default(&p);
+  p.greedy = a.greedy;
+  p.temperature = a.temp;
+  p.top_p = a.top_p;
+  p.top_k = a.top_k;
+  p.seed = a.seed;
+  p.max_tokens = a.n;
+  int32_t eot = tokenizer_eot_id(tok), eos = tokenizer_eos_id(tok);
+  if (eot >= 0)
+    p.stop_ids[p.n_stop_ids++] = eot;
+  if (eos >= 0)
+    p.stop_ids[p.n_stop_ids++] = eos;
+  hx_gen_result res;
+  if (hx_engine_generate(e, s, ids, (int)n_ids, &p, on_token, &st, NULL, &res, &err) != HX_OK) {
+    fprintf(stderr, "\nneuron run: %s\n", err.msg);
+  } else {
+    size_t n = tokenizer_decoder_flush(&st.dec, st.buf, st.cap);
+    fwrite(st.buf, 1, n, stdout);
+    fprintf(stderr, "\n[%d prompt tokens, %.1f ms to first token; %d generated, %.2f tok/s]\n",
+            res.n_prompt, res.prefill_ms, res.n_generated,
+            res.n_generated > 1 ? (res.n_generated - 1) / (res.decode_ms / 1e3) : 0.0);
+    rc = 0;
+  }
+  free(st.buf);
+out:
+  hx_engine_slot_free(s);
+  hx_engine_close(e);
+  tokenizer_free(tok);
+  free(text);
+  free(ids);
+  return rc;
 }
 
 int neuron_cmd_bench(int argc, char **argv) {
-  (void)argc;
-  (void)argv;
-  fprintf(stderr, "neuron bench: not available in this build yet\n");
-  return 1;
+  run_args a;
+  int u = parse_args(argc, argv, &a);
+  if (u)
+    return u;
+  hx_engine_opts o;
+  if (engine_opts_from(&a, &o))
+    return 2;
+  if (!o.n_ctx)
+    o.n_ctx = a.prompt_tokens + a.gen_tokens + 8;
+  hx_err err = {0};
+  hx_engine *e = NULL;
+  hx_engine_slot *s = NULL;
+  const uint64_t t_load0 = hx_time_mono_ns();
+  if (hx_engine_open(a.model, &o, &e, &err) != HX_OK ||
+      hx_engine_slot_create(e, &s, &err) != HX_OK) {
+    fprintf(stderr, "neuron bench: %s\n", err.msg);
+    hx_engine_close(e);
+    return 1;
+  }
+  const double load_ms = (double)(hx_time_mono_ns() - t_load0) / 1e6;
+  const hx_engine_info *in = hx_engine_get_info(e);
+  int32_t *ids = malloc((size_t)a.prompt_tokens * sizeof *ids);
+  int rc = 1;
+  if (!ids)
+    goto out;
+  uint64_t x = 42;
+  for (int i = 0; i < a.prompt_tokens; i++) { /* deterministic pseudo-random ids */
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    ids[i] = (int32_t)((x >> 33) % (uint64_t)in->n_vocab);
+  }
+  hx_sampling_params p;
+  hx_sampling_params_default(&p);
+  p.greedy = true;
+  p.ignore_eos = true;
+  p.max_tokens = a.gen_tokens;
+  hx_gen_result res;
+  if (hx_engine_generate(e, s, ids, a.prompt_tokens, &p, NULL, NULL, NULL, &res, &err) != HX_OK) {
+    fprintf(stderr, "neuron bench: %s\n", err.msg);
+    goto out;
+  }
+  const double pp = a.prompt_tokens / (res.prefill_ms / 1e3);
+  const double tg = res.n_generated > 1 ? (res.n_generated - 1) / (res.decode_ms / 1e3) : 0;
+  const double peak_mib = (double)peak_rss_kb() / 1024.0;
+  if (a.json)
+    printf("{\"model\":\"%s\",\"arch\":\"%s\",\"weights\":\"%s\",\"threads\":%d,"
+           "\"prompt_tokens\":%d,\"gen_tokens\":%d,\"prefill_tok_s\":%.2f,\"decode_tok_s\":%.2f,"
+           "\"ttft_ms\":%.2f,\"load_ms\":%.1f,\"peak_rss_mib\":%.1f}\n",
+           a.model, in->arch, in->weight_type, o.n_threads, a.prompt_tokens, res.n_generated, pp,
+           tg, res.prefill_ms, load_ms, peak_mib);
+  else
+    printf("model %s (%s, %s)\nprefill %d tokens: %.2f tok/s (TTFT %.1f ms)\n"
+           "decode %d tokens: %.2f tok/s\nload %.1f ms, peak RSS %.1f MiB\n",
+           a.model, in->arch, in->weight_type, a.prompt_tokens, pp, res.prefill_ms, res.n_generated,
+           tg, load_ms, peak_mib);
+  rc = 0;
+out:
+  free(ids);
+  hx_engine_slot_free(s);
+  hx_engine_close(e);
+  return rc;
 }

@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/ usr / bin / env python3
 """make_fixtures.py — reference fixtures for the CPU engine (tests/engine/test_model_*.c).
 
 Builds small random-weight Qwen3 and Qwen2 models with transformers, saves each
@@ -40,7 +40,7 @@ def init_weights(model, seed):
             elif p.dim() == 1:  # biases
                 p.copy_(0.5 * torch.randn(p.shape, generator=g))
             elif "embed_tokens" in name:
-                # tied tables are also the head: keep logits O(1) there
+#tied tables are also the head : keep logits O(1) there
                 std = 1.0 / p.shape[1] ** 0.25 if model.config.tie_word_embeddings else 1.0
                 p.copy_(std * torch.randn(p.shape, generator=g))
             else:
@@ -49,9 +49,9 @@ def init_weights(model, seed):
 
 def gguf_name(hf):
     m = {
-        "model.embed_tokens.weight": "token_embd.weight",
-        "model.norm.weight": "output_norm.weight",
-        "lm_head.weight": "output.weight",
+  "model.embed_tokens.weight" : "token_embd.weight",
+                                "model.norm.weight" : "output_norm.weight",
+                                                      "lm_head.weight" : "output.weight",
     }
     if hf in m:
         return m[hf]
@@ -125,7 +125,7 @@ def reference(model, prompt, vocab):
             past = out.past_key_values
             logits.append(out.logits[0].float())
         all_logits = torch.cat(logits, 0).numpy().astype("<f4")
-        # cross-check: one full forward of prompt+decode gives the same logits
+#cross - check : one full forward of prompt + decode gives the same logits
         full = model(torch.tensor([prompt + decode])).logits[0].float().numpy()
         assert np.abs(full - all_logits).max() < 1e-3 * full.std(), "cache vs full forward differ"
     assert all_logits.shape == (len(prompt) + N_DECODE, vocab)
@@ -148,8 +148,10 @@ def make(name, arch, cfg_kwargs, dtype, seed, gguf_too):
         model = model.to(torch.bfloat16)
         model.config.torch_dtype = torch.bfloat16
     model.save_pretrained(d, safe_serialization=True)
-    # reference always in f32 (from the stored weights)
-    ref_model = model.to(torch.float32)
+#reference always in f32, from the stored weights, loaded the way a user
+#would(model.to() round trips would also round the rotary inv_freq buffer)
+    cls = transformers.Qwen3ForCausalLM if arch == "qwen3" else transformers.Qwen2ForCausalLM
+    ref_model = cls.from_pretrained(d, dtype=torch.float32)
     rng = np.random.default_rng(seed)
     prompt = rng.integers(0, cfg.vocab_size, N_PROMPT).tolist()
     decode, greedy, logits = reference(ref_model, prompt, cfg.vocab_size)
