@@ -229,7 +229,8 @@ static void test_rope(void **state) {
     pair x = make_pair(0, 4 * hds[i], 4, xv), pos = make_pair(26, 4, 1, posv);
     BOTH(g_cpu.ops->rope(g_cpu.be, x.c, pos.c, hds[i], &ps[i]),
          g_gpu.ops->rope(g_gpu.be, x.g, pos.g, hds[i], &ps[i]));
-    check(i == 0 ? "rope full" : i == 1 ? "rope partial" : "rope yarn", nmse_pair(&x), 1e-8);
+    /* f32 angles up to 40000 rad: rounding of pos * inv_freq differs by ulps */
+    check(i == 0 ? "rope full" : i == 1 ? "rope partial" : "rope yarn", nmse_pair(&x), 1e-6);
     free_pair(&x), free_pair(&pos), free(xv);
   }
 }

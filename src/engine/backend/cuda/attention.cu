@@ -64,7 +64,7 @@ size_t attn_partial_floats(int n_heads, int head_dim, int n_splits) {
   return (size_t)n_heads * (size_t)n_splits * (size_t)(head_dim + 2);
 }
 
-enum { ATT_WARPS = 4 };
+enum { ATT_WARPS = 4, ATT_BATCH = 8 };
 
 // partial layout per (token 0 only when split) head h, split s:
 //   [(h * n_splits + s) * (D + 2)] = m, +1 = l, +2.. = acc[D]
@@ -92,29 +92,40 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
     m[g] = -INFINITY;
     l[g] = 0.0f;
   }
-  for (int64_t p = p0 + warp; p < p1; p += ATT_WARPS) {
-    const uint8_t *krow = kc + (size_t)p * rb, *vrow = vc + (size_t)p * rb;
-    float kv[NK], vv[NK];
+  // Warp w takes batches of ATT_BATCH consecutive positions; all K/V loads of
+  // a batch are issued before any use so their latencies overlap.
+  for (int64_t pb = p0 + (int64_t)warp * ATT_BATCH; pb < p1; pb += ATT_WARPS * ATT_BATCH) {
+    float kv[ATT_BATCH][NK], vv[ATT_BATCH][NK];
 #pragma unroll
-    for (int k = 0; k < NK; k++) {
-      int d = lane + 32 * k;
-      kv[k] = d < D ? load_kv(krow, type, (int64_t)kvh * D + d) : 0.0f;
-      vv[k] = d < D ? load_kv(vrow, type, (int64_t)kvh * D + d) : 0.0f;
+    for (int j = 0; j < ATT_BATCH; j++) {
+      int64_t p = pb + j < p1 ? pb + j : p1 - 1;
+      const uint8_t *krow = kc + (size_t)p * rb, *vrow = vc + (size_t)p * rb;
+#pragma unroll
+      for (int k = 0; k < NK; k++) {
+        int d = lane + 32 * k;
+        kv[j][k] = d < D ? load_kv(krow, type, (int64_t)kvh * D + d) : 0.0f;
+        vv[j][k] = d < D ? load_kv(vrow, type, (int64_t)kvh * D + d) : 0.0f;
+      }
     }
 #pragma unroll
-    for (int g = 0; g < G; g++) {
-      float s = 0.0f;
+    for (int j = 0; j < ATT_BATCH; j++) {
+      if (pb + j >= p1)
+        break;
 #pragma unroll
-      for (int k = 0; k < NK; k++)
-        s = fmaf(qr[g][k], kv[k], s);
-      s = warp_sum(s);
-      float mn = fmaxf(m[g], s);
-      float corr = __expf(m[g] - mn), e = __expf(s - mn);
-      l[g] = l[g] * corr + e;
+      for (int g = 0; g < G; g++) {
+        float s = 0.0f;
 #pragma unroll
-      for (int k = 0; k < NK; k++)
-        acc[g][k] = acc[g][k] * corr + e * vv[k];
-      m[g] = mn;
+        for (int k = 0; k < NK; k++)
+          s = fmaf(qr[g][k], kv[j][k], s);
+        s = warp_sum(s);
+        float mn = fmaxf(m[g], s);
+        float corr = __expf(m[g] - mn), e = __expf(s - mn);
+        l[g] = l[g] * corr + e;
+#pragma unroll
+        for (int k = 0; k < NK; k++)
+          acc[g][k] = acc[g][k] * corr + e * vv[j][k];
+        m[g] = mn;
+      }
     }
   }
   // merge warps

@@ -9,7 +9,7 @@
 #include "common.cuh"
 #include "kernels.h"
 
-enum { MV_WARPS = 4 };
+enum { MV_WARPS = 4, MV_ROWS = 2 };
 
 __global__ static void quantize_q8_1_kernel(cu_block_q8_1 *dst, const float *x, size_t x_stride,
                                             int64_t n_cols) {
@@ -102,23 +102,36 @@ __device__ __forceinline__ float dot_sub(const uint8_t *row, int64_t sub, const 
   }
 }
 
+// Each warp computes MV_ROWS rows so that every lane has several independent
+// weight loads in flight (batch-1 decode is bound by loads in flight).
 template <int TYPE>
 __global__ static void __launch_bounds__(MV_WARPS * 32)
     matvec_q_kernel(float *y, const uint8_t *w, int64_t n_out, int64_t n_in, size_t row_bytes,
                     const cu_block_q8_1 *xq, const float *bias) {
-  int64_t r = (int64_t)blockIdx.x * MV_WARPS + threadIdx.x / 32;
+  int64_t r0 = ((int64_t)blockIdx.x * MV_WARPS + threadIdx.x / 32) * MV_ROWS;
   int lane = threadIdx.x & 31;
-  if (r >= n_out)
+  if (r0 >= n_out)
     return;
-  const uint8_t *row = w + (size_t)r * row_bytes;
   int64_t n_sub = n_in / 32;
-  float acc = 0.0f;
-#pragma unroll 2
-  for (int64_t s = lane; s < n_sub; s += 32)
-    acc += dot_sub<TYPE>(row, s, xq[s]);
-  acc = warp_sum(acc);
-  if (lane == 0)
-    y[r] = acc + (bias ? bias[r] : 0.0f);
+  float acc[MV_ROWS];
+#pragma unroll
+  for (int j = 0; j < MV_ROWS; j++)
+    acc[j] = 0.0f;
+#pragma unroll 4
+  for (int64_t s = lane; s < n_sub; s += 32) {
+    cu_block_q8_1 xb = xq[s];
+#pragma unroll
+    for (int j = 0; j < MV_ROWS; j++) {
+      int64_t r = r0 + j < n_out ? r0 + j : n_out - 1;
+      acc[j] += dot_sub<TYPE>(w + (size_t)r * row_bytes, s, xb);
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < MV_ROWS; j++) {
+    float a = warp_sum(acc[j]);
+    if (lane == 0 && r0 + j < n_out)
+      y[r0 + j] = a + (bias ? bias[r0 + j] : 0.0f);
+  }
 }
 
 // Float weights: 8 elements (16 bytes of f16/bf16, 32 of f32) per load step.
@@ -179,18 +192,19 @@ void launch_matvec(float *y, const uint8_t *w, int type, int64_t n_out, int64_t 
   const cu_block_q8_1 *xq = (const cu_block_q8_1 *)xq_;
   CU_ASSERT(n_in % 32 == 0 && n_out > 0);
   unsigned grid = cdiv(n_out, MV_WARPS), block = MV_WARPS * 32;
+  unsigned grid_q = cdiv(n_out, MV_WARPS * MV_ROWS);
   switch (type) {
   case GT_Q8_0:
-    matvec_q_kernel<GT_Q8_0><<<grid, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
+    matvec_q_kernel<GT_Q8_0><<<grid_q, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
     break;
   case GT_Q4_K:
-    matvec_q_kernel<GT_Q4_K><<<grid, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
+    matvec_q_kernel<GT_Q4_K><<<grid_q, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
     break;
   case GT_Q5_K:
-    matvec_q_kernel<GT_Q5_K><<<grid, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
+    matvec_q_kernel<GT_Q5_K><<<grid_q, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
     break;
   case GT_Q6_K:
-    matvec_q_kernel<GT_Q6_K><<<grid, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
+    matvec_q_kernel<GT_Q6_K><<<grid_q, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
     break;
   case GT_F32:
     CU_ASSERT(n_in % 8 == 0);

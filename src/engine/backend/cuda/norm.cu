@@ -31,8 +31,11 @@ void launch_rms_norm(float *out, size_t out_stride, float *x, size_t x_stride, f
                      size_t res_stride, const float *w, int64_t n_cols, int64_t n_rows, float eps,
                      int zero_centred, hx_stream st) {
   CU_ASSERT(n_rows > 0 && n_cols > 0);
-  rms_norm_kernel<<<(unsigned)n_rows, 256, 0, st>>>(out, out_stride, x, x_stride, residual,
-                                                    res_stride, w, n_cols, eps, zero_centred);
+  /* one block per row; wide blocks keep a lone decode row from being
+   * latency-bound on one SM */
+  unsigned threads = n_rows == 1 ? 1024 : 256;
+  rms_norm_kernel<<<(unsigned)n_rows, threads, 0, st>>>(out, out_stride, x, x_stride, residual,
+                                                        res_stride, w, n_cols, eps, zero_centred);
   CUDA_LAUNCH_CHECK();
 }
 
