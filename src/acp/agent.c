@@ -566,6 +566,7 @@ static const char *turn_step(turn *t, const char *model, hx_err *e) {
     HX_WARN("acp: session %s: %s", s->id, e->msg);
     char msg[HX_ERR_MSG_MAX + 32];
     snprintf(msg, sizeof msg, "%s⚠ helexa-acp: %s", st.content.len ? "\n\n" : "", e->msg);
+    acp_utf8_scrub(msg);
     notify_text(a, s->id, "agent_message_chunk", msg, strlen(msg));
     if (st.content.len || st.reasoning.len) {
       st.tool_call_count = 0;
@@ -591,6 +592,7 @@ static const char *turn_step(turn *t, const char *model, hx_err *e) {
       if (trc == HX_OK) {
         json_array_append_new(s->messages, result);
       } else {
+        acp_utf8_scrub(terr.msg);
         /* Keep the history well-formed: every tool call gets an answer. */
         json_array_append_new(s->messages,
                               json_pack("{s:s, s:s, s:s}", "role", "tool", "tool_call_id", tc->id,
@@ -634,6 +636,7 @@ static void *turn_main(void *arg) {
   } else if (!model) {
     char msg[HX_ERR_MSG_MAX + 32];
     snprintf(msg, sizeof msg, "⚠ helexa-acp: %s", e.msg);
+    acp_utf8_scrub(msg);
     notify_text(a, s->id, "agent_message_chunk", msg, strlen(msg));
     stop = "end_turn";
   }

@@ -5,6 +5,7 @@
 #include "acp/jsonrpc.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -110,9 +111,56 @@ json_t *acp_jsonrpc_result(json_t *id, json_t *result) {
                    result);
 }
 
+/* Length of the well-formed UTF-8 sequence at p (1..4), or 0. */
+static int utf8_seq_len(const unsigned char *p) {
+  unsigned c = p[0];
+  if (c < 0x80)
+    return 1;
+  int n;
+  unsigned lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
+  if (c >= 0xC2 && c <= 0xDF)
+    n = 2;
+  else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3;
+    if (c == 0xE0)
+      lo = 0xA0; /* overlong */
+    if (c == 0xED)
+      hi = 0x9F; /* surrogates */
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4;
+    if (c == 0xF0)
+      lo = 0x90;
+    if (c == 0xF4)
+      hi = 0x8F; /* > U+10FFFF */
+  } else {
+    return 0;
+  }
+  if (p[1] < lo || p[1] > hi)
+    return 0;
+  for (int i = 2; i < n; i++)
+    if ((p[i] & 0xC0) != 0x80)
+      return 0;
+  return n;
+}
+
+void acp_utf8_scrub(char *s) {
+  unsigned char *p = (unsigned char *)s;
+  while (*p) {
+    int n = utf8_seq_len(p);
+    if (n == 0) {
+      *p++ = '?';
+      continue;
+    }
+    p += n;
+  }
+}
+
 json_t *acp_jsonrpc_error(json_t *id, int code, const char *message) {
+  char text[1024];
+  snprintf(text, sizeof text, "%s", message ? message : "error");
+  acp_utf8_scrub(text);
   return json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", id ? id : json_null(),
-                   "error", "code", code, "message", message ? message : "error");
+                   "error", "code", code, "message", text);
 }
 
 json_t *acp_jsonrpc_request(json_int_t id, const char *method, json_t *params) {

@@ -65,6 +65,11 @@ json_t *acp_jsonrpc_error(json_t *id, int code, const char *message);
 json_t *acp_jsonrpc_request(json_int_t id, const char *method, json_t *params);
 json_t *acp_jsonrpc_notification(const char *method, json_t *params);
 
+/* Replaces every byte of s that is not part of a well-formed UTF-8 sequence
+ * with '?', in place, so that text built from outside input (error messages
+ * quoting it, truncated bodies) can always be sent as a JSON string. */
+void acp_utf8_scrub(char *s);
+
 /* Serializes msg as one compact line ending in '\n', appended to out. */
 hx_code acp_jsonrpc_encode(const json_t *msg, hx_buf *out);
 

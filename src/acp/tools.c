@@ -5,9 +5,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "acp/jsonrpc.h"
 #include "base/buf.h"
 #include "base/json.h"
 #include "base/log.h"
+
+/* The longest prefix of text (len bytes) of at most max bytes that does not
+ * end inside a UTF-8 sequence. */
+static size_t utf8_cut(const char *text, size_t len, size_t max) {
+  if (len <= max)
+    return len;
+  size_t n = max;
+  while (n > 0 && ((unsigned char)text[n] & 0xC0) == 0x80)
+    n--;
+  return n;
+}
 
 static const char PERMISSION_DENIED[] = "The user denied permission for this action.";
 
@@ -97,10 +109,11 @@ static void update_status(const acp_tool_ctx *ctx, const char *call_id, const ch
 
 static json_t *tool_message(const char *call_id, const char *text, size_t len) {
   if (len > ACP_TOOL_RESULT_MAX) {
+    size_t keep = utf8_cut(text, len, ACP_TOOL_RESULT_MAX);
     hx_buf b;
     hx_buf_init(&b, ACP_TOOL_RESULT_MAX + 128);
-    hx_buf_append(&b, text, ACP_TOOL_RESULT_MAX);
-    hx_buf_printf(&b, "\n[… %zu more bytes not shown]", len - ACP_TOOL_RESULT_MAX);
+    hx_buf_append(&b, text, keep);
+    hx_buf_printf(&b, "\n[… %zu more bytes not shown]", len - keep);
     json_t *m = json_pack("{s:s, s:s, s:s#}", "role", "tool", "tool_call_id", call_id, "content",
                           b.data, b.len);
     hx_buf_free(&b);
@@ -111,8 +124,11 @@ static json_t *tool_message(const char *call_id, const char *text, size_t len) {
 }
 
 /* Fails the tool call visibly and tells the model why. */
-static hx_code tool_fail(const acp_tool_ctx *ctx, const char *call_id, const char *why,
+static hx_code tool_fail(const acp_tool_ctx *ctx, const char *call_id, const char *why_in,
                          json_t **out) {
+  char why[HX_ERR_MSG_MAX + 256];
+  snprintf(why, sizeof why, "%s", why_in);
+  acp_utf8_scrub(why);
   update_status(ctx, call_id, "failed", text_content(why, strlen(why)), NULL);
   *out = tool_message(call_id, why, strlen(why));
   return *out ? HX_OK : HX_ENOMEM;
@@ -200,7 +216,10 @@ static hx_code run_read(const acp_tool_ctx *ctx, const char *call_id, json_t *ar
   }
   const char *text = json_string_value(content);
   size_t len = json_string_length(content);
-  size_t shown = len < ACP_TOOL_RESULT_MAX ? len : ACP_TOOL_RESULT_MAX;
+  /* The editor shows the file itself; keep the update line modest (some
+   * clients bound their line length) while the model gets up to
+   * ACP_TOOL_RESULT_MAX. */
+  size_t shown = utf8_cut(text, len, ACP_TOOL_DISPLAY_MAX);
   update_status(ctx, call_id, "completed", text_content(text, shown), NULL);
   *out = tool_message(call_id, text, len);
   json_decref(res);
@@ -424,9 +443,9 @@ static hx_code run_command(const acp_tool_ctx *ctx, const char *call_id, json_t 
       hx_buf_printf(&b, "exit status unknown");
     hx_buf_printf(&b, "%s\n", truncated ? " (output truncated to its last part)" : "");
     if (json_is_string(output))
-      hx_buf_append(&b, json_string_value(output),
-                    json_string_length(output) < ACP_TOOL_RESULT_MAX ? json_string_length(output)
-                                                                     : ACP_TOOL_RESULT_MAX);
+      hx_buf_append(
+          &b, json_string_value(output),
+          utf8_cut(json_string_value(output), json_string_length(output), ACP_TOOL_RESULT_MAX));
     bool ok = json_is_integer(exit_code) && json_integer_value(exit_code) == 0;
     update_status(ctx, call_id, ok ? "completed" : "failed",
                   json_pack("[{s:s, s:s}]", "type", "terminal", "terminalId", terminal_id),

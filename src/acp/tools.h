@@ -23,6 +23,7 @@
 enum {
   ACP_TOOL_RESULT_MAX = 256 * 1024,  /* bytes of a tool result shown to the model */
   ACP_TOOL_OUTPUT_LIMIT = 64 * 1024, /* terminal outputByteLimit */
+  ACP_TOOL_DISPLAY_MAX = 16 * 1024,  /* bytes of a file shown in a tool_call_update */
 };
 
 typedef struct acp_tool_ctx {

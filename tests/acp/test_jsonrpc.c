@@ -236,6 +236,30 @@ static void test_encode_one_line(void **state) {
   json_decref(idv);
 }
 
+static void test_utf8_scrub(void **state) {
+  (void)state;
+  char ok[] = "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80";
+  char copy[sizeof ok];
+  memcpy(copy, ok, sizeof ok);
+  acp_utf8_scrub(copy);
+  assert_string_equal(copy, ok);
+  char bad[] = "a\xff"
+               "b\xc3"
+               "c\xe0\x80\x80"
+               "d\xed\xa0\x80"
+               "e\xf4\x90\x80\x80"
+               "f\xc3";
+  acp_utf8_scrub(bad);
+  assert_string_equal(bad, "a?b?c???d???e????f?");
+  /* An error message quoting invalid bytes still makes a valid reply. */
+  json_t *r = acp_jsonrpc_error(NULL, ACP_RPC_PARSE_ERROR, "near '\xff\xfe'");
+  assert_non_null(r);
+  assert_string_equal(json_string_value(json_object_get(json_object_get(r, "error"), "message")),
+                      "near '?"
+                      "?'");
+  json_decref(r);
+}
+
 /* conn: a call blocks until the reader delivers its response; a cancel flag
  * ends the wait; closing fails pending calls. */
 typedef struct call_arg {
@@ -323,6 +347,7 @@ int main(void) {
       cmocka_unit_test(test_line_reader_lines), cmocka_unit_test(test_line_reader_too_long),
       cmocka_unit_test(test_parse_kinds),       cmocka_unit_test(test_parse_errors),
       cmocka_unit_test(test_encode_one_line),   cmocka_unit_test(test_conn_call),
+      cmocka_unit_test(test_utf8_scrub),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
