@@ -188,6 +188,7 @@ static hx_code run_read(const acp_tool_ctx *ctx, const char *call_id, json_t *ar
     return hx_err_set(err, HX_ENOMEM, "out of memory");
   char title[512];
   snprintf(title, sizeof title, "Read %s", path_in);
+  acp_utf8_scrub(title); /* a long path may have been cut mid-character */
   json_t *loc = json_pack("{s:s}", "path", path);
   if (line)
     json_object_set_new(loc, "line", json_integer(line));
@@ -258,6 +259,7 @@ static hx_code run_write(const acp_tool_ctx *ctx, const char *call_id, json_t *a
   }
   char title[512];
   snprintf(title, sizeof title, "Write %s", path_in);
+  acp_utf8_scrub(title);
   json_t *diff = json_pack("[{s:s, s:s, s:o, s:s}]", "type", "diff", "path", path, "oldText",
                            old_text, "newText", content);
   send_update(ctx, json_pack("{s:s, s:s, s:s, s:s, s:s, s:O, s:[{s:s}], s:O}", "sessionUpdate",
@@ -351,6 +353,7 @@ static hx_code run_command(const acp_tool_ctx *ctx, const char *call_id, json_t 
   char cmdline[400], title[512];
   command_line(argv, command, cmdline, sizeof cmdline);
   snprintf(title, sizeof title, "Run `%s`", cmdline);
+  acp_utf8_scrub(title);
   send_update(ctx, json_pack("{s:s, s:s, s:s, s:s, s:s, s:O}", "sessionUpdate", "tool_call",
                              "toolCallId", call_id, "title", title, "kind", "execute", "status",
                              "pending", "rawInput", args));
