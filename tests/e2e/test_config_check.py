@@ -67,3 +67,11 @@ def test_missing_file(tmp_path):
     r = run("cortex", tmp_path / "nope.toml")
     assert r.returncode == 1
     assert "nope.toml: cannot open" in r.stderr
+
+
+def test_docs_embed_the_examples():
+    """docs/config.md shows the example files verbatim (they are the ones loaded above)."""
+    doc = (ROOT / "docs/config.md").read_text()
+    for name in ("cortex.toml", "models.toml", "neuron.toml"):
+        text = (ROOT / "docs/examples" / name).read_text()
+        assert "```toml\n" + text + "```" in doc, f"docs/config.md is out of date with {name}"
