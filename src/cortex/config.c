@@ -196,6 +196,13 @@ static void load_profile(models_profile *m, const toml_value *t, const char *pre
 
 /* Every id and alias is unique across all profiles. */
 static void check_model_names(const models_config *mc, toml_diag *d) {
+  size_t total = 0; /* the check is quadratic: bound it */
+  for (size_t i = 0; i < mc->n_models; i++)
+    total += 1 + mc->models[i].n_aliases;
+  if (total > 8192) {
+    toml_diag_add(d, 0, "more than 8192 model ids and aliases in all (%zu)", total);
+    return;
+  }
   for (size_t i = 0; i < mc->n_models; i++) {
     const models_profile *m = &mc->models[i];
     for (size_t k = 0; k <= m->n_aliases; k++) {
