@@ -618,3 +618,26 @@ def test_tool_loop_stops_at_max_turn_requests(upstream, env, tmp_path):
     stop = run(_with_agent(client, upstream.url, env, body, extra_args=("--max-turn-requests", "1")))
     assert stop == "max_turn_requests"
     assert len(upstream.requests) == 1 and len(client.of("tool_call")) == 1
+
+
+def test_eof_mid_turn_exits_cleanly(upstream, env, tmp_path):
+    """The editor goes away while a turn streams: the agent aborts the
+    upstream request and exits 0 (no hang, no leak under ASan)."""
+    p = subprocess.Popen([AGENT, "--endpoint", upstream.url], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+
+    def call(obj):
+        p.stdin.write((json.dumps(obj) + "\n").encode())
+        p.stdin.flush()
+
+    call({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": 1}})
+    assert json.loads(p.stdout.readline())["id"] == 1
+    call({"jsonrpc": "2.0", "id": 2, "method": "session/new", "params": {"cwd": str(tmp_path), "mcpServers": []}})
+    sid = json.loads(p.stdout.readline())["result"]["sessionId"]
+    call({"jsonrpc": "2.0", "id": 3, "method": "session/prompt",
+          "params": {"sessionId": sid, "prompt": [{"type": "text", "text": "cue:slow"}]}})
+    assert upstream.slow_started.wait(10 * SLOW)
+    assert b"agent_message_chunk" in p.stdout.readline()
+    p.stdin.close()
+    assert p.wait(timeout=10 * SLOW) == 0
+    assert upstream.aborted.wait(5 * SLOW)
