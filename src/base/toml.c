@@ -1588,6 +1588,10 @@ hx_code toml_diag_to_err(const toml_diag *d, hx_err *err) {
       keep = i;
       lines++;
     }
+  if (lines == 0) { /* one very long line: cut it */
+    keep = room;
+    lines = 1;
+  }
   hx_err_set(err, HX_EINVAL, "%.*s\n(%zu errors in all; %zu shown)", (int)keep, t, d->n_errors,
              lines);
   return HX_EINVAL;
