@@ -221,7 +221,7 @@ static int px_on_status(void *ud, int status, const char *ct) {
 
 static int px_on_data(void *ud, const char *chunk, size_t len) {
   px_req *p = ud;
-  if (p->up_status != 200 || !p->stream || p->count_tokens)
+  if (p->up_status != 200 || (!p->stream && !p->anth) || p->count_tokens)
     return hx_buf_append(&p->errbody, chunk, len) != HX_OK;
   if (!p->anth) { /* OpenAI: relay the bytes as they come */
     p->forwarded = true;
@@ -294,10 +294,9 @@ static void px_relay_error(px_req *p) {
 
 static void px_finish_ok(px_req *p) {
   if (p->anth) {
-    if (p->stream) {
-      api_anth_stream_finish(p->anth, NULL);
-    } else {
-      api_anth_stream_finish(p->anth, NULL);
+    api_anth_stream_finish(p->anth, NULL);
+    px_metrics(p, "ok");
+    if (!p->stream) {
       hx_http_respond_json(p->req, 200, api_anth_stream_message(p->anth));
       return;
     }
@@ -310,9 +309,12 @@ static void px_finish_ok(px_req *p) {
         p->first_ns = hx_time_mono_ns();
       json_decref(j);
     }
+    px_metrics(p, "ok");
     hx_http_respond(p->req, 200, "application/json", p->errbody.data ? p->errbody.data : "",
                     p->errbody.len, NULL, 0);
     return;
+  } else {
+    px_metrics(p, "ok");
   }
   hx_http_stream_end(p->req);
 }
@@ -327,6 +329,7 @@ static void px_run(px_req *p) {
     hx_code rc = gw_acquire(p->gw, p->model, exclude, px_keepalive, p, &p->lease, &err);
     if (rc != HX_OK) {
       outcome = rc == HX_ECANCELLED ? "cancelled" : "unavailable";
+      px_metrics(p, outcome);
       if (p->began)
         px_stream_error(p, api_anth_error_type(px_status_of(rc)), err.msg);
       else if (!p->client_gone)
@@ -335,7 +338,6 @@ static void px_run(px_req *p) {
         hx_http_stream_end(p->req);
       else if (p->client_gone)
         hx_http_respond(p->req, 499, "text/plain", "", 0, NULL, 0);
-      px_metrics(p, outcome);
       return;
     }
     if (p->count_tokens) {
@@ -374,17 +376,17 @@ static void px_run(px_req *p) {
     rc = err.code;
     if (hx_http_call_cancelled(p->call) || p->client_gone) {
       gw_release(p->gw, &p->lease, true);
+      px_metrics(p, "cancelled");
       if (p->began)
         hx_http_stream_end(p->req);
       else
         hx_http_respond(p->req, 499, "text/plain", "", 0, NULL, 0);
-      px_metrics(p, "cancelled");
       return;
     }
-    bool upstream_failed = (rc != HX_OK && !(rc == HX_ECANCELLED && p->stop_hit)) ||
-                           p->up_status >= 500 ||
-                           (p->stream && p->up_status == 200 && !p->up_done && !p->stop_hit &&
-                            !(p->anth && api_anth_stream_has_finish(p->anth) && rc == HX_OK));
+    bool upstream_failed =
+        (rc != HX_OK && !(rc == HX_ECANCELLED && p->stop_hit)) || p->up_status >= 500 ||
+        ((p->stream || p->anth) && p->up_status == 200 && !p->up_done && !p->stop_hit &&
+         !(p->anth && api_anth_stream_has_finish(p->anth) && rc == HX_OK));
     gw_release(p->gw, &p->lease, !upstream_failed || (p->up_status < 500 && p->up_status >= 400));
     if (upstream_failed && !p->forwarded && attempt + 1 < PX_ATTEMPTS) {
       HX_WARN("upstream %s failed before the first byte (%s); retrying on another replica",
@@ -395,6 +397,7 @@ static void px_run(px_req *p) {
       continue;
     }
     if (p->up_status != 200 && p->up_status != 0 && !p->forwarded) {
+      px_metrics(p, p->up_status < 500 ? "client_error" : "upstream_error");
       if (p->began)
         px_stream_error(p, api_anth_error_type(p->up_status),
                         p->errbody.data ? p->errbody.data : "upstream error");
@@ -402,25 +405,23 @@ static void px_run(px_req *p) {
         px_relay_error(p);
       if (p->began)
         hx_http_stream_end(p->req);
-      px_metrics(p, p->up_status < 500 ? "client_error" : "upstream_error");
       return;
     }
     if (upstream_failed) {
       char m[700];
       snprintf(m, sizeof m, "upstream neuron %s failed: %s", n->cfg->name,
                rc != HX_OK ? err.msg : "stream ended before completion");
+      px_metrics(p, "upstream_error");
       if (p->began) {
         px_stream_error(p, p->anthropic ? "api_error" : "server_error", m);
         hx_http_stream_end(p->req);
       } else {
         gw_respond_error(p->req, p->anthropic, rc == HX_ETIMEOUT ? 504 : 502, "%s", m);
       }
-      px_metrics(p, "upstream_error");
       return;
     }
     outcome = "ok";
     px_finish_ok(p);
-    px_metrics(p, outcome);
     return;
   }
 }
@@ -453,13 +454,13 @@ static void px_count_tokens(px_req *p) {
   else if (json_is_array(json_object_get(j, "tokens")))
     n = (long)json_array_size(json_object_get(j, "tokens"));
   if (rc == HX_OK && rs.status == 200 && n >= 0) {
-    hx_http_respond_json(p->req, 200, json_pack("{s:I}", "input_tokens", (json_int_t)n));
     px_metrics(p, "ok");
+    hx_http_respond_json(p->req, 200, json_pack("{s:I}", "input_tokens", (json_int_t)n));
   } else {
+    px_metrics(p, "upstream_error");
     gw_respond_error(p->req, true, rc == HX_OK && rs.status >= 400 ? rs.status : 502,
                      "counting tokens on neuron failed: %s",
                      rc != HX_OK ? err.msg : (rs.body.data ? rs.body.data : "bad response"));
-    px_metrics(p, "upstream_error");
   }
   json_decref(j);
   hx_buf_free(&rs.body);
