@@ -354,6 +354,10 @@ typedef struct {
 
 static hx_code pool_build(block_pool *p, quant_type t, xorshift *x, hx_err *err) {
   size_t bs = quant_type_block_size(t), bb = quant_type_block_bytes(t);
+  if (bs == 1) { /* float types: pool entries are runs of 256 values */
+    bs = 256;
+    bb *= 256;
+  }
   size_t n = SYNTH_POOL_BLOCKS * bs;
   float *f = malloc(n * sizeof *f);
   p->blocks = malloc(SYNTH_POOL_BLOCKS * bb);
@@ -375,8 +379,18 @@ static hx_code synth_tensor(gguf_writer *w, const model_tensor_spec *s, quant_ty
   size_t bs = quant_type_block_size(t), bb = quant_type_block_bytes(t);
   size_t nblocks = (size_t)n / bs, per_chunk = SYNTH_CHUNK_BYTES / bb;
   bool floaty = t == QUANT_F32 || t == QUANT_F16 || t == QUANT_BF16;
+  /* plain 2-D float weights: copy random runs of 256 values from a pool of
+   * N(0, 0.02) values (the per-element path is for norms, ssm_*, biases) */
+  bool pooled = !floaty || (s->n_dims >= 2 && !strstr(s->name, "ssm_conv1d"));
+  if (floaty && pooled) {
+    bs = 256;
+    bb *= 256;
+    nblocks = (size_t)n / 256;
+    per_chunk = SYNTH_CHUNK_BYTES / bb;
+    HX_ASSERT(n % 256 == 0);
+  }
   block_pool *pool = NULL;
-  if (!floaty) {
+  if (pooled) {
     pool = &pools[t];
     if (!pool->blocks) {
       hx_code rc = pool_build(pool, t, x, err);
@@ -389,15 +403,15 @@ static hx_code synth_tensor(gguf_writer *w, const model_tensor_spec *s, quant_ty
     size_t nb = nblocks - b0 < per_chunk ? nblocks - b0 : per_chunk;
     for (size_t b = 0; b < nb; b++, idx++) {
       uint8_t *dst = chunk + b * bb;
-      if (t == QUANT_F32) {
+      if (pooled) {
+        memcpy(dst, pool->blocks + (xs_next(x) % SYNTH_POOL_BLOCKS) * bb, bb);
+      } else if (t == QUANT_F32) {
         float v = synth_value(s->name, x, idx);
         memcpy(dst, &v, 4);
       } else if (t == QUANT_F16 || t == QUANT_BF16) {
         float v = synth_value(s->name, x, idx);
         uint16_t h = t == QUANT_F16 ? quant_f32_to_f16(v) : quant_f32_to_bf16(v);
         memcpy(dst, &h, 2);
-      } else {
-        memcpy(dst, pool->blocks + (xs_next(x) % SYNTH_POOL_BLOCKS) * bb, bb);
       }
     }
     hx_code rc = gguf_writer_write_tensor(w, chunk, nb * bb, err);
