@@ -50,6 +50,12 @@ static void poll_parse_hardware(gw_neuron *n, const json_t *hw) {
   n->ram_total_bytes = poll_u64(ram, "total_bytes", NULL);
   n->ram_available_bytes = poll_u64(ram, "available_bytes", NULL);
   n->budget_bytes = poll_u64(hw, "memory_budget_bytes", NULL);
+  if (!n->budget_bytes && n->n_devices == 0) { /* neuron: budgets[] per device, "cpu" here */
+    size_t k;
+    json_t *b;
+    json_array_foreach(json_object_get(hw, "budgets"), k, b) n->budget_bytes +=
+        poll_u64(b, "budget_bytes", NULL);
+  }
   if (!n->budget_bytes)
     n->budget_bytes = poll_u64(ram, "budget_bytes", NULL);
 }

@@ -426,7 +426,8 @@ static void px_run(px_req *p) {
   }
 }
 
-/* count_tokens: the neuron's own template + tokenizer, exact. */
+/* count_tokens: the neuron's own template + tokenizer (POST /apply-template
+ * answers the rendered prompt and its token count), exact. */
 static void px_count_tokens(px_req *p) {
   json_t *b = json_pack("{s:s, s:O, s:b}", "model", p->lease.upstream_id, "messages",
                         json_object_get(p->body, "messages"), "add_generation_prompt", 1);
@@ -437,7 +438,7 @@ static void px_count_tokens(px_req *p) {
   char *s = json_dumps(b, JSON_COMPACT);
   json_decref(b);
   char url[400];
-  snprintf(url, sizeof url, "%s/tokenize", p->lease.url_base);
+  snprintf(url, sizeof url, "%s/apply-template", p->lease.url_base);
   hx_http_response rs;
   hx_err err = {0};
   hx_code rc = hx_http_fetch("POST", url, s, 60000, 16u << 20, &rs, &err);
@@ -446,7 +447,7 @@ static void px_count_tokens(px_req *p) {
                                           (hx_json_limits){16u << 20, 16}, &err)
                           : NULL;
   long n = -1;
-  const json_t *c = json_object_get(j, "count");
+  const json_t *c = json_object_get(j, "tokens"); /* neuron: count of template tokens */
   if (!json_is_integer(c))
     c = json_object_get(j, "n_tokens");
   if (json_is_integer(c))

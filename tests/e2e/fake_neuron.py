@@ -117,9 +117,12 @@ class Handler(BaseHTTPRequestHandler):
                 st.loaded.pop(m, None)
                 st.unloads.append(m)
             return self.send_json(200, {"model": m, "state": "unloaded"})
-        if self.path == "/tokenize":
+        if self.path == "/apply-template":
             text = json.dumps(b.get("messages")) + json.dumps(b.get("tools") or [])
-            return self.send_json(200, {"tokens": list(range(len(text.split())))})
+            with st.lock:
+                st.last_request = b
+            return self.send_json(200, {"model": b.get("model"), "prompt": text,
+                                        "tokens": len(text.split())})
         if self.path in ("/v1/chat/completions", "/v1/completions"):
             return self.chat(b)
         self.send_json(404, {"error": {"message": "no route"}})

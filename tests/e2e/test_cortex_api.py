@@ -195,8 +195,12 @@ def test_anthropic_stop_sequence(fleet):
 
 def test_count_tokens(fleet):
     c = anth(fleet)
-    r = c.messages.count_tokens(model="small", messages=[{"role": "user", "content": "one two three"}])
-    assert r.input_tokens > 0
+    msgs = [{"role": "user", "content": "one two three"}]
+    r = c.messages.count_tokens(model="small", messages=msgs, system="sys")
+    up = fleet.stats("a")["last_request"]
+    # the neuron counts its own rendering of exactly the translated conversation
+    assert up["messages"] == [{"role": "system", "content": "sys"}, {"role": "user", "content": "one two three"}]
+    assert r.input_tokens == len((json.dumps(up["messages"]) + "[]").split())
 
 
 def test_errors_in_dialect(fleet):
