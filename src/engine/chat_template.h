@@ -17,7 +17,10 @@
  *    "tool_call_id": "...", "name": "..."}  (tool, optional)
  * With `tool_arguments_parse` set, string `function.arguments` that hold a JSON
  * object are parsed into objects before rendering (what vLLM does; templates
- * such as Qwen3.5's iterate `arguments|items`). Nothing else is rewritten.
+ * such as Qwen3.5's iterate `arguments|items`). As transformers does, the
+ * first non-null of reasoning_content / thinking / reasoning is exposed under
+ * both "thinking" and "reasoning_content"; `tools` and `documents` are always
+ * defined (None when absent).
  *
  * Thread safety: a compiled template is immutable; any number of threads may
  * render it at once. */
@@ -53,7 +56,7 @@ typedef struct hx_chat_template_limits {
 
 typedef struct hx_chat_render_args {
   const json_t *messages;     /* array, required (borrowed) */
-  const json_t *tools;        /* array of OpenAI tool objects, or NULL = undefined */
+  const json_t *tools;        /* array of OpenAI tool objects, or NULL = None */
   bool add_generation_prompt; /* open an assistant turn at the end */
   const json_t *kwargs;       /* object of extra template variables (e.g.
                                  {"enable_thinking": false}), or NULL; they
