@@ -23,6 +23,7 @@
 
 #include "base/buf.h"
 #include "base/json.h"
+#include "engine/gguf.h"
 #include "engine/unicode.h"
 
 enum {
@@ -931,11 +932,127 @@ done:
   return HX_OK;
 }
 
-/* ------------------------------------------------------------- by path */
+/* ------------------------------------------------------------------ GGUF */
 
-/* tokenizer_gguf.c; weak so that the tokenizer links without the GGUF reader. */
-hx_code tokenizer_load_gguf_path(const char *path, tokenizer **out, hx_err *err)
-    __attribute__((weak));
+hx_code tokenizer_load_gguf(const struct gguf_file *g, tokenizer **out, hx_err *err) {
+  *out = NULL;
+  const char *name = gguf_name(g);
+  hx_slice model = {0}, pre = {0};
+  hx_code rc = gguf_get_str(g, "tokenizer.ggml.model", true, &model, err);
+  if (rc)
+    return rc;
+  if (!hx_slice_eq_cstr(model, "gpt2"))
+    return hx_err_set(err, HX_EUNSUPPORTED, "%s: tokenizer.ggml.model \"%.*s\" (only gpt2 BPE)",
+                      name, (int)model.len, model.ptr);
+  if ((rc = gguf_get_str(g, "tokenizer.ggml.pre", false, &pre, err)))
+    return rc;
+  const gguf_value *toks = NULL, *types = NULL, *merges = NULL;
+  if ((rc = gguf_get_arr(g, "tokenizer.ggml.tokens", true, GGUF_TYPE_STRING, &toks, err)) ||
+      (rc = gguf_get_arr(g, "tokenizer.ggml.token_type", false, GGUF_TYPE_COUNT, &types, err)) ||
+      (rc = gguf_get_arr(g, "tokenizer.ggml.merges", true, GGUF_TYPE_STRING, &merges, err)))
+    return rc;
+  uint64_t n = toks->v.arr.n;
+  if (types && (types->v.arr.n != n || gguf_type_size(types->v.arr.elem_type) == 0))
+    return hx_err_set(err, HX_EFORMAT, "%s: tokenizer.ggml.token_type must be %llu integers", name,
+                      (unsigned long long)n);
+  tokenizer *t = tk_new();
+  if (!t)
+    return hx_err_set(err, HX_ENOMEM, "%s: out of memory", name);
+  tk_src_added *src = NULL;
+  size_t n_src = 0;
+  t->nfc = true; /* llama.cpp's qwen2/qwen35 pre-tokenizers: HF files declare NFC */
+  const char *pat = PAT_QWEN2;
+  if (hx_slice_eq_cstr(pre, "qwen35"))
+    pat = PAT_QWEN35;
+  else if (pre.len && !hx_slice_eq_cstr(pre, "qwen2")) {
+    rc = hx_err_set(err, HX_EUNSUPPORTED, "%s: tokenizer.ggml.pre \"%.*s\" (qwen2, qwen35)", name,
+                    (int)pre.len, pre.ptr);
+    goto done;
+  }
+  if ((rc = tk_compile_regex(t, pat, strlen(pat), name, err)) ||
+      (rc = tk_alloc_ids(t, (size_t)n, name, err)))
+    goto done;
+  src = calloc((size_t)n, sizeof *src);
+  if (!src) {
+    rc = hx_err_set(err, HX_ENOMEM, "%s: out of memory", name);
+    goto done;
+  }
+  for (uint64_t i = 0; i < n; i++) {
+    hx_slice s = gguf_arr_str(toks, i);
+    int64_t ty = types ? gguf_arr_int(types, i) : 1;
+    if (ty == 3 || ty == 4) { /* control, user-defined: added tokens */
+      tk_src_added *a = &src[n_src++];
+      a->content = malloc(s.len + 1);
+      if (!a->content) {
+        rc = hx_err_set(err, HX_ENOMEM, "%s: out of memory", name);
+        goto done;
+      }
+      memcpy(a->content, s.ptr, s.len);
+      a->content[s.len] = '\0';
+      a->len = s.len;
+      a->id = (int32_t)i;
+      a->special = ty == 3;
+      continue;
+    }
+    if (ty == 5 && s.len == 0) /* unused slot */
+      continue;
+    if ((rc = tk_set_token(t, (int32_t)i, s.ptr, s.len, name, err)))
+      goto done;
+  }
+  if ((rc = tk_set_added(t, src, n_src, name, err)) || (rc = tk_build_map(t, name, err)) ||
+      (rc = tk_alloc_merges(t, (size_t)merges->v.arr.n, name, err)))
+    goto done;
+  for (uint64_t i = 0; i < merges->v.arr.n; i++) {
+    hx_slice s = gguf_arr_str(merges, i);
+    const char *sp = s.len ? memchr(s.ptr, ' ', s.len) : NULL;
+    if (!sp || memchr(sp + 1, ' ', s.len - (size_t)(sp + 1 - s.ptr))) {
+      rc = hx_err_set(err, HX_EFORMAT, "%s: tokenizer.ggml.merges[%llu] is not \"left right\"",
+                      name, (unsigned long long)i);
+      goto done;
+    }
+    size_t an = (size_t)(sp - s.ptr);
+    if ((rc = tk_add_merge(t, s.ptr, an, sp + 1, s.len - an - 1, (uint32_t)i, name, err)))
+      goto done;
+  }
+  int64_t id = -1;
+  const char *keys[] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                        "tokenizer.ggml.padding_token_id"};
+  int32_t *dst[] = {&t->bos, &t->eos, &t->pad};
+  for (int k = 0; k < 3; k++) {
+    id = -1;
+    if ((rc = gguf_get_int(g, keys[k], false, 0, (int64_t)n - 1, &id, err)))
+      goto done;
+    *dst[k] = (int32_t)id;
+  }
+  bool add_bos = false;
+  if ((rc = gguf_get_bool(g, "tokenizer.ggml.add_bos_token", false, &add_bos, err)))
+    goto done;
+  t->add_bos = add_bos && t->bos >= 0;
+  hx_slice tmpl = {0};
+  if ((rc = gguf_get_str(g, "tokenizer.chat_template", false, &tmpl, err)))
+    goto done;
+  if (tmpl.len) {
+    if (!(t->chat_template = malloc(tmpl.len + 1))) {
+      rc = hx_err_set(err, HX_ENOMEM, "%s: out of memory", name);
+      goto done;
+    }
+    memcpy(t->chat_template, tmpl.ptr, tmpl.len);
+    t->chat_template[tmpl.len] = '\0';
+  }
+  rc = tk_finish(t, NULL, 0, name, err);
+done:
+  for (size_t k = 0; k < n_src; k++)
+    free(src[k].content);
+  free(src);
+  if (rc) {
+    tokenizer_free(t);
+    return rc;
+  }
+  *out = t;
+  return HX_OK;
+}
+
+/* ------------------------------------------------------------- by path */
 
 hx_code tokenizer_load_path(const char *path, tokenizer **out, hx_err *err) {
   *out = NULL;
@@ -945,9 +1062,13 @@ hx_code tokenizer_load_path(const char *path, tokenizer **out, hx_err *err) {
                       strerror(errno));
   size_t plen = strlen(path);
   if (S_ISREG(st.st_mode) && plen >= 5 && strcmp(path + plen - 5, ".gguf") == 0) {
-    if (!tokenizer_load_gguf_path)
-      return hx_err_set(err, HX_EUNSUPPORTED, "%s: this build has no GGUF reader", path);
-    return tokenizer_load_gguf_path(path, out, err);
+    gguf_file *g = NULL;
+    hx_code rc = gguf_open(path, &g, err);
+    if (rc)
+      return rc;
+    rc = tokenizer_load_gguf(g, out, err);
+    gguf_close(g);
+    return rc;
   }
   char dir[4096], tj_path[4200], cfg_path[4200];
   if (S_ISDIR(st.st_mode)) {

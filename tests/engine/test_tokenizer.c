@@ -10,8 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "base/buf.h"
+#include "base/json.h"
+#include "engine/gguf_writer.h"
 #include "engine/tokenizer.h"
 #include "engine/unicode.h"
 
@@ -347,12 +350,124 @@ static void test_real_vocabularies(void **state) {
   assert_int_equal(tokenizer_load_path(".cache/tokenizers/nope", &t, &err), HX_ENOTFOUND);
 }
 
+/* A GGUF written the way llama.cpp's converter writes Qwen tokenizers
+ * (tokens in id order, control = special added, user-defined = other added,
+ * merges as "a b") loads to a tokenizer that encodes like tokenizer.json. */
+static void test_gguf(void **state) {
+  (void)state;
+  if (!have(".cache/tokenizers/qwen3")) {
+    printf("SKIP part: .cache/tokenizers/qwen3 missing (run scripts/fetch-vocab)\n");
+    skip();
+  }
+  tokenizer *tj = NULL;
+  hx_err err = {0};
+  assert_int_equal(tokenizer_load_path(".cache/tokenizers/qwen3", &tj, &err), HX_OK);
+  size_t n = tokenizer_vocab_size(tj);
+  const char **toks = calloc(n, sizeof *toks);
+  size_t *lens = calloc(n, sizeof *lens);
+  int32_t *types = calloc(n, sizeof *types);
+  for (size_t i = 0; i < n; i++) {
+    toks[i] = tokenizer_id_to_token(tj, (int32_t)i, &lens[i]);
+    assert_non_null(toks[i]);
+    types[i] = tokenizer_is_special(tj, (int32_t)i) ? 3
+               : tokenizer_is_added(tj, (int32_t)i) ? 4
+                                                    : 1;
+  }
+  FILE *f = fopen(".cache/tokenizers/qwen3/tokenizer.json", "rb");
+  assert_non_null(f);
+  hx_buf b;
+  hx_buf_init(&b, 1 << 26);
+  char chunk[65536];
+  size_t got;
+  while ((got = fread(chunk, 1, sizeof chunk, f)) > 0)
+    hx_buf_append(&b, chunk, got);
+  fclose(f);
+  json_t *root = hx_json_parse(b.data, b.len, (hx_json_limits){1 << 26, 64}, &err);
+  assert_non_null(root);
+  const json_t *merges = json_object_get(json_object_get(root, "model"), "merges");
+  size_t nm = json_array_size(merges);
+  const char **ms = calloc(nm, sizeof *ms);
+  char **owned = calloc(nm, sizeof *owned);
+  for (size_t i = 0; i < nm; i++) {
+    const json_t *m = json_array_get(merges, i);
+    if (json_is_string(m))
+      ms[i] = json_string_value(m);
+    else {
+      size_t la = strlen(json_string_value(json_array_get(m, 0)));
+      size_t lb = strlen(json_string_value(json_array_get(m, 1)));
+      owned[i] = malloc(la + lb + 2);
+      snprintf(owned[i], la + lb + 2, "%s %s", json_string_value(json_array_get(m, 0)),
+               json_string_value(json_array_get(m, 1)));
+      ms[i] = owned[i];
+    }
+  }
+  char path[] = "/tmp/helexa-tok-XXXXXX.gguf";
+  int fd = mkstemps(path, 5);
+  assert_true(fd >= 0);
+  close(fd);
+  gguf_writer *w = gguf_writer_create(32);
+  assert_int_equal(gguf_writer_set_str(w, "general.architecture", "qwen3", 5), HX_OK);
+  assert_int_equal(gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2", 4), HX_OK);
+  assert_int_equal(gguf_writer_set_str(w, "tokenizer.ggml.pre", "qwen2", 5), HX_OK);
+  assert_int_equal(gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", toks, lens, n), HX_OK);
+  assert_int_equal(gguf_writer_set_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, n),
+                   HX_OK);
+  assert_int_equal(gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", ms, NULL, nm), HX_OK);
+  assert_int_equal(gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 151645), HX_OK);
+  assert_int_equal(gguf_writer_set_u32(w, "tokenizer.ggml.padding_token_id", 151643), HX_OK);
+  assert_int_equal(gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 151643), HX_OK);
+  assert_int_equal(gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", false), HX_OK);
+  const char *tmpl = tokenizer_chat_template(tj);
+  assert_int_equal(gguf_writer_set_str(w, "tokenizer.chat_template", tmpl, strlen(tmpl)), HX_OK);
+  assert_int_equal(gguf_writer_open(w, path, &err), HX_OK);
+  assert_int_equal(gguf_writer_finish(w, &err), HX_OK);
+  gguf_writer_free(w);
+
+  tokenizer *tg = NULL;
+  if (tokenizer_load_path(path, &tg, &err))
+    fail_msg("%s", err.msg);
+  assert_int_equal(tokenizer_vocab_size(tg), n);
+  assert_int_equal(tokenizer_eos_id(tg), 151645);
+  assert_int_equal(tokenizer_eot_id(tg), 151645);
+  assert_int_equal(tokenizer_pad_id(tg), 151643);
+  assert_false(tokenizer_add_bos(tg));
+  assert_string_equal(tokenizer_chat_template(tg), tmpl);
+  assert_int_equal(tokenizer_pretok_kind(tg), TOKENIZER_PRETOK_QWEN2);
+  static const char *texts[] = {"Hello world! <|im_start|>user\nhi<|im_end|>\n<think>\n\n</think>",
+                                "e\xcc\x81t\xc3\xa9 \xe4\xbd\xa0\xe5\xa5\xbd  \r\n  12345 don't",
+                                "def f(x):\n\treturn x**2  # \xf0\x9f\x98\x80\xff"};
+  for (size_t k = 0; k < 3; k++)
+    for (int sp = 0; sp < 2; sp++) {
+      int32_t *a = NULL, *c = NULL;
+      size_t na = 0, nc = 0;
+      assert_int_equal(tokenizer_encode(tj, texts[k], strlen(texts[k]), sp, &a, &na, &err), HX_OK);
+      assert_int_equal(tokenizer_encode(tg, texts[k], strlen(texts[k]), sp, &c, &nc, &err), HX_OK);
+      assert_int_equal(na, nc);
+      assert_memory_equal(a, c, na * sizeof *a);
+      free(a);
+      free(c);
+    }
+  tokenizer_free(tg);
+  unlink(path);
+  for (size_t i = 0; i < nm; i++)
+    free(owned[i]);
+  free(owned);
+  free(ms);
+  json_decref(root);
+  hx_buf_free(&b);
+  free(toks);
+  free(lens);
+  free(types);
+  tokenizer_free(tj);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_small_bpe),      cmocka_unit_test(test_empty_and_invalid_utf8),
       cmocka_unit_test(test_special_switch), cmocka_unit_test(test_incremental_decode),
       cmocka_unit_test(test_decode),         cmocka_unit_test(test_malformed_json),
       cmocka_unit_test(test_config),         cmocka_unit_test(test_real_vocabularies),
+      cmocka_unit_test(test_gguf),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
