@@ -76,7 +76,7 @@ static int serve_run(cortex_config *cfg) {
   hx_code rc = gw_metrics_init(gw, &err);
   if (rc == HX_OK) {
     gw->api = serve_server(cfg->gateway.listen_host, cfg->gateway.listen_port, cfg, 4);
-    gw->metrics_srv = serve_server(cfg->gateway.metrics_host, cfg->gateway.metrics_port, cfg, 1);
+    gw->metrics_srv = serve_server(cfg->gateway.metrics_host, cfg->gateway.metrics_port, cfg, 2);
     if (!gw->api || !gw->metrics_srv)
       rc = hx_err_set(&err, HX_ENOMEM, "out of memory creating servers");
   }
