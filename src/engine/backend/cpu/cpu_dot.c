@@ -42,6 +42,9 @@ static float dot_scalar_q6_k(const void *w, const void *x, int64_t n) {
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 
+/* F16C scalar conversion, inlined (quant_f16_to_f32 is a call per block). */
+#define F16(h) _cvtsh_ss(h)
+
 AVX2 static inline float hsum256(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -113,7 +116,7 @@ AVX2 static float dot_avx2_q8_0(const void *wv, const void *xv, int64_t n) {
   const int64_t nb = n / QK8_0;
   __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < nb; i++) {
-    const __m256 d = _mm256_set1_ps(quant_f16_to_f32(w[i].d) * quant_f16_to_f32(x[i].d));
+    const __m256 d = _mm256_set1_ps(F16(w[i].d) * F16(x[i].d));
     const __m256i qw = _mm256_loadu_si256((const __m256i *)w[i].qs);
     const __m256i qx = _mm256_loadu_si256((const __m256i *)x[i].qs);
     acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(mul_sum_i8_avx2(qw, qx)), acc);
@@ -147,8 +150,8 @@ AVX2 static float dot_avx2_q4_k(const void *wv, const void *xv, int64_t n) {
   __m256 acc = _mm256_setzero_ps();
   __m128 acc_m = _mm_setzero_ps();
   for (int64_t i = 0; i < nb; i++) {
-    const float d = x[i].d * quant_f16_to_f32(w[i].d);
-    const float dmin = -x[i].d * quant_f16_to_f32(w[i].dmin);
+    const float d = x[i].d * F16(w[i].d);
+    const float dmin = -x[i].d * F16(w[i].dmin);
     uint32_t utmp[4];
     k_scales_unpack(w[i].scales, utmp);
     const __m256i mins_and_scales =
@@ -194,8 +197,8 @@ AVX2 static float dot_avx2_q5_k(const void *wv, const void *xv, int64_t n) {
   __m256 acc = _mm256_setzero_ps();
   float summs = 0.0f;
   for (int64_t i = 0; i < nb; i++) {
-    const float d = x[i].d * quant_f16_to_f32(w[i].d);
-    const float dmin = -x[i].d * quant_f16_to_f32(w[i].dmin);
+    const float d = x[i].d * F16(w[i].d);
+    const float dmin = -x[i].d * F16(w[i].dmin);
     uint32_t utmp[4];
     k_scales_unpack(w[i].scales, utmp);
     const __m256i mins_and_scales =
@@ -248,7 +251,7 @@ AVX2 static float dot_avx2_q6_k(const void *wv, const void *xv, int64_t n) {
   const __m256i m2 = _mm256_set1_epi8(3);
   __m256 acc = _mm256_setzero_ps();
   for (int64_t i = 0; i < nb; i++) {
-    const float d = x[i].d * quant_f16_to_f32(w[i].d);
+    const float d = x[i].d * F16(w[i].d);
     const uint8_t *q4 = w[i].ql;
     const uint8_t *qh = w[i].qh;
     const int8_t *q8 = x[i].qs;
@@ -290,7 +293,8 @@ AVX2 static float dot_avx2_q6_k(const void *wv, const void *xv, int64_t n) {
 
 /* ---- AVX-512 ------------------------------------------------------------ */
 
-#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+#define AVX512                                                                                     \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
 
 AVX512 static float dot_avx512_f32(const void *wv, const void *xv, int64_t n) {
   const float *w = wv, *x = xv;
@@ -352,25 +356,30 @@ AVX512 static inline __m256i mul_sum_i8_vnni(__m256i w, __m256i x) {
 AVX512 static float dot_avx512_q8_0(const void *wv, const void *xv, int64_t n) {
   const block_q8_0 *w = wv, *x = xv;
   const int64_t nb = n / QK8_0;
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  __m512 acc = _mm512_setzero_ps();
   int64_t i = 0;
-  for (; i + 2 <= nb; i += 2) {
-    const __m256 d0 = _mm256_set1_ps(quant_f16_to_f32(w[i].d) * quant_f16_to_f32(x[i].d));
-    const __m256 d1 = _mm256_set1_ps(quant_f16_to_f32(w[i + 1].d) * quant_f16_to_f32(x[i + 1].d));
-    const __m256i s0 = mul_sum_i8_vnni(_mm256_loadu_si256((const __m256i *)w[i].qs),
-                                       _mm256_loadu_si256((const __m256i *)x[i].qs));
-    const __m256i s1 = mul_sum_i8_vnni(_mm256_loadu_si256((const __m256i *)w[i + 1].qs),
-                                       _mm256_loadu_si256((const __m256i *)x[i + 1].qs));
-    acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(s0), acc0);
-    acc1 = _mm256_fmadd_ps(d1, _mm256_cvtepi32_ps(s1), acc1);
+  for (; i + 2 <= nb; i += 2) { /* two blocks per 512-bit register */
+    const __m512i qw =
+        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)w[i].qs)),
+                           _mm256_loadu_si256((const __m256i *)w[i + 1].qs), 1);
+    const __m512i qx =
+        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x[i].qs)),
+                           _mm256_loadu_si256((const __m256i *)x[i + 1].qs), 1);
+    const __mmask64 neg = _mm512_movepi8_mask(qw);
+    const __m512i aw = _mm512_abs_epi8(qw);
+    const __m512i sx = _mm512_mask_sub_epi8(qx, neg, _mm512_setzero_si512(), qx);
+    const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), aw, sx);
+    const __m512 d = _mm512_insertf32x8(_mm512_set1_ps(F16(w[i].d) * F16(x[i].d)),
+                                        _mm256_set1_ps(F16(w[i + 1].d) * F16(x[i + 1].d)), 1);
+    acc = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(dot), acc);
   }
+  float s = _mm512_reduce_add_ps(acc);
   for (; i < nb; i++) {
-    const __m256 d0 = _mm256_set1_ps(quant_f16_to_f32(w[i].d) * quant_f16_to_f32(x[i].d));
     const __m256i s0 = mul_sum_i8_vnni(_mm256_loadu_si256((const __m256i *)w[i].qs),
                                        _mm256_loadu_si256((const __m256i *)x[i].qs));
-    acc0 = _mm256_fmadd_ps(d0, _mm256_cvtepi32_ps(s0), acc0);
+    s += F16(w[i].d) * F16(x[i].d) * hsum256(_mm256_cvtepi32_ps(s0));
   }
-  return hsum256(_mm256_add_ps(acc0, acc1));
+  return s;
 }
 
 /* Q4_K with VNNI: per 32-element sub-block, dpbusd(q4, q8) gives 8 int32
@@ -383,8 +392,8 @@ AVX512 static float dot_avx512_q4_k(const void *wv, const void *xv, int64_t n) {
   __m256 acc = _mm256_setzero_ps();
   float summs = 0.0f;
   for (int64_t i = 0; i < nb; i++) {
-    const float d = x[i].d * quant_f16_to_f32(w[i].d);
-    const float dmin = x[i].d * quant_f16_to_f32(w[i].dmin);
+    const float d = x[i].d * F16(w[i].d);
+    const float dmin = x[i].d * F16(w[i].dmin);
     uint32_t utmp[4];
     k_scales_unpack(w[i].scales, utmp);
     const uint8_t *sc = (const uint8_t *)&utmp[0];
@@ -433,7 +442,7 @@ static int cpu_has_avx512(void) {
   __builtin_cpu_init();
   return cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-         __builtin_cpu_supports("avx512vnni");
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vnni");
 }
 
 cpu_isa cpu_isa_best(void) {
