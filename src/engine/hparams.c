@@ -184,6 +184,12 @@ hx_code model_hparams_from_gguf(const gguf_file *f, model_hparams *hp, hx_err *e
       (rc = gi(f, arch, "ssm.time_step_rank", false, &hp->ssm_dt_rank, err)) ||
       (rc = gi(f, arch, "ssm.inner_size", false, &hp->ssm_d_inner, err)))
     return rc;
+  /* Qwen3.5 GGUFs count the MTP block(s) in block_count; the trunk is shorter */
+  int n_nextn = 0;
+  if ((rc = gi(f, arch, "nextn_predict_layers", false, &n_nextn, err)))
+    return rc;
+  if (n_nextn > 0 && n_nextn < hp->n_layer)
+    hp->n_layer -= n_nextn;
   char key[160];
   snprintf(key, sizeof key, "%s.expert_weights_norm", arch);
   if ((rc = gguf_get_bool(f, key, false, &hp->expert_weights_norm, err)))
