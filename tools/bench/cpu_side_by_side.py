@@ -119,6 +119,11 @@ def make(args):
         print("wrote", out, os.path.getsize(out) // (1 << 20), "MiB", file=sys.stderr)
 
 
+def last_logits(llm):
+    import numpy.ctypeslib as npc
+    return npc.as_array(llm._ctx.get_logits(), shape=(SHAPE["n_vocab"],))
+
+
 def bench_llama(path, n_prompt, n_gen, threads):
     import llama_cpp
     llm = llama_cpp.Llama(model_path=path, n_ctx=n_prompt + n_gen + 8, n_batch=n_prompt,
@@ -132,11 +137,11 @@ def bench_llama(path, n_prompt, n_gen, threads):
     llm.reset()
     t0 = time.perf_counter()
     llm.eval(ids)
-    tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+    tok = int(np.argmax(last_logits(llm)))
     t1 = time.perf_counter()
     for _ in range(n_gen - 1):
         llm.eval([tok])
-        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+        tok = int(np.argmax(last_logits(llm)))
     t2 = time.perf_counter()
     return n_prompt / (t1 - t0), (n_gen - 1) / (t2 - t1)
 

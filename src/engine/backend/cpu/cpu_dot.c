@@ -382,14 +382,15 @@ AVX512 static float dot_avx512_q8_0(const void *wv, const void *xv, int64_t n) {
   return s;
 }
 
-/* Q4_K with VNNI: per 32-element sub-block, dpbusd(q4, q8) gives 8 int32
- * partial sums; multiply by the sub-block scale in int32. */
+/* Q4_K with VNNI: a 64-element group is one 512-bit register (low nibbles =
+ * sub-block 2j, high = 2j+1, matching 64 contiguous Q8_K bytes); dpbusd gives
+ * 16 int32 partial sums, 8 per sub-block, multiplied by the sub-block scale. */
 AVX512 static float dot_avx512_q4_k(const void *wv, const void *xv, int64_t n) {
   const block_q4_K *w = wv;
   const block_q8_K *x = xv;
   const int64_t nb = n / QK_K;
   const __m256i m4 = _mm256_set1_epi8(0xF);
-  __m256 acc = _mm256_setzero_ps();
+  __m512 acc = _mm512_setzero_ps();
   float summs = 0.0f;
   for (int64_t i = 0; i < nb; i++) {
     const float d = x[i].d * F16(w[i].d);
@@ -398,27 +399,83 @@ AVX512 static float dot_avx512_q4_k(const void *wv, const void *xv, int64_t n) {
     k_scales_unpack(w[i].scales, utmp);
     const uint8_t *sc = (const uint8_t *)&utmp[0];
     const uint8_t *mn = (const uint8_t *)&utmp[2];
-    int32_t msum = 0;
-    for (int j = 0; j < 8; j++)
-      msum += mn[j] * (x[i].bsums[2 * j] + x[i].bsums[2 * j + 1]);
-    summs += dmin * (float)msum;
+    const __m256i bs = _mm256_loadu_si256((const __m256i *)x[i].bsums);
+    const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)mn));
+    /* bsums pairs (16 → 8 sums of 32) dotted with mins */
+    const __m128i q8s = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+    __m128i pm = _mm_madd_epi16(_mm256_castsi256_si128(mins16), q8s);
+    pm = _mm_add_epi32(pm, _mm_shuffle_epi32(pm, 0x4e));
+    pm = _mm_add_epi32(pm, _mm_shuffle_epi32(pm, 0xb1));
+    summs += dmin * (float)_mm_cvtsi128_si32(pm);
     const uint8_t *q4 = w[i].qs;
     const int8_t *q8 = x[i].qs;
-    __m256i sumi = _mm256_setzero_si256();
+    __m512i sumi = _mm512_setzero_si512();
     for (int j = 0; j < QK_K / 64; j++) {
       const __m256i q4bits = _mm256_loadu_si256((const __m256i *)(q4 + 32 * j));
-      const __m256i q4l = _mm256_and_si256(q4bits, m4);
-      const __m256i q4h = _mm256_and_si256(_mm256_srli_epi16(q4bits, 4), m4);
-      const __m256i pl = _mm256_dpbusd_epi32(_mm256_setzero_si256(), q4l,
-                                             _mm256_loadu_si256((const __m256i *)(q8 + 64 * j)));
-      const __m256i ph = _mm256_dpbusd_epi32(
-          _mm256_setzero_si256(), q4h, _mm256_loadu_si256((const __m256i *)(q8 + 64 * j + 32)));
-      sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(pl, _mm256_set1_epi32(sc[2 * j])));
-      sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(ph, _mm256_set1_epi32(sc[2 * j + 1])));
+      const __m512i q4v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(q4bits, m4)),
+                                             _mm256_and_si256(_mm256_srli_epi16(q4bits, 4), m4), 1);
+      const __m512i q8v = _mm512_loadu_si512((const void *)(q8 + 64 * j));
+      const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q4v, q8v);
+      const __m512i scv =
+          _mm512_inserti64x4(_mm512_set1_epi32(sc[2 * j]), _mm256_set1_epi32(sc[2 * j + 1]), 1);
+      sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(dot, scv));
     }
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
   }
-  return hsum256(acc) - summs;
+  return _mm512_reduce_add_ps(acc) - summs;
+}
+
+/* Q6_K with VNNI: 64 elements (two 32-element groups of one 128-half) per
+ * 512-bit register; each group of 4 int32 lanes belongs to one 16-element
+ * sub-block. q is unsigned 0..63; the -32 offset is applied through bsums. */
+AVX512 static float dot_avx512_q6_k(const void *wv, const void *xv, int64_t n) {
+  const block_q6_K *w = wv;
+  const block_q8_K *x = xv;
+  const int64_t nb = n / QK_K;
+  const __m256i m4 = _mm256_set1_epi8(0xF);
+  const __m256i m2 = _mm256_set1_epi8(3);
+  const __m512i idx_lo = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+  const __m512i four = _mm512_set1_epi32(4);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < nb; i++) {
+    const float d = x[i].d * F16(w[i].d);
+    const __m128i sc8 = _mm_loadu_si128((const __m128i *)w[i].scales);
+    const __m512i sc32 = _mm512_cvtepi8_epi32(sc8);
+    const __m256i bs = _mm256_loadu_si256((const __m256i *)x[i].bsums);
+    __m256i corr = _mm256_madd_epi16(bs, _mm256_cvtepi8_epi16(sc8));
+    const uint8_t *ql = w[i].ql;
+    const uint8_t *qh = w[i].qh;
+    const int8_t *q8 = x[i].qs;
+    __m512i sumi = _mm512_setzero_si512();
+    __m512i idx = idx_lo;
+    for (int j = 0; j < QK_K / 128; j++) {
+      const __m256i b1 = _mm256_loadu_si256((const __m256i *)(ql + 64 * j));
+      const __m256i b2 = _mm256_loadu_si256((const __m256i *)(ql + 64 * j + 32));
+      const __m256i hb = _mm256_loadu_si256((const __m256i *)(qh + 32 * j));
+      const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(hb, m2), 4);
+      const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m2), 4);
+      const __m256i h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m2), 4);
+      const __m256i h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m2), 4);
+      const __m256i q0 = _mm256_or_si256(_mm256_and_si256(b1, m4), h0);
+      const __m256i q1 = _mm256_or_si256(_mm256_and_si256(b2, m4), h1);
+      const __m256i q2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b1, 4), m4), h2);
+      const __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b2, 4), m4), h3);
+      const __m512i qa = _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1);
+      const __m512i qb = _mm512_inserti64x4(_mm512_castsi256_si512(q2), q3, 1);
+      const __m512i da = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qa,
+                                             _mm512_loadu_si512((const void *)(q8 + 128 * j)));
+      const __m512i db = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qb,
+                                             _mm512_loadu_si512((const void *)(q8 + 128 * j + 64)));
+      sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(da, _mm512_permutexvar_epi32(idx, sc32)));
+      idx = _mm512_add_epi32(idx, four);
+      sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(db, _mm512_permutexvar_epi32(idx, sc32)));
+      idx = _mm512_add_epi32(idx, four);
+    }
+    corr = _mm256_slli_epi32(corr, 5);
+    const __m512i tot = _mm512_sub_epi32(sumi, _mm512_inserti64x4(_mm512_setzero_si512(), corr, 0));
+    acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(tot), acc);
+  }
+  return _mm512_reduce_add_ps(acc);
 }
 
 /* ---- f16 rows ----------------------------------------------------------- */
@@ -528,6 +585,8 @@ cpu_dot_fn cpu_dot_get(quant_type t, cpu_isa isa) {
       return dot_avx512_q8_0;
     case QUANT_Q4_K:
       return dot_avx512_q4_k;
+    case QUANT_Q6_K:
+      return dot_avx512_q6_k;
     default:
       return NULL;
     }
