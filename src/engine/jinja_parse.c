@@ -1518,7 +1518,8 @@ static const jx_node *parse_statement(parser *ps) {
 }
 
 static const jx_node *parse_body(parser *ps, const char *const *ends, const char *what) {
-  int line = cur(ps)->line;
+  /* the opening tag's line: the token before the body ends that tag */
+  int line = ps->pos ? ps->toks[ps->pos - 1].line : 1;
   if (!enter(ps, line))
     return NULL;
   nvec v = {0};
