@@ -180,8 +180,15 @@ uint16_t quant_f32_to_bf16(float f) {
   return (uint16_t)((u + (0x7fffu + ((u >> 16) & 1))) >> 16);
 }
 
-/* Round half to even, like ggml's nearest_int (for |x| < 2^22). */
-static inline int nearest_int(float x) { return (int)lrintf(x); }
+/* Round half to even, like ggml's nearest_int: adding 1.5 * 2^23 puts the
+ * rounded integer in the low mantissa bits (valid for |x| < 2^22, which all
+ * callers guarantee: scaled values are bounded by the level count). */
+static inline int nearest_int(float x) {
+  float v = x + 12582912.f;
+  int32_t i;
+  memcpy(&i, &v, 4);
+  return (i & 0x007fffff) - 0x00400000;
+}
 
 static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
