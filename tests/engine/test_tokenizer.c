@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include "base/buf.h"
@@ -317,6 +318,58 @@ static void test_config(void **state) {
   free(j);
 }
 
+/* Concurrent encodes on one tokenizer give the single-threaded ids. */
+typedef struct enc_job {
+  tokenizer *t;
+  int failures;
+} enc_job;
+
+static const char *const THREAD_TEXTS[] = {"abc abc ab", " ax<|im_end|>abc\r\n", "\xe4\xbd\xa0 ab",
+                                           "<mask> abc <think>"};
+
+static void *enc_thread(void *p) {
+  enc_job *j = p;
+  for (int round = 0; round < 300; round++)
+    for (size_t k = 0; k < 4; k++) {
+      int32_t *a = NULL;
+      size_t n = 0;
+      hx_err err = {0};
+      if (tokenizer_encode(j->t, THREAD_TEXTS[k], strlen(THREAD_TEXTS[k]), true, &a, &n, &err))
+        j->failures++;
+      int32_t *b = NULL;
+      size_t m = 0;
+      tokenizer_encode(j->t, THREAD_TEXTS[(k + 1) % 4], strlen(THREAD_TEXTS[(k + 1) % 4]), true, &b,
+                       &m, &err);
+      /* Re-encode k and compare with the first result. */
+      int32_t *c = NULL;
+      size_t l = 0;
+      tokenizer_encode(j->t, THREAD_TEXTS[k], strlen(THREAD_TEXTS[k]), true, &c, &l, &err);
+      if (l != n || memcmp(a, c, n * sizeof *a) != 0)
+        j->failures++;
+      free(a);
+      free(b);
+      free(c);
+    }
+  return NULL;
+}
+
+static void test_threads(void **state) {
+  (void)state;
+  tokenizer *t = small();
+  enc_job jobs[4];
+  pthread_t th[4];
+  for (int i = 0; i < 4; i++) {
+    jobs[i] = (enc_job){t, 0};
+    assert_int_equal(pthread_create(&th[i], NULL, enc_thread, &jobs[i]), 0);
+  }
+  for (int i = 0; i < 4; i++) {
+    pthread_join(th[i], NULL);
+    assert_int_equal(jobs[i].failures, 0);
+  }
+  EXPECT(t, "abc abc ab", true, ID_ABC, ' ', ID_ABC, ' ', ID_AB);
+  tokenizer_free(t);
+}
+
 static bool have(const char *dir) {
   char p[256];
   struct stat st;
@@ -467,7 +520,7 @@ int main(void) {
       cmocka_unit_test(test_special_switch), cmocka_unit_test(test_incremental_decode),
       cmocka_unit_test(test_decode),         cmocka_unit_test(test_malformed_json),
       cmocka_unit_test(test_config),         cmocka_unit_test(test_real_vocabularies),
-      cmocka_unit_test(test_gguf),
+      cmocka_unit_test(test_gguf),           cmocka_unit_test(test_threads),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
