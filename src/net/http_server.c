@@ -332,6 +332,10 @@ static void req_wake_locked(hx_http_req *req) {
 static void req_finish_unlock(hx_http_req *req) {
   hx_http_server *srv = req->srv;
   HX_ASSERT(req->dispatched && !req->finished);
+  while (req->cancel_running) /* the owner may free the callback's context next */
+    pthread_cond_wait(&req->cv, &srv->mu);
+  req->cancel_fn = NULL;
+  req->cancel_ctx = NULL;
   req->finished = true;
   HX_ASSERT(srv->inflight > 0);
   srv->inflight--;

@@ -128,7 +128,9 @@ uint64_t hx_http_req_start_ns(const hx_http_req *req);
 bool hx_http_req_cancelled(const hx_http_req *req);
 /* Registers fn(ctx) to run once when the request becomes cancelled; runs at
  * once (on this thread) if it already is. Replaces an earlier callback.
- * Pass fn == NULL to clear it before freeing ctx. */
+ * Pass fn == NULL to clear it before freeing ctx. Finishing the request
+ * clears it too (waiting for a callback that is running), so ctx may be freed
+ * right after the finishing call. */
 void hx_http_req_on_cancel(hx_http_req *req, hx_http_cancel_fn fn, void *ctx);
 /* Text appended to the request's log line ("model=x prompt=12 gen=30 ..."),
  * copied (up to 511 bytes). */

@@ -184,8 +184,7 @@ void neuron_job_done(gen_job *j) {
     model_unref_locked(d, j->m);
   }
   pthread_mutex_unlock(&d->mu);
-  if (j->req)
-    hx_http_req_on_cancel(j->req, NULL, NULL);
+  /* j->req was finished (which cleared its cancel callback): not touched. */
   neuron_oai_request_free(&j->r);
   json_decref(j->body);
   free(j);
@@ -540,6 +539,8 @@ static void admit(neuron_daemon *d, gen_job *j, const char *id) {
   char msg[1024];
   int status = 0;
   const char *code = NULL, *type = "invalid_request_error";
+  /* Before the job can run (and finish the request) on its worker. */
+  hx_http_req_on_cancel(j->req, job_cancel_cb, j);
   pthread_mutex_lock(&d->mu);
   nmodel *m = model_find(d, id);
   if (m && m->state == MODEL_FAILED && d->cfg->engine.load_on_demand) {
@@ -595,9 +596,7 @@ static void admit(neuron_daemon *d, gen_job *j, const char *id) {
     hx_http_respond_error(j->req, status, type, code, "model", status == 429 ? 1 : 0, "%s", msg);
     j->req = NULL;
     neuron_job_done(j);
-    return;
   }
-  hx_http_req_on_cancel(j->req, job_cancel_cb, j);
 }
 
 static gen_job *job_new(neuron_daemon *d, hx_http_req *req, job_kind kind) {
@@ -998,15 +997,6 @@ static hx_code devices_init(neuron_daemon *d, hx_err *err) {
   return HX_OK;
 }
 
-static void error_shape(void *ctx, int status, const char *type, const char *code,
-                        const char *message, hx_buf *out) {
-  (void)ctx;
-  (void)status;
-  json_t *j = hx_http_error_json(type, code, NULL, message);
-  hx_json_dump(j, out);
-  json_decref(j);
-}
-
 hx_code neuron_daemon_start(const neuron_config *cfg, neuron_daemon **out, hx_err *err) {
   *out = NULL;
   neuron_daemon *d = calloc(1, sizeof *d);
@@ -1041,7 +1031,6 @@ hx_code neuron_daemon_start(const neuron_config *cfg, neuron_daemon **out, hx_er
       .body_max_bytes = cfg->limits.max_request_bytes,
       .request_read_ms = cfg->limits.header_timeout_ms,
       .log_requests = true,
-      .error_fn = error_shape,
   };
   d->http = hx_http_server_create(&hc);
   struct {

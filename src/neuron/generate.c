@@ -475,7 +475,8 @@ static void run_generation(gen_job *j) {
     hx_output_parser_finish(g.parser, on_event, &g, &perr);
   }
 
-  bool cancelled = grc == HX_OK && res.finish == HX_FINISH_CANCELLED;
+  bool cancelled = grc == HX_OK && (res.finish == HX_FINISH_CANCELLED ||
+                                    (res.finish == HX_FINISH_CALLBACK && !g.stop_hit));
   const char *finish = res.finish == HX_FINISH_LENGTH ? "length" : "stop";
   if (chat && g.n_tool_calls > 0 && res.finish != HX_FINISH_LENGTH)
     finish = "tool_calls";
