@@ -272,6 +272,49 @@ static double run_prefill(bench *bn, int n, int reps) {
   return tps[reps / 2];
 }
 
+/* Steady-state matvec bandwidth per weight type at the model's shapes: many
+ * launches in one step over rotating weight copies (so L2 holds none). */
+static void run_matvec(bench *bn) {
+  const shape *s = bn->s;
+  const uint32_t types[] = {T_Q4_K, T_Q6_K, T_Q8_0, T_BF16};
+  const char *tn[] = {"Q4_K", "Q6_K", "Q8_0", "BF16"};
+  const int64_t dims[][2] = {{s->n_head * s->hd, s->d}, {s->ff, s->d}, {s->d, s->ff}};
+  const char *dn[] = {"q/o", "gate/up", "down"};
+  hx_tensor none = {0};
+  hx_err err;
+  for (int ti = 0; ti < 4; ti++) {
+    for (int di = 0; di < 3; di++) {
+      enum { COPIES = 6, REPS = 60 };
+      hx_tensor w[COPIES];
+      for (int c = 0; c < COPIES; c++)
+        w[c] = tensor(bn, types[ti], dims[di][1], dims[di][0], 1, 0.05f);
+      hx_tensor x = tensor(bn, T_F32, dims[di][1], 1, 1, 1.0f);
+      hx_tensor y = tensor(bn, T_F32, dims[di][0], 1, 0, 0);
+      double best = 1e30;
+      for (int rep = 0; rep < 3; rep++) {
+        uint64_t t0 = hx_time_mono_ns();
+        bn->b.ops->step_begin(bn->b.be, 2); /* > 1 token: no graph, but n_rows 1 views */
+        for (int i = 0; i < REPS; i++)
+          bn->b.ops->matmul(bn->b.be, y, w[i % COPIES], x, none);
+        if (bn->b.ops->step_end(bn->b.be, &err)) {
+          fprintf(stderr, "cuda-bench: %s\n", err.msg);
+          exit(1);
+        }
+        double us = (double)(hx_time_mono_ns() - t0) / 1e3 / REPS;
+        if (us < best)
+          best = us;
+      }
+      double bytes = (double)w[0].row_bytes * (double)w[0].n_rows;
+      printf("  matvec %-5s %-8s %6lldx%-6lld %7.1f us  %6.0f GB/s\n", tn[ti], dn[di],
+             (long long)dims[di][0], (long long)dims[di][1], best, bytes / (best * 1e-6) / 1e9);
+      for (int c = 0; c < COPIES; c++)
+        bn->b.ops->buf_free(bn->b.be, w[c].buf);
+      bn->b.ops->buf_free(bn->b.be, x.buf);
+      bn->b.ops->buf_free(bn->b.be, y.buf);
+    }
+  }
+}
+
 static int parse_list(const char *s, int *out, int max) {
   int n = 0;
   while (s && *s && n < max) {
@@ -285,7 +328,7 @@ static int parse_list(const char *s, int *out, int max) {
 
 int main(int argc, char **argv) {
   const char *shape_name = "8b", *quant = "q4_k_m", *ctx_s = "128,4096,16384", *pp_s = "512,4096";
-  int gen = 128, device = 0, json = 0, profile = 0;
+  int gen = 128, device = 0, json = 0, profile = 0, matvec = 0;
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--shape") == 0 && i + 1 < argc)
       shape_name = argv[++i];
@@ -303,6 +346,8 @@ int main(int argc, char **argv) {
       json = 1;
     else if (strcmp(argv[i], "--profile") == 0)
       profile = 1;
+    else if (strcmp(argv[i], "--matvec") == 0)
+      matvec = 1;
     else {
       fprintf(stderr, "usage: cuda-bench [--shape 0.6b|1.7b|4b|8b|14b|32b] "
                       "[--quant q4_k_m|q8_0|bf16|f16] [--ctx N,..] [--gen N] [--prefill N,..] "
@@ -354,6 +399,10 @@ int main(int argc, char **argv) {
            "\"copy_gbps\":%.1f,\"decode_limit_tps\":%.1f,\"vram_used_bytes\":%zu,\"results\":[",
            bn.s->name, quant, (unsigned long long)bn.weight_bytes_per_token, bw, limit,
            total_b - free_b);
+  }
+  if (matvec) {
+    run_matvec(&bn);
+    return 0;
   }
   int first = 1;
   for (int i = 0; i < n_ctx; i++) {

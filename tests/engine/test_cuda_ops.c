@@ -379,6 +379,62 @@ static void test_graph_replay(void **state) {
 }
 #endif
 
+/* A whole decode layer in the order the qwen3 model records it, so the CUDA
+ * backend's one-token fusions (norm+quantize, multi-matvec, q/k norm + RoPE
+ * + cache store, SwiGLU+quantize) run; compared with the CPU after each of
+ * several steps. Mixed weight types as in Q4_K_M. */
+static void test_decode_layer_fused(void **state) {
+  (void)state;
+  const int d = 512, nh = 8, nkv = 2, hd = 64, ff = 1024, n_ctx = 128;
+  const int qd = nh * hd, kvd = nkv * hd;
+  pair wq = quant_weights(12, qd, d, 0.05f), wk = quant_weights(12, kvd, d, 0.05f);
+  pair wv = quant_weights(14, kvd, d, 0.05f), wo = quant_weights(12, d, qd, 0.05f);
+  pair wg = quant_weights(12, ff, d, 0.05f), wu = quant_weights(8, ff, d, 0.05f);
+  pair wd = quant_weights(14, d, ff, 0.05f);
+  float *nv = rand_vec(d, 1.0f), *hv = rand_vec(hd, 1.0f);
+  pair an = make_pair(0, d, 1, nv), fn = make_pair(0, d, 1, nv), qn = make_pair(0, hd, 1, hv);
+  pair kn = make_pair(0, hd, 1, hv);
+  float *xv = rand_vec(d, 1.0f);
+  pair x = make_pair(0, d, 1, xv), xb = make_pair(0, d, 1, NULL), q = make_pair(0, qd, 1, NULL);
+  pair k = make_pair(0, kvd, 1, NULL), v = make_pair(0, kvd, 1, NULL);
+  pair att = make_pair(0, qd, 1, NULL), hb = make_pair(0, ff, 1, NULL);
+  pair hb2 = make_pair(0, ff, 1, NULL);
+  pair kc = make_pair(1, kvd, n_ctx, NULL), vc = make_pair(1, kvd, n_ctx, NULL);
+  int32_t zero = 0;
+  pair pos = make_pair(26, 1, 1, &zero);
+  hx_rope_params rp = {.n_rot = hd, .freq_base = 1e6f, .freq_scale = 1.0f};
+  hx_attn_params ap = {nh, nkv, hd, 1.0f / sqrtf((float)hd)};
+  int n_tok = 1;
+  for (int32_t p = 0; p < 6; p++) {
+    hx_err err;
+    g_cpu.ops->buf_upload(g_cpu.be, pos.c.buf, 0, &p, 4, &err);
+    g_gpu.ops->buf_upload(g_gpu.be, pos.g.buf, 0, &p, 4, &err);
+#define LAYER(B, S)                                                                                \
+  (B.ops->rms_norm(B.be, xb.S, x.S, none, an.S, 1e-6f, 0),                                         \
+   B.ops->matmul(B.be, q.S, wq.S, xb.S, none), B.ops->matmul(B.be, k.S, wk.S, xb.S, none),         \
+   B.ops->matmul(B.be, v.S, wv.S, xb.S, none), B.ops->rms_norm_heads(B.be, q.S, qn.S, hd, 1e-6f),  \
+   B.ops->rms_norm_heads(B.be, k.S, kn.S, hd, 1e-6f), B.ops->rope(B.be, q.S, pos.S, hd, &rp),      \
+   B.ops->rope(B.be, k.S, pos.S, hd, &rp), B.ops->cache_store(B.be, kc.S, k.S, pos.S),             \
+   B.ops->cache_store(B.be, vc.S, v.S, pos.S),                                                     \
+   B.ops->attention(B.be, att.S, q.S, kc.S, vc.S, pos.S, &ap),                                     \
+   B.ops->matmul(B.be, xb.S, wo.S, att.S, none),                                                   \
+   B.ops->rms_norm(B.be, xb.S, xb.S, x.S, fn.S, 1e-6f, 0),                                         \
+   B.ops->matmul(B.be, hb.S, wg.S, xb.S, none), B.ops->matmul(B.be, hb2.S, wu.S, xb.S, none),      \
+   B.ops->swiglu(B.be, hb.S, hb.S, hb2.S), B.ops->matmul(B.be, xb.S, wd.S, hb.S, none))
+    BOTH(LAYER(g_cpu, c), LAYER(g_gpu, g));
+#undef LAYER
+    double e1 = nmse_pair(&xb), e2 = nmse_pair(&x), e3 = nmse_pair(&q);
+    printf("  decode layer step %d: nmse out %.3g, residual %.3g, q %.3g\n", p, e1, e2, e3);
+    if (!(e1 < 1e-3 && e2 < 1e-4 && e3 < 1e-3))
+      fail_msg("fused decode layer at pos %d: nmse %g %g %g", p, e1, e2, e3);
+  }
+  pair all[] = {wq, wk, wv, wo, wg, wu,  wd, an,  fn, qn, kn,
+                x,  xb, q,  k,  v,  att, hb, hb2, kc, vc, pos};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+    free_pair(&all[i]);
+  free(nv), free(hv), free(xv);
+}
+
 static int setup(void **state) {
   (void)state;
 #ifdef HELEXA_HAVE_CUDA
@@ -421,6 +477,7 @@ int main(void) {
       cmocka_unit_test(test_attention),
       cmocka_unit_test(test_elementwise_topk),
       cmocka_unit_test(test_graph_replay),
+      cmocka_unit_test(test_decode_layer_fused),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 #endif

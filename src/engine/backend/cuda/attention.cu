@@ -107,25 +107,46 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
         vv[j][k] = d < D ? load_kv(vrow, type, (int64_t)kvh * D + d) : 0.0f;
       }
     }
+    // scores of the whole batch first: 8 x G independent reductions
+    float sc[ATT_BATCH][G];
 #pragma unroll
-    for (int j = 0; j < ATT_BATCH; j++) {
-      if (pb + j >= p1)
-        break;
+    for (int j = 0; j < ATT_BATCH; j++)
 #pragma unroll
       for (int g = 0; g < G; g++) {
-        float s = 0.0f;
+        float d = 0.0f;
 #pragma unroll
         for (int k = 0; k < NK; k++)
-          s = fmaf(qr[g][k], kv[j][k], s);
-        s = warp_sum(s);
-        float mn = fmaxf(m[g], s);
-        float corr = __expf(m[g] - mn), e = __expf(s - mn);
-        l[g] = l[g] * corr + e;
-#pragma unroll
-        for (int k = 0; k < NK; k++)
-          acc[g][k] = acc[g][k] * corr + e * vv[j][k];
-        m[g] = mn;
+          d = fmaf(qr[g][k], kv[j][k], d);
+        sc[j][g] = d;
       }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+      for (int j = 0; j < ATT_BATCH; j++)
+#pragma unroll
+        for (int g = 0; g < G; g++)
+          sc[j][g] += __shfl_xor_sync(0xffffffffu, sc[j][g], o);
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+      float mb = m[g];
+#pragma unroll
+      for (int j = 0; j < ATT_BATCH; j++)
+        if (pb + j < p1)
+          mb = fmaxf(mb, sc[j][g]);
+      float corr = __expf(m[g] - mb);
+      l[g] *= corr;
+#pragma unroll
+      for (int k = 0; k < NK; k++)
+        acc[g][k] *= corr;
+#pragma unroll
+      for (int j = 0; j < ATT_BATCH; j++) {
+        float e = pb + j < p1 ? __expf(sc[j][g] - mb) : 0.0f;
+        l[g] += e;
+#pragma unroll
+        for (int k = 0; k < NK; k++)
+          acc[g][k] = fmaf(e, vv[j][k], acc[g][k]);
+      }
+      m[g] = mb;
     }
   }
   // merge warps
@@ -226,7 +247,7 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
   nk = nk <= 1 ? 1 : nk <= 2 ? 2 : nk <= 4 ? 4 : 8;
   int n_splits = 1;
   if (n_tokens == 1 && n_splits_max > 1) {
-    n_splits = (int)cdiv(max_ctx, 256);
+    n_splits = (int)cdiv(max_ctx, 64);
     if (n_splits > n_splits_max)
       n_splits = n_splits_max;
   }

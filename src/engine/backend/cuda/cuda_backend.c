@@ -45,7 +45,18 @@ typedef enum {
 } op_kind;
 
 /* Profile buckets: op kinds, with matmuls split by weight type family. */
-enum { PROF_MM_Q4K = OP_KIND_COUNT, PROF_MM_Q6K, PROF_MM_Q8, PROF_MM_F, PROF_MM_GEMM, PROF_KINDS };
+enum {
+  PROF_MM_Q4K = OP_KIND_COUNT,
+  PROF_MM_Q6K,
+  PROF_MM_Q8,
+  PROF_MM_F,
+  PROF_MM_GEMM,
+  PROF_F_NORMQ,
+  PROF_F_SWIGLUQ,
+  PROF_F_MULTI,
+  PROF_F_QKROPE,
+  PROF_KINDS
+};
 static const char *const prof_names[PROF_KINDS] = {"matmul (other)",
                                                    "quantize activations",
                                                    "get_rows",
@@ -64,7 +75,11 @@ static const char *const prof_names[PROF_KINDS] = {"matmul (other)",
                                                    "matvec Q6_K",
                                                    "matvec Q8_0",
                                                    "matvec F16/BF16/F32",
-                                                   "GEMM (cuBLAS)"};
+                                                   "GEMM (cuBLAS)",
+                                                   "fused norm+quantize",
+                                                   "fused swiglu+quantize",
+                                                   "fused multi-matvec",
+                                                   "fused qk-norm+rope+store"};
 
 /* One recorded op. Zeroed before filling so that records compare with memcmp. */
 typedef struct cu_op {
@@ -102,6 +117,7 @@ typedef struct cuda_be {
   int graph_n_ops;
   cudaGraphExec_t graph_exec;
   bool use_graphs;
+  bool use_fusion; /* HX_CUDA_FUSION=0 turns the one-token fusions off */
   long n_replayed, n_captured;
   /* profiling (HX_CUDA_PROFILE=1): ops run without graphs, timed with events */
   bool profile;
@@ -110,6 +126,8 @@ typedef struct cuda_be {
   double prof_bytes[PROF_KINDS];
   long prof_count[PROF_KINDS];
   long prof_steps;
+  int group_bucket[OPS_MAX];
+  double group_bytes[OPS_MAX];
 } cuda_be;
 
 static _Thread_local cuda_be *t_current;
@@ -244,7 +262,7 @@ static hx_code cu_reserve(void *p, int64_t max_rows, int64_t max_cols, int64_t m
   size_t w16 = W16_SCRATCH_ELEMS * 2;
   if ((size_t)max_cols > W16_SCRATCH_ELEMS)
     w16 = (size_t)max_cols * 2;
-  size_t part = 3 * (size_t)max_cols * ATTN_SPLITS_MAX * sizeof(float);
+  size_t part = 3 * (size_t)max_cols * ATTN_SPLITS_MAX * sizeof(float); /* ≥ heads*(D+2) */
   size_t w16_have = be->w16 ? W16_SCRATCH_ELEMS * 2 : 0;
   size_t part_have = be->attn_part_floats * sizeof(float);
   hx_code rc;
@@ -268,6 +286,15 @@ static cu_op *rec(cuda_be *be, op_kind kind) {
   if (kind != OP_MATMUL && kind != OP_QUANT)
     be->q8_src.buf = NULL; /* any other op may write the quantized activation */
   return op;
+}
+
+/* Whether two tensors' byte ranges intersect (same buffer). */
+static bool overlaps(hx_tensor a, hx_tensor b) {
+  if (!a.buf || a.buf != b.buf)
+    return false;
+  size_t a1 = a.offset + (size_t)a.n_rows * a.row_bytes;
+  size_t b1 = b.offset + (size_t)b.n_rows * b.row_bytes;
+  return a.offset < b1 && b.offset < a1;
 }
 
 static bool same_tensor(hx_tensor a, hx_tensor b) {
@@ -297,8 +324,8 @@ static void cu_matmul(void *p, hx_tensor y, hx_tensor w, hx_tensor x, hx_tensor 
   op->t[1] = w;
   op->t[2] = x;
   op->t[3] = bias;
-  if (y.buf == be->q8_src.buf)
-    be->q8_src.buf = NULL; /* the output may overlap the quantized input */
+  if (overlaps(y, be->q8_src))
+    be->q8_src.buf = NULL; /* the output overwrote the quantized input */
 }
 
 static void cu_get_rows(void *p, hx_tensor out, hx_tensor table, hx_tensor ids, int64_t n) {
@@ -549,37 +576,137 @@ static int prof_bucket(const cu_op *op) {
   }
 }
 
-static void run_ops_profiled(cuda_be *be) {
-  if (!be->events) {
+/* ---- one-token fusions: chosen at execution when the recorded ops match;
+ * each returns how many ops it consumed (0 = no match). ---- */
+
+static bool is_quant_of(const cu_op *op, hx_tensor t) {
+  return op->kind == OP_QUANT && same_tensor(op->t[0], t);
+}
+
+/* rms_norm(out) ; quant(out) → one kernel */
+static int fuse_norm_quant(cuda_be *be, const cu_op *ops, int n) {
+  const hx_tensor *t = ops[0].t;
+  if (n < 2 || ops[0].kind != OP_RMS_NORM || t[1].n_rows != 1 || !is_quant_of(&ops[1], t[0]) ||
+      t[1].n_cols % 32 != 0)
+    return 0;
+  launch_rms_norm_q8((float *)ptr(t[0]), (float *)ptr(t[1]), (float *)ptr(t[2]),
+                     (const float *)ptr(t[3]), t[1].n_cols, ops[0].fval[0], ops[0].ival[0], be->q8,
+                     be->stream);
+  return 2;
+}
+
+/* swiglu(out) ; quant(out) → one kernel */
+static int fuse_swiglu_quant(cuda_be *be, const cu_op *ops, int n) {
+  const hx_tensor *t = ops[0].t;
+  if (n < 2 || ops[0].kind != OP_SWIGLU || t[0].n_rows != 1 || !is_quant_of(&ops[1], t[0]) ||
+      t[0].n_cols % 32 != 0)
+    return 0;
+  launch_swiglu_q8((float *)ptr(t[0]), (const float *)ptr(t[1]), (const float *)ptr(t[2]),
+                   t[0].n_cols, be->q8, be->stream);
+  return 2;
+}
+
+/* consecutive quantized matvecs on the same activation → one launch */
+static int fuse_matvecs(cuda_be *be, const cu_op *ops, int n) {
+  cu_mv_job jobs[3];
+  int k = 0;
+  while (k < 3 && k < n && ops[k].kind == OP_MATMUL && ops[k].t[2].n_rows == 1 &&
+         matvec_type_quantized((int)ops[k].t[1].type) && same_tensor(ops[k].t[2], ops[0].t[2]) &&
+         !overlaps(ops[k].t[0], ops[0].t[2])) {
+    jobs[k] =
+        (cu_mv_job){(float *)ptr(ops[k].t[0]), ptr(ops[k].t[1]),   (const float *)ptr(ops[k].t[3]),
+                    (int)ops[k].t[1].type,     ops[k].t[1].n_rows, ops[k].t[1].row_bytes};
+    k++;
+  }
+  if (k < 2)
+    return 0;
+  launch_matvec_multi(jobs, k, ops[0].t[1].n_cols, be->q8, be->stream);
+  return k;
+}
+
+/* [rms_norm_heads q, rms_norm_heads k,] rope q, rope k, cache_store k, cache_store v */
+static int fuse_qk_rope_store(cuda_be *be, const cu_op *ops, int n) {
+  int i = 0;
+  const cu_op *nq = NULL, *nk = NULL;
+  if (n >= 2 && ops[0].kind == OP_RMS_NORM_HEADS && ops[1].kind == OP_RMS_NORM_HEADS) {
+    nq = &ops[0];
+    nk = &ops[1];
+    i = 2;
+  }
+  if (n < i + 4)
+    return 0;
+  const cu_op *rq = &ops[i], *rk = &ops[i + 1], *sk = &ops[i + 2], *sv = &ops[i + 3];
+  if (rq->kind != OP_ROPE || rk->kind != OP_ROPE || sk->kind != OP_CACHE_STORE ||
+      sv->kind != OP_CACHE_STORE)
+    return 0;
+  hx_tensor q = rq->t[0], k = rk->t[0], pos = rq->t[1];
+  int hd = rq->ival[0];
+  if (q.n_rows != 1 || k.n_rows != 1 || rk->ival[0] != hd || !same_tensor(rk->t[1], pos) ||
+      !same_tensor(sk->t[1], k) || !same_tensor(sk->t[2], pos) || !same_tensor(sv->t[2], pos) ||
+      memcmp(&rq->rope, &rk->rope, sizeof rq->rope) != 0 || sk->t[0].type != sv->t[0].type ||
+      sk->t[0].row_bytes != sv->t[0].row_bytes || sv->t[1].n_cols != k.n_cols ||
+      k.n_cols % hd != 0 || q.n_cols % hd != 0 || hd > 256)
+    return 0;
+  if (nq && (!same_tensor(nq->t[0], q) || !same_tensor(nk->t[0], k) || nq->ival[0] != hd ||
+             nk->ival[0] != hd || nq->fval[0] != nk->fval[0]))
+    return 0;
+  launch_qk_rope_store((float *)ptr(q), (float *)ptr(k), (const float *)ptr(sv->t[1]),
+                       nq ? (const float *)ptr(nq->t[1]) : NULL,
+                       nk ? (const float *)ptr(nk->t[1]) : NULL, (const int32_t *)ptr(pos),
+                       (int)(q.n_cols / hd), (int)(k.n_cols / hd), hd, nq ? nq->fval[0] : 0.0f,
+                       &rq->rope, ptr(sk->t[0]), ptr(sv->t[0]), (int)sk->t[0].type,
+                       sk->t[0].row_bytes, be->stream);
+  return i + 4;
+}
+
+/* Runs the recorded ops, fused where they match. With profiling on, an event
+ * brackets every launch group and its time goes to the group's bucket. */
+static void run_ops(cuda_be *be) {
+  bool fuse = be->step_tokens == 1 && be->use_fusion;
+  if (be->profile && !be->events) {
     be->events = calloc(OPS_MAX + 1, sizeof(cudaEvent_t));
     for (int i = 0; i <= OPS_MAX; i++)
       CK(cudaEventCreate(&be->events[i]));
   }
-  for (int i = 0; i < be->n_ops && !be->poisoned; i++) {
-    CK(cudaEventRecord(be->events[i], be->stream));
-    exec_op(be, &be->ops[i]);
+  int n_groups = 0;
+  for (int i = 0; i < be->n_ops && !be->poisoned;) {
+    const cu_op *op = &be->ops[i];
+    int rest = be->n_ops - i, used = 0, kind = prof_bucket(op);
+    if (be->profile)
+      CK(cudaEventRecord(be->events[n_groups], be->stream));
+    if (fuse && (used = fuse_norm_quant(be, op, rest)))
+      kind = PROF_F_NORMQ;
+    else if (fuse && (used = fuse_swiglu_quant(be, op, rest)))
+      kind = PROF_F_SWIGLUQ;
+    else if (fuse && (used = fuse_matvecs(be, op, rest)))
+      kind = PROF_F_MULTI;
+    else if (fuse && (used = fuse_qk_rope_store(be, op, rest)))
+      kind = PROF_F_QKROPE;
+    else {
+      exec_op(be, op);
+      used = 1;
+    }
+    double b = 0;
+    for (int j = 0; j < used; j++)
+      if (op[j].kind == OP_MATMUL)
+        b += (double)op[j].t[1].row_bytes * (double)op[j].t[1].n_rows;
+    be->group_bucket[n_groups] = kind;
+    be->group_bytes[n_groups] = b;
+    n_groups++;
+    i += used;
   }
-  CK(cudaEventRecord(be->events[be->n_ops], be->stream));
-  CK(cudaEventSynchronize(be->events[be->n_ops]));
-  for (int i = 0; i < be->n_ops && !be->poisoned; i++) {
+  if (!be->profile || be->poisoned)
+    return;
+  CK(cudaEventRecord(be->events[n_groups], be->stream));
+  CK(cudaEventSynchronize(be->events[n_groups]));
+  for (int g = 0; g < n_groups; g++) {
     float ms = 0;
-    cudaEventElapsedTime(&ms, be->events[i], be->events[i + 1]);
-    int k = prof_bucket(&be->ops[i]);
-    be->prof_ms[k] += ms;
-    be->prof_count[k]++;
-    if (be->ops[i].kind == OP_MATMUL)
-      be->prof_bytes[k] += (double)be->ops[i].t[1].row_bytes * (double)be->ops[i].t[1].n_rows;
+    cudaEventElapsedTime(&ms, be->events[g], be->events[g + 1]);
+    be->prof_ms[be->group_bucket[g]] += ms;
+    be->prof_count[be->group_bucket[g]]++;
+    be->prof_bytes[be->group_bucket[g]] += be->group_bytes[g];
   }
   be->prof_steps++;
-}
-
-static void run_ops(cuda_be *be) {
-  if (be->profile) {
-    run_ops_profiled(be);
-    return;
-  }
-  for (int i = 0; i < be->n_ops && !be->poisoned; i++)
-    exec_op(be, &be->ops[i]);
 }
 
 /* A one-token step: replay the cached graph when the ops equal the captured
@@ -692,6 +819,8 @@ hx_code hx_backend_cuda_init(hx_backend *out, int device, hx_err *err) {
   be->graph_ops = calloc(OPS_MAX, sizeof(cu_op));
   const char *g = getenv("HX_CUDA_GRAPHS");
   be->use_graphs = !(g && strcmp(g, "0") == 0);
+  const char *fu = getenv("HX_CUDA_FUSION");
+  be->use_fusion = !(fu && strcmp(fu, "0") == 0);
   const char *prof = getenv("HX_CUDA_PROFILE");
   be->profile = prof && strcmp(prof, "1") == 0;
   t_current = be;

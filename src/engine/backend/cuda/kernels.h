@@ -81,6 +81,27 @@ void launch_f32_to_bf16(void *dst, const float *x, size_t x_stride, int64_t n_co
 void launch_top_k(float *vals, size_t v_stride, int32_t *ids, size_t i_stride, const float *x,
                   size_t x_stride, int64_t n_cols, int64_t n_rows, int k, hx_stream st);
 
+/* fused.cu: one-token fusions (see cuda_backend.c for when they apply). */
+void launch_rms_norm_q8(float *out, float *x, float *residual, const float *w, int64_t n_cols,
+                        float eps, int zero_centred, void *q8, hx_stream st);
+void launch_swiglu_q8(float *out, const float *gate, const float *up, int64_t n_cols, void *q8,
+                      hx_stream st);
+void launch_qk_rope_store(float *q, float *k, const float *v, const float *q_norm,
+                          const float *k_norm, const int32_t *pos, int n_heads, int n_kv_heads,
+                          int head_dim, float eps, const cu_rope *p, uint8_t *k_cache,
+                          uint8_t *v_cache, int cache_type, size_t cache_row_bytes, hx_stream st);
+/* mmvq.cu: up to 3 matvecs sharing one quantized activation row, one launch. */
+typedef struct cu_mv_job {
+  float *y;
+  const uint8_t *w;
+  const float *bias;
+  int type;
+  int64_t n_out;
+  size_t row_bytes;
+} cu_mv_job;
+void launch_matvec_multi(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const void *xq,
+                         hx_stream st);
+
 /* fill.cu: random weights (float types uniform in ±scale; quantized types
  * random bits with block scales set so values are about ±scale). */
 void hx_cuda_fill_random(void *dev, int type, size_t n_elems, size_t n_bytes, uint64_t seed,

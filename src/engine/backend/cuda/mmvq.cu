@@ -9,6 +9,8 @@
 #include "common.cuh"
 #include "kernels.h"
 
+#include <stdlib.h>
+
 enum { MV_WARPS = 4, MV_ROWS = 2 };
 
 __global__ static void quantize_q8_1_kernel(cu_block_q8_1 *dst, const float *x, size_t x_stride,
@@ -134,6 +136,133 @@ __global__ static void __launch_bounds__(MV_WARPS * 32)
   }
 }
 
+// Variant B: one block of MVB_THREADS threads per MVB_ROWS rows; threads stride
+// over the row's sub-blocks, then reduce across warps in shared memory. More
+// threads per row than variant A: better for short rows and for filling the
+// machine with loads in flight.
+enum { MVB_THREADS = 128, MVB_ROWS = 1 };
+template <int TYPE>
+__global__ static void __launch_bounds__(MVB_THREADS)
+    matvec_qb_kernel(float *y, const uint8_t *w, int64_t n_out, int64_t n_in, size_t row_bytes,
+                     const cu_block_q8_1 *xq, const float *bias) {
+  __shared__ float red[MVB_ROWS][MVB_THREADS / 32];
+  int64_t r0 = (int64_t)blockIdx.x * MVB_ROWS;
+  int64_t n_sub = n_in / 32;
+  float acc[MVB_ROWS];
+#pragma unroll
+  for (int j = 0; j < MVB_ROWS; j++)
+    acc[j] = 0.0f;
+#pragma unroll 2
+  for (int64_t s = threadIdx.x; s < n_sub; s += MVB_THREADS) {
+    cu_block_q8_1 xb = xq[s];
+#pragma unroll
+    for (int j = 0; j < MVB_ROWS; j++) {
+      int64_t r = r0 + j < n_out ? r0 + j : n_out - 1;
+      acc[j] += dot_sub<TYPE>(w + (size_t)r * row_bytes, s, xb);
+    }
+  }
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int j = 0; j < MVB_ROWS; j++) {
+    float a = warp_sum(acc[j]);
+    if (lane == 0)
+      red[j][warp] = a;
+  }
+  __syncthreads();
+  if (threadIdx.x < MVB_ROWS) {
+    int j = threadIdx.x;
+    float a = 0.0f;
+#pragma unroll
+    for (int k = 0; k < MVB_THREADS / 32; k++)
+      a += red[j][k];
+    if (r0 + j < n_out)
+      y[r0 + j] = a + (bias ? bias[r0 + j] : 0.0f);
+  }
+}
+
+// One row of a block-per-row matvec (variant B) for a runtime type: the
+// multi-matvec kernel below serves q/k/v (or gate/up) of mixed types at once.
+template <int TYPE>
+__device__ __forceinline__ float mv_row_b(const uint8_t *row, int64_t n_sub,
+                                          const cu_block_q8_1 *xq) {
+  float acc = 0.0f;
+#pragma unroll 2
+  for (int64_t s = threadIdx.x; s < n_sub; s += MVB_THREADS)
+    acc += dot_sub<TYPE>(row, s, xq[s]);
+  return acc;
+}
+
+struct mv_jobs {
+  cu_mv_job j[3];
+  unsigned first_block[4];
+  int n;
+};
+
+__global__ static void __launch_bounds__(MVB_THREADS)
+    matvec_multi_kernel(mv_jobs jobs, int64_t n_in, const cu_block_q8_1 *xq) {
+  __shared__ float red[MVB_THREADS / 32];
+  int ji = 0;
+  while (ji + 1 < jobs.n && blockIdx.x >= jobs.first_block[ji + 1])
+    ji++;
+  const cu_mv_job &jb = jobs.j[ji];
+  int64_t r = blockIdx.x - jobs.first_block[ji];
+  const uint8_t *row = jb.w + (size_t)r * jb.row_bytes;
+  int64_t n_sub = n_in / 32;
+  float acc;
+  switch (jb.type) {
+  case GT_Q8_0:
+    acc = mv_row_b<GT_Q8_0>(row, n_sub, xq);
+    break;
+  case GT_Q4_K:
+    acc = mv_row_b<GT_Q4_K>(row, n_sub, xq);
+    break;
+  case GT_Q5_K:
+    acc = mv_row_b<GT_Q5_K>(row, n_sub, xq);
+    break;
+  default:
+    acc = mv_row_b<GT_Q6_K>(row, n_sub, xq);
+    break;
+  }
+  acc = warp_sum(acc);
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0)
+    red[warp] = acc;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float a = 0.0f;
+#pragma unroll
+    for (int k = 0; k < MVB_THREADS / 32; k++)
+      a += red[k];
+    jb.y[r] = a + (jb.bias ? jb.bias[r] : 0.0f);
+  }
+}
+
+void launch_matvec_multi(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const void *xq,
+                         hx_stream st) {
+  CU_ASSERT(n_jobs >= 1 && n_jobs <= 3 && n_in % 32 == 0);
+  mv_jobs mj = {};
+  unsigned blocks = 0;
+  for (int i = 0; i < n_jobs; i++) {
+    CU_ASSERT(matvec_type_quantized(jobs[i].type));
+    mj.j[i] = jobs[i];
+    mj.first_block[i] = blocks;
+    blocks += (unsigned)jobs[i].n_out;
+  }
+  mj.first_block[n_jobs] = blocks;
+  mj.n = n_jobs;
+  matvec_multi_kernel<<<blocks, MVB_THREADS, 0, st>>>(mj, n_in, (const cu_block_q8_1 *)xq);
+  CUDA_LAUNCH_CHECK();
+}
+
+static int mv_variant(void) {
+  static int v = -1;
+  if (v < 0) {
+    const char *e = getenv("HX_MV_VARIANT");
+    v = e && e[0] == 'a' ? 0 : 1;
+  }
+  return v;
+}
+
 // Float weights: 8 elements (16 bytes of f16/bf16, 32 of f32) per load step.
 template <int TYPE>
 __global__ static void __launch_bounds__(MV_WARPS * 32)
@@ -192,19 +321,35 @@ void launch_matvec(float *y, const uint8_t *w, int type, int64_t n_out, int64_t 
   const cu_block_q8_1 *xq = (const cu_block_q8_1 *)xq_;
   CU_ASSERT(n_in % 32 == 0 && n_out > 0);
   unsigned grid = cdiv(n_out, MV_WARPS), block = MV_WARPS * 32;
-  unsigned grid_q = cdiv(n_out, MV_WARPS * MV_ROWS);
+  unsigned grid_q = cdiv(n_out, MV_WARPS * MV_ROWS), grid_b = cdiv(n_out, MVB_ROWS);
   switch (type) {
   case GT_Q8_0:
-    matvec_q_kernel<GT_Q8_0><<<grid_q, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
+    if (mv_variant() == 0)
+      matvec_q_kernel<GT_Q8_0><<<grid_q, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
+    else
+      matvec_qb_kernel<GT_Q8_0>
+          <<<grid_b, MVB_THREADS, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
     break;
   case GT_Q4_K:
-    matvec_q_kernel<GT_Q4_K><<<grid_q, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
+    if (mv_variant() == 0)
+      matvec_q_kernel<GT_Q4_K><<<grid_q, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
+    else
+      matvec_qb_kernel<GT_Q4_K>
+          <<<grid_b, MVB_THREADS, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
     break;
   case GT_Q5_K:
-    matvec_q_kernel<GT_Q5_K><<<grid_q, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
+    if (mv_variant() == 0)
+      matvec_q_kernel<GT_Q5_K><<<grid_q, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
+    else
+      matvec_qb_kernel<GT_Q5_K>
+          <<<grid_b, MVB_THREADS, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
     break;
   case GT_Q6_K:
-    matvec_q_kernel<GT_Q6_K><<<grid_q, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
+    if (mv_variant() == 0)
+      matvec_q_kernel<GT_Q6_K><<<grid_q, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
+    else
+      matvec_qb_kernel<GT_Q6_K>
+          <<<grid_b, MVB_THREADS, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
     break;
   case GT_F32:
     CU_ASSERT(n_in % 8 == 0);

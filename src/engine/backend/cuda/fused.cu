@@ -1,0 +1,170 @@
+// fused.cu — kernels that do the work of several backend ops in one launch
+// for one-token (decode) steps, where launch count, not bytes, dominates the
+// small ops. cuda_backend.c chooses them when the recorded ops match; the
+// results equal the unfused ops' (same arithmetic, same order per element).
+#include "common.cuh"
+#include "kernels.h"
+
+// Quantizes the 32 values held one per lane into a q8_1 block.
+__device__ __forceinline__ void warp_quantize(float v, cu_block_q8_1 *b, int lane) {
+  float amax = warp_max(fabsf(v));
+  float d = amax / 127.0f;
+  int q = amax == 0.0f ? 0 : __float2int_rn(v / d);
+  float sum = warp_sum((float)q);
+  b->qs[lane] = (int8_t)q;
+  if (lane == 0) {
+    b->d = d;
+    b->s = d * sum;
+  }
+}
+
+// rms_norm (optionally residual += x first) of one row, writing the f32
+// result and its q8_1 quantization.
+__global__ static void rms_norm_q8_kernel(float *out, float *x, float *res, const float *w,
+                                          int64_t n, float eps, int zc, cu_block_q8_1 *q8) {
+  __shared__ float red[32];
+  float ss = 0.0f;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    float v = x[i];
+    if (res) {
+      v += res[i];
+      res[i] = v;
+    }
+    ss += v * v;
+  }
+  ss = block_sum(ss, red);
+  float inv = rsqrtf(ss / (float)n + eps);
+  const float *src = res ? res : x;
+  __syncthreads(); /* res / x fully written before the rows are re-read */
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  for (int64_t blk = warp; blk * 32 < n; blk += nw) {
+    int64_t i = blk * 32 + lane;
+    float v = src[i] * inv * (zc ? 1.0f + w[i] : w[i]);
+    out[i] = v;
+    warp_quantize(v, q8 + blk, lane);
+  }
+}
+
+void launch_rms_norm_q8(float *out, float *x, float *residual, const float *w, int64_t n_cols,
+                        float eps, int zero_centred, void *q8, hx_stream st) {
+  CU_ASSERT(n_cols % 32 == 0);
+  rms_norm_q8_kernel<<<1, 1024, 0, st>>>(out, x, residual, w, n_cols, eps, zero_centred,
+                                         (cu_block_q8_1 *)q8);
+  CUDA_LAUNCH_CHECK();
+}
+
+__global__ static void swiglu_q8_kernel(float *out, const float *g, const float *u, int64_t n,
+                                        cu_block_q8_1 *q8) {
+  int64_t blk = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
+  int lane = threadIdx.x & 31;
+  if (blk * 32 >= n)
+    return;
+  int64_t i = blk * 32 + lane;
+  float gv = g[i];
+  float v = gv / (1.0f + __expf(-gv)) * u[i];
+  out[i] = v;
+  warp_quantize(v, q8 + blk, lane);
+}
+
+void launch_swiglu_q8(float *out, const float *gate, const float *up, int64_t n_cols, void *q8,
+                      hx_stream st) {
+  CU_ASSERT(n_cols % 32 == 0);
+  swiglu_q8_kernel<<<cdiv(n_cols / 32, 8), 256, 0, st>>>(out, gate, up, n_cols,
+                                                         (cu_block_q8_1 *)q8);
+  CUDA_LAUNCH_CHECK();
+}
+
+__device__ __forceinline__ float kv_round(float v, int type) {
+  return type == GT_F16 ? __half2float(__float2half_rn(v)) : v;
+}
+
+// q/k per-head RMS norm (when weights given), NeoX RoPE of q and k at pos[0],
+// and the K/V cache store, for one token. One warp per head: blocks
+// [0, n_q) are query heads, [n_q, n_q + n_kv) key heads (norm, rope, store),
+// [n_q + n_kv, n_q + 2 n_kv) value heads (store).
+__global__ static void qk_rope_store_kernel(float *q, float *k, const float *v, const float *qw,
+                                            const float *kw, const int32_t *pos, int n_q, int n_kv,
+                                            int D, float eps, cu_rope p, uint8_t *kc, uint8_t *vc,
+                                            int ctype, size_t crb) {
+  int h = blockIdx.x, lane = threadIdx.x;
+  int kind = h < n_q ? 0 : h < n_q + n_kv ? 1 : 2;
+  int hh = kind == 0 ? h : kind == 1 ? h - n_q : h - n_q - n_kv;
+  float *x = kind == 0 ? q + (size_t)hh * D : kind == 1 ? k + (size_t)hh * D : nullptr;
+  const float *src = kind == 2 ? v + (size_t)hh * D : x;
+  int32_t ps = pos[0];
+  if (kind < 2) {
+    const float *w = kind == 0 ? qw : kw;
+    if (w) {
+      float ss = 0.0f;
+      for (int i = lane; i < D; i += 32)
+        ss += x[i] * x[i];
+      ss = warp_sum(ss);
+      float inv = rsqrtf(ss / (float)D + eps);
+      for (int i = lane; i < D; i += 32)
+        x[i] = x[i] * inv * w[i];
+      __syncwarp();
+    }
+    int half = p.n_rot / 2;
+    for (int i = lane; i < half; i += 32) {
+      float dim = (float)p.n_rot;
+      float inv = (float)(1.0 / pow((double)p.freq_base, (double)(2 * i) / (double)p.n_rot));
+      float ms = 1.0f;
+      if (p.yarn_factor > 1.0f) {
+        const float pi2 = 2.0f * 3.14159265358979f;
+        float lo = floorf(dim * logf((float)p.yarn_orig_ctx / (p.yarn_beta_fast * pi2)) /
+                          (2.0f * logf(p.freq_base)));
+        float hi = ceilf(dim * logf((float)p.yarn_orig_ctx / (p.yarn_beta_slow * pi2)) /
+                         (2.0f * logf(p.freq_base)));
+        lo = fmaxf(lo, 0.0f);
+        hi = fminf(hi, dim - 1.0f);
+        if (lo == hi)
+          hi += 0.001f;
+        float ramp = fminf(fmaxf(((float)i - lo) / (hi - lo), 0.0f), 1.0f);
+        float extrap = 1.0f - ramp;
+        inv = inv / p.yarn_factor * (1.0f - extrap) + inv * extrap;
+        ms = p.yarn_attn_factor > 0.0f ? p.yarn_attn_factor : 0.1f * logf(p.yarn_factor) + 1.0f;
+      }
+      float theta = (float)ps * (inv * p.freq_scale);
+      double sd, cd;
+      sincos((double)theta, &sd, &cd);
+      float s = (float)sd * ms, c = (float)cd * ms;
+      float a = x[i], b = x[i + half];
+      x[i] = a * c - b * s;
+      x[i + half] = a * s + b * c;
+    }
+    __syncwarp();
+    if (kind == 0)
+      return;
+  }
+  uint8_t *row = (kind == 1 ? kc : vc) + (size_t)ps * crb;
+  if (ctype == GT_Q8_0) {
+    for (int b = 0; b < D / 32; b++) {
+      float val = src[b * 32 + lane];
+      float amax = warp_max(fabsf(val));
+      float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+      cu_block_q8_0 *blk = (cu_block_q8_0 *)row + ((size_t)hh * D) / 32 + b;
+      blk->qs[lane] = (int8_t)roundf(val * id);
+      if (lane == 0)
+        blk->d = __float2half_rn(d);
+    }
+  } else {
+    for (int i = lane; i < D; i += 32) {
+      if (ctype == GT_F16)
+        ((__half *)row)[(size_t)hh * D + i] = __float2half_rn(src[i]);
+      else
+        ((float *)row)[(size_t)hh * D + i] = kv_round(src[i], ctype);
+    }
+  }
+}
+
+void launch_qk_rope_store(float *q, float *k, const float *v, const float *q_norm,
+                          const float *k_norm, const int32_t *pos, int n_heads, int n_kv_heads,
+                          int head_dim, float eps, const cu_rope *p, uint8_t *k_cache,
+                          uint8_t *v_cache, int cache_type, size_t cache_row_bytes, hx_stream st) {
+  CU_ASSERT(p->n_rot > 0 && p->n_rot % 2 == 0 && p->n_rot <= head_dim);
+  CU_ASSERT(cache_type != GT_Q8_0 || head_dim % 32 == 0);
+  qk_rope_store_kernel<<<(unsigned)(n_heads + 2 * n_kv_heads), 32, 0, st>>>(
+      q, k, v, q_norm, k_norm, pos, n_heads, n_kv_heads, head_dim, eps, *p, k_cache, v_cache,
+      cache_type, cache_row_bytes);
+  CUDA_LAUNCH_CHECK();
+}
