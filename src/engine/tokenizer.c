@@ -59,11 +59,10 @@ typedef struct tk_sym { /* one BPE symbol of the word being merged */
   uint32_t len;       /* bytes; 0 once merged into its left neighbour */
 } tk_sym;
 
-typedef struct tk_merge_cand { /* heap entry, ordered by (rank, pos) */
-  uint32_t rank;
-  int32_t pos;
-  int32_t new_id;
-} tk_merge_cand;
+/* Heap entry: (rank << 32 | position), smallest first, so that ties in
+ * rank go to the leftmost pair as in HF. The merged id is looked up again
+ * when the entry is popped (a rank names exactly one merge). */
+typedef uint64_t tk_merge_cand;
 
 typedef struct tk_cache_slot {
   uint64_t hash;
@@ -1191,15 +1190,11 @@ static hx_code ids_push(tk_ids *o, int32_t id) {
 
 /* ------------------------------------------------------------------ BPE */
 
-static inline bool cand_less(const tk_merge_cand *a, const tk_merge_cand *b) {
-  return a->rank < b->rank || (a->rank == b->rank && a->pos < b->pos);
-}
-
 static void heap_push(tk_merge_cand *h, size_t *n, tk_merge_cand c) {
   size_t i = (*n)++;
   while (i > 0) {
     size_t p = (i - 1) / 2;
-    if (!cand_less(&c, &h[p]))
+    if (c >= h[p])
       break;
     h[i] = h[p];
     i = p;
@@ -1209,20 +1204,18 @@ static void heap_push(tk_merge_cand *h, size_t *n, tk_merge_cand c) {
 
 static tk_merge_cand heap_pop(tk_merge_cand *h, size_t *n) {
   tk_merge_cand top = h[0], last = h[--*n];
-  size_t i = 0;
+  size_t i = 0, m = *n;
   for (;;) {
-    size_t l = 2 * i + 1, r = l + 1, m = i;
-    const tk_merge_cand *best = &last;
-    if (l < *n && cand_less(&h[l], best))
-      m = l, best = &h[l];
-    if (r < *n && cand_less(&h[r], best))
-      m = r;
-    if (m == i)
+    size_t l = 2 * i + 1;
+    if (l >= m)
       break;
-    h[i] = h[m];
-    i = m;
+    size_t c = (l + 1 < m && h[l + 1] < h[l]) ? l + 1 : l;
+    if (last <= h[c])
+      break;
+    h[i] = h[c];
+    i = c;
   }
-  if (*n > 0)
+  if (m > 0)
     h[i] = last;
   return top;
 }
@@ -1234,7 +1227,7 @@ static void push_pair(const tokenizer *t, tk_scratch *s, size_t *nh, int32_t pos
   uint32_t rank;
   int32_t nid;
   if (merge_find(t, s->syms[pos].id, s->syms[nx].id, &rank, &nid))
-    heap_push(s->heap, nh, (tk_merge_cand){rank, pos, nid});
+    heap_push(s->heap, nh, ((uint64_t)rank << 32) | (uint32_t)pos);
 }
 
 /* HF's Word::merge_all: repeatedly apply the lowest-rank merge (leftmost on
@@ -1268,23 +1261,24 @@ static hx_code bpe_word(const tokenizer *t, tk_scratch *s, const uint8_t *w, siz
     push_pair(t, s, &nh, i);
   while (nh > 0) {
     tk_merge_cand c = heap_pop(s->heap, &nh);
-    tk_sym *a = &s->syms[c.pos];
+    int32_t pos = (int32_t)(uint32_t)c;
+    tk_sym *a = &s->syms[pos];
     if (a->len == 0 || a->next < 0)
       continue;
     tk_sym *b = &s->syms[a->next];
     uint32_t rank;
     int32_t nid;
-    if (!merge_find(t, a->id, b->id, &rank, &nid) || nid != c.new_id)
+    if (!merge_find(t, a->id, b->id, &rank, &nid) || rank != (uint32_t)(c >> 32))
       continue;
     a->id = nid;
     a->len += b->len;
     a->next = b->next;
     b->len = 0;
     if (a->next >= 0)
-      s->syms[a->next].prev = c.pos;
+      s->syms[a->next].prev = pos;
     if (a->prev >= 0)
       push_pair(t, s, &nh, a->prev);
-    push_pair(t, s, &nh, c.pos);
+    push_pair(t, s, &nh, pos);
     /* Each merge adds at most two entries and removes one symbol, so the
      * heap never exceeds 2n entries. */
     HX_ASSERT(nh <= 2 * s->syms_cap);
