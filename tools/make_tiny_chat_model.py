@@ -8,7 +8,7 @@ Pure standard library (no numpy/torch: it runs at test time). The weights are
 f32, hidden size 16, 1 layer, tied embeddings: about 10 MB, written in well
 under a second.
 
-usage: make_tiny_chat_model.py OUT_DIR [--think] [--tokenizers DIR]
+usage: make_tiny_chat_model.py OUT_DIR [--think] [--tokenizers DIR] [--bench]
   --think   use a variant of the template whose generation prompt opens a
             <think> block (as Qwen3.5's does), so generated text is reasoning
 """
@@ -63,9 +63,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
     ap.add_argument("--think", action="store_true")
+    ap.add_argument("--bench", action="store_true")
     ap.add_argument("--tokenizers", default=os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", ".cache", "tokenizers", "qwen3"))
     a = ap.parse_args()
+    global HIDDEN, HEADS, KV_HEADS, HEAD_DIM, FF, LAYERS
+    if a.bench:
+        HIDDEN, HEADS, KV_HEADS, HEAD_DIM, FF, LAYERS = 256, 4, 2, 64, 768, 4
     tok_json = os.path.join(a.tokenizers, "tokenizer.json")
     tok_cfg = os.path.join(a.tokenizers, "tokenizer_config.json")
     if not os.path.exists(tok_json):
