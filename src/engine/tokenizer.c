@@ -1312,18 +1312,16 @@ static hx_code encode_word(const tokenizer *t, tk_scratch *s, const uint8_t *w, 
     }
   }
   size_t before = o->n;
-  if (t->ignore_merges) {
-    char bl[TK_CACHE_WORD_MAX * 2 + 8];
-    if (n <= TK_CACHE_WORD_MAX) {
-      size_t l = 0;
-      for (size_t i = 0; i < n; i++)
-        l += utf8_encode(bytelevel_char_of_byte(w[i]), bl + l);
-      int32_t id = map_find(t, bl, l);
-      if (id >= 0 && !(t->flags[id] & TK_ADDED)) {
-        if (ids_push(o, id))
-          return HX_ENOMEM;
-        goto cache;
-      }
+  if (t->ignore_merges && n <= TOKENIZER_TOKEN_BYTES_MAX) {
+    char bl[TOKENIZER_TOKEN_BYTES_MAX * 2]; /* byte-level chars are 1-2 bytes */
+    size_t l = 0;
+    for (size_t i = 0; i < n; i++)
+      l += utf8_encode(bytelevel_char_of_byte(w[i]), bl + l);
+    int32_t id = map_find(t, bl, l);
+    if (id >= 0 && !(t->flags[id] & TK_ADDED)) {
+      if (ids_push(o, id))
+        return HX_ENOMEM;
+      goto cache;
     }
   }
   if (bpe_word(t, s, w, n, o))

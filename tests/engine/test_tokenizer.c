@@ -274,6 +274,38 @@ static void expect_load_error(const char *from, const char *to, hx_code code, co
   free(j);
 }
 
+/* ignore_merges: a word that is itself a vocabulary token is taken whole,
+ * even when no merge path leads to it (HF's BPE::tokenize). */
+static tokenizer *load_replaced(const char *from, const char *to) {
+  char *j = small_json(QWEN2_PRE);
+  char *at = strstr(j, from);
+  assert_non_null(at);
+  hx_buf b;
+  hx_buf_init(&b, 1 << 20);
+  hx_buf_append(&b, j, (size_t)(at - j));
+  hx_buf_append_str(&b, to);
+  hx_buf_append_str(&b, at + strlen(from));
+  tokenizer *t = NULL;
+  hx_err err = {0};
+  if (tokenizer_load_json(b.data, b.len, NULL, 0, "variant", &t, &err))
+    fail_msg("%s", err.msg);
+  hx_buf_free(&b);
+  free(j);
+  return t;
+}
+
+static void test_ignore_merges(void **state) {
+  (void)state;
+  tokenizer *t = load_replaced(",[\"ab\",\"c\"]", "");
+  EXPECT(t, "abc", true, ID_AB, 'c');
+  tokenizer_free(t);
+  t = load_replaced("\"merges\":[\"a b\",[\"ab\",\"c\"],",
+                    "\"ignore_merges\":true,\"merges\":[\"a b\",");
+  EXPECT(t, "abc", true, ID_ABC);
+  EXPECT(t, "abcabc", true, ID_AB, 'c', ID_AB, 'c');
+  tokenizer_free(t);
+}
+
 static void test_malformed_json(void **state) {
   (void)state;
   tokenizer *t = NULL;
@@ -516,11 +548,17 @@ static void test_gguf(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_small_bpe),      cmocka_unit_test(test_empty_and_invalid_utf8),
-      cmocka_unit_test(test_special_switch), cmocka_unit_test(test_incremental_decode),
-      cmocka_unit_test(test_decode),         cmocka_unit_test(test_malformed_json),
-      cmocka_unit_test(test_config),         cmocka_unit_test(test_real_vocabularies),
-      cmocka_unit_test(test_gguf),           cmocka_unit_test(test_threads),
+      cmocka_unit_test(test_small_bpe),
+      cmocka_unit_test(test_empty_and_invalid_utf8),
+      cmocka_unit_test(test_special_switch),
+      cmocka_unit_test(test_incremental_decode),
+      cmocka_unit_test(test_decode),
+      cmocka_unit_test(test_ignore_merges),
+      cmocka_unit_test(test_malformed_json),
+      cmocka_unit_test(test_config),
+      cmocka_unit_test(test_real_vocabularies),
+      cmocka_unit_test(test_gguf),
+      cmocka_unit_test(test_threads),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
