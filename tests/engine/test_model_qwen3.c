@@ -204,6 +204,16 @@ static void test_qwen3_f32(void **state) {
   free(r.logits);
 }
 
+static void test_qwen3_yarn(void **state) {
+  (void)state;
+  ref r;
+  ref_load("qwen3-yarn-f32", &r);
+  cmp c = run_logits(DIR "qwen3-yarn-f32", &r, HX_KV_F32, NULL);
+  assert_true(c.max_rel < 1e-4);
+  check_greedy(DIR "qwen3-yarn-f32", &r);
+  free(r.logits);
+}
+
 static void test_qwen2_f32(void **state) {
   (void)state;
   ref r;
@@ -236,6 +246,7 @@ static void test_qwen3_bf16_quant(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_qwen3_f32),
+      cmocka_unit_test(test_qwen3_yarn),
       cmocka_unit_test(test_qwen2_f32),
       cmocka_unit_test(test_qwen3_bf16_quant),
   };

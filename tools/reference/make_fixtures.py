@@ -176,6 +176,11 @@ def main():
                  rms_norm_eps=1e-6, bos_token_id=None, eos_token_id=None)
     make("qwen3-tiny-f32", "qwen3", dict(small, head_dim=32, tie_word_embeddings=False,
                                          rope_theta=10000.0), "f32", 1, True)
+    # YaRN rope scaling as transformers computes it (factor 4 over an original 64-token window)
+    make("qwen3-yarn-f32", "qwen3",
+         dict(small, head_dim=32, tie_word_embeddings=True,
+              rope_parameters=dict(rope_type="yarn", rope_theta=10000.0, factor=4.0,
+                                   original_max_position_embeddings=64)), "f32", 4, False)
     make("qwen2-tiny-f32", "qwen2", dict(small, tie_word_embeddings=True, rope_theta=10000.0),
          "f32", 2, True)
     kq = dict(vocab_size=512, hidden_size=256, intermediate_size=256, num_hidden_layers=2,
