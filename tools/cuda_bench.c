@@ -432,6 +432,12 @@ int main(int argc, char **argv) {
     hx_backend_cuda_profile_set(&bn.b, true);
     run_decode(&bn, ctxs[0], 32, 1);
     hx_backend_cuda_profile_print(&bn.b, stdout);
+    if (n_pp > 0) {
+      hx_backend_cuda_profile_set(&bn.b, true);
+      run_prefill(&bn, pps[0], 1);
+      printf("  prefill pp%d:\n", pps[0]);
+      hx_backend_cuda_profile_print(&bn.b, stdout);
+    }
     hx_backend_cuda_profile_set(&bn.b, false);
   }
   long replayed = 0, captured = 0;

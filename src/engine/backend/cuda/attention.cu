@@ -190,21 +190,28 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
   }
 }
 
-__global__ static void attn_combine_kernel(float *out, const float *partial, int D, int n_splits) {
+// Combines the splits of a decode attention: only splits that hold positions
+// up to pos[0] are read (the rest were never written this step); the split
+// loop is unrolled so the partials' loads overlap.
+__global__ static void attn_combine_kernel(float *out, const float *partial, int D, int n_splits,
+                                           int64_t chunk, const int32_t *pos) {
   int h = blockIdx.x;
   int W = D + 2;
+  int n_act = (int)min((int64_t)n_splits, (int64_t)pos[0] / chunk + 1);
   const float *pp = partial + (size_t)h * n_splits * W;
   float M = -INFINITY;
-  for (int s = 0; s < n_splits; s++)
+  for (int s = 0; s < n_act; s++)
     M = fmaxf(M, pp[s * W]);
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     float L = 0.0f, A = 0.0f;
-    if (M != -INFINITY)
-      for (int s = 0; s < n_splits; s++) {
+    if (M != -INFINITY) {
+#pragma unroll 8
+      for (int s = 0; s < n_act; s++) {
         float f = __expf(pp[s * W] - M);
         L += pp[s * W + 1] * f;
         A += pp[s * W + 2 + d] * f;
       }
+    }
     out[(size_t)h * D + d] = L > 0.0f ? A / L : 0.0f;
   }
 }
@@ -274,7 +281,8 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
   }
   CUDA_LAUNCH_CHECK();
   if (n_splits > 1) {
-    attn_combine_kernel<<<(unsigned)n_heads, 128, 0, st>>>(out, partial, head_dim, n_splits);
+    attn_combine_kernel<<<(unsigned)n_heads, 128, 0, st>>>(out, partial, head_dim, n_splits, chunk,
+                                                           pos);
     CUDA_LAUNCH_CHECK();
   }
 }

@@ -254,11 +254,53 @@ void launch_matvec_multi(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const 
   CUDA_LAUNCH_CHECK();
 }
 
+// Variant C: the activation's q8_1 blocks are staged in shared memory once per
+// block; 8 warps each compute MVC_ROWS rows, lanes striding over sub-blocks
+// with two sub-blocks' weight loads issued before use.
+enum { MVC_WARPS = 8, MVC_ROWS = 2, MVC_SMEM_MAX = 48 * 1024 };
+template <int TYPE>
+__global__ static void __launch_bounds__(MVC_WARPS * 32)
+    matvec_qc_kernel(float *y, const uint8_t *w, int64_t n_out, int64_t n_in, size_t row_bytes,
+                     const cu_block_q8_1 *xq, const float *bias) {
+  extern __shared__ cu_block_q8_1 xs[];
+  int64_t n_sub = n_in / 32;
+  {
+    const int *src = (const int *)xq;
+    int *dst = (int *)xs;
+    int64_t n_words = n_sub * (int64_t)(sizeof(cu_block_q8_1) / 4);
+    for (int64_t i = threadIdx.x; i < n_words; i += blockDim.x)
+      dst[i] = src[i];
+  }
+  __syncthreads();
+  int64_t r0 = ((int64_t)blockIdx.x * MVC_WARPS + threadIdx.x / 32) * MVC_ROWS;
+  int lane = threadIdx.x & 31;
+  if (r0 >= n_out)
+    return;
+  float acc[MVC_ROWS];
+#pragma unroll
+  for (int j = 0; j < MVC_ROWS; j++)
+    acc[j] = 0.0f;
+#pragma unroll 2
+  for (int64_t s = lane; s < n_sub; s += 32) {
+#pragma unroll
+    for (int j = 0; j < MVC_ROWS; j++) {
+      int64_t r = r0 + j < n_out ? r0 + j : n_out - 1;
+      acc[j] += dot_sub<TYPE>(w + (size_t)r * row_bytes, s, xs[s]);
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < MVC_ROWS; j++) {
+    float a = warp_sum(acc[j]);
+    if (lane == 0 && r0 + j < n_out)
+      y[r0 + j] = a + (bias ? bias[r0 + j] : 0.0f);
+  }
+}
+
 static int mv_variant(void) {
   static int v = -1;
   if (v < 0) {
     const char *e = getenv("HX_MV_VARIANT");
-    v = e && e[0] == 'a' ? 0 : 1;
+    v = e && e[0] == 'a' ? 0 : e && e[0] == 'b' ? 1 : 2;
   }
   return v;
 }
@@ -322,34 +364,48 @@ void launch_matvec(float *y, const uint8_t *w, int type, int64_t n_out, int64_t 
   CU_ASSERT(n_in % 32 == 0 && n_out > 0);
   unsigned grid = cdiv(n_out, MV_WARPS), block = MV_WARPS * 32;
   unsigned grid_q = cdiv(n_out, MV_WARPS * MV_ROWS), grid_b = cdiv(n_out, MVB_ROWS);
+  unsigned grid_c = cdiv(n_out, MVC_WARPS * MVC_ROWS);
+  size_t smem_c = (size_t)(n_in / 32) * sizeof(cu_block_q8_1);
   switch (type) {
   case GT_Q8_0:
     if (mv_variant() == 0)
       matvec_q_kernel<GT_Q8_0><<<grid_q, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
-    else
+    else if (mv_variant() == 1 || smem_c > MVC_SMEM_MAX)
       matvec_qb_kernel<GT_Q8_0>
           <<<grid_b, MVB_THREADS, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
+    else
+      matvec_qc_kernel<GT_Q8_0>
+          <<<grid_c, MVC_WARPS * 32, smem_c, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
     break;
   case GT_Q4_K:
     if (mv_variant() == 0)
       matvec_q_kernel<GT_Q4_K><<<grid_q, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
-    else
+    else if (mv_variant() == 1 || smem_c > MVC_SMEM_MAX)
       matvec_qb_kernel<GT_Q4_K>
           <<<grid_b, MVB_THREADS, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
+    else
+      matvec_qc_kernel<GT_Q4_K>
+          <<<grid_c, MVC_WARPS * 32, smem_c, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
     break;
   case GT_Q5_K:
     if (mv_variant() == 0)
       matvec_q_kernel<GT_Q5_K><<<grid_q, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
-    else
+    else if (mv_variant() == 1 || smem_c > MVC_SMEM_MAX)
       matvec_qb_kernel<GT_Q5_K>
           <<<grid_b, MVB_THREADS, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
+    else
+      matvec_qc_kernel<GT_Q5_K>
+          <<<grid_c, MVC_WARPS * 32, smem_c, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
     break;
   case GT_Q6_K:
     if (mv_variant() == 0)
       matvec_q_kernel<GT_Q6_K><<<grid_q, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
-    else
+    else if (mv_variant() == 1 || smem_c > MVC_SMEM_MAX)
       matvec_qb_kernel<GT_Q6_K>
           <<<grid_b, MVB_THREADS, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
+    else
+      matvec_qc_kernel<GT_Q6_K>
+          <<<grid_c, MVC_WARPS * 32, smem_c, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
     break;
   case GT_F32:
     CU_ASSERT(n_in % 8 == 0);
