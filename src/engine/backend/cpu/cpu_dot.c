@@ -383,8 +383,9 @@ AVX512 static float dot_avx512_q8_0(const void *wv, const void *xv, int64_t n) {
 }
 
 /* Q4_K with VNNI: a 64-element group is one 512-bit register (low nibbles =
- * sub-block 2j, high = 2j+1, matching 64 contiguous Q8_K bytes); dpbusd gives
- * 16 int32 partial sums, 8 per sub-block, multiplied by the sub-block scale. */
+ * sub-block 2j, high = 2j+1, matching 64 contiguous Q8_K bytes); maddubs gives
+ * int16 pair sums and madd applies the 16-bit sub-block scales (ggml's AVX2
+ * scheme at 512 bits). */
 AVX512 static float dot_avx512_q4_k(const void *wv, const void *xv, int64_t n) {
   const block_q4_K *w = wv;
   const block_q8_K *x = xv;
@@ -415,10 +416,11 @@ AVX512 static float dot_avx512_q4_k(const void *wv, const void *xv, int64_t n) {
       const __m512i q4v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(q4bits, m4)),
                                              _mm256_and_si256(_mm256_srli_epi16(q4bits, 4), m4), 1);
       const __m512i q8v = _mm512_loadu_si512((const void *)(q8 + 64 * j));
-      const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q4v, q8v);
-      const __m512i scv =
-          _mm512_inserti64x4(_mm512_set1_epi32(sc[2 * j]), _mm256_set1_epi32(sc[2 * j + 1]), 1);
-      sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(dot, scv));
+      /* u8 x i8 pairs → i16 (≤ 2·15·128, no saturation), then × scale → i32 */
+      const __m512i p16 = _mm512_maddubs_epi16(q4v, q8v);
+      const __m512i scv = _mm512_inserti64x4(_mm512_set1_epi16((short)sc[2 * j]),
+                                             _mm256_set1_epi16((short)sc[2 * j + 1]), 1);
+      sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(p16, scv));
     }
     acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
   }
@@ -434,13 +436,17 @@ AVX512 static float dot_avx512_q6_k(const void *wv, const void *xv, int64_t n) {
   const int64_t nb = n / QK_K;
   const __m256i m4 = _mm256_set1_epi8(0xF);
   const __m256i m2 = _mm256_set1_epi8(3);
-  const __m512i idx_lo = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-  const __m512i four = _mm512_set1_epi32(4);
+  /* i16 lane l of a 64-element register belongs to sub-block l / 8 */
+  int16_t idx_init[32];
+  for (int l = 0; l < 32; l++)
+    idx_init[l] = (int16_t)(l / 8);
+  const __m512i idx_lo = _mm512_loadu_si512((const void *)idx_init);
+  const __m512i four = _mm512_set1_epi16(4);
   __m512 acc = _mm512_setzero_ps();
   for (int64_t i = 0; i < nb; i++) {
     const float d = x[i].d * F16(w[i].d);
     const __m128i sc8 = _mm_loadu_si128((const __m128i *)w[i].scales);
-    const __m512i sc32 = _mm512_cvtepi8_epi32(sc8);
+    const __m512i sc16 = _mm512_castsi256_si512(_mm256_cvtepi8_epi16(sc8));
     const __m256i bs = _mm256_loadu_si256((const __m256i *)x[i].bsums);
     __m256i corr = _mm256_madd_epi16(bs, _mm256_cvtepi8_epi16(sc8));
     const uint8_t *ql = w[i].ql;
@@ -462,14 +468,14 @@ AVX512 static float dot_avx512_q6_k(const void *wv, const void *xv, int64_t n) {
       const __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(b2, 4), m4), h3);
       const __m512i qa = _mm512_inserti64x4(_mm512_castsi256_si512(q0), q1, 1);
       const __m512i qb = _mm512_inserti64x4(_mm512_castsi256_si512(q2), q3, 1);
-      const __m512i da = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qa,
-                                             _mm512_loadu_si512((const void *)(q8 + 128 * j)));
-      const __m512i db = _mm512_dpbusd_epi32(_mm512_setzero_si512(), qb,
-                                             _mm512_loadu_si512((const void *)(q8 + 128 * j + 64)));
-      sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(da, _mm512_permutexvar_epi32(idx, sc32)));
-      idx = _mm512_add_epi32(idx, four);
-      sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(db, _mm512_permutexvar_epi32(idx, sc32)));
-      idx = _mm512_add_epi32(idx, four);
+      /* u8 (0..63) x i8 pairs → i16 (≤ 2·63·128), × sub-block scale → i32 */
+      const __m512i pa = _mm512_maddubs_epi16(qa, _mm512_loadu_si512((const void *)(q8 + 128 * j)));
+      const __m512i pb =
+          _mm512_maddubs_epi16(qb, _mm512_loadu_si512((const void *)(q8 + 128 * j + 64)));
+      sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(pa, _mm512_permutexvar_epi16(idx, sc16)));
+      idx = _mm512_add_epi16(idx, four);
+      sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(pb, _mm512_permutexvar_epi16(idx, sc16)));
+      idx = _mm512_add_epi16(idx, four);
     }
     corr = _mm256_slli_epi32(corr, 5);
     const __m512i tot = _mm512_sub_epi32(sumi, _mm512_inserti64x4(_mm512_setzero_si512(), corr, 0));
