@@ -2068,8 +2068,10 @@ static bool arith(rs *r, int op, jv a, jv b, jv *out, int line) {
     char *d = ralloc(r, n, line);
     if (!d)
       return false;
-    memcpy(d, sa.u.s.p, sa.u.s.n);
-    memcpy(d + sa.u.s.n, sb.u.s.p, sb.u.s.n);
+    if (sa.u.s.n)
+      memcpy(d, sa.u.s.p, sa.u.s.n);
+    if (sb.u.s.n)
+      memcpy(d + sa.u.s.n, sb.u.s.p, sb.u.s.n);
     *out = jv_str(d, n);
     return true;
   }
@@ -2085,8 +2087,10 @@ static bool arith(rs *r, int op, jv a, jv b, jv *out, int line) {
     jv_list *l = list_new(r, a.u.l->n + b.u.l->n, line);
     if (!l)
       return false;
-    memcpy(l->items, a.u.l->items, a.u.l->n * sizeof(jv));
-    memcpy(l->items + a.u.l->n, b.u.l->items, b.u.l->n * sizeof(jv));
+    if (a.u.l->n)
+      memcpy(l->items, a.u.l->items, a.u.l->n * sizeof(jv));
+    if (b.u.l->n)
+      memcpy(l->items + a.u.l->n, b.u.l->items, b.u.l->n * sizeof(jv));
     l->n = a.u.l->n + b.u.l->n;
     l->is_tuple = a.u.l->is_tuple;
     *out = (jv){.t = JV_LIST, .u.l = l};
