@@ -23,6 +23,7 @@ TEMPLATES = {
     "llama3.x-tools.jinja": ("<|begin_of_text|>", "<|eot_id|>", True, True, False),
     "mistral-small-3.1.jinja": ("<s>", "</s>", True, True, False),
     "deepseek-r1-distill-qwen.jinja": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", False, False, False),
+    "qwen3-coder-derived.jinja": ("", "<|im_end|>", True, True, False),
 }
 
 TEXTS = [
