@@ -274,6 +274,10 @@ hx_code hx_engine_generate(hx_engine *e, hx_engine_slot *s, const int32_t *promp
   if (n_prompt >= e->info.n_ctx)
     return hx_err_set(err, HX_ETOOLARGE, "prompt of %d tokens does not fit the context of %d",
                       n_prompt, e->info.n_ctx);
+  for (int i = 0; i < n_prompt; i++)
+    if (prompt[i] < 0 || prompt[i] >= e->info.n_vocab)
+      return hx_err_set(err, HX_EINVAL, "prompt token %d: id %d out of range (vocab %d)", i,
+                        prompt[i], e->info.n_vocab);
   hx_sampler smp;
   hx_code rc = hx_sampler_init(&smp, e->info.n_vocab, params, err);
   if (rc != HX_OK)

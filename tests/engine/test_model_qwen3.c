@@ -204,6 +204,50 @@ static void test_qwen3_f32(void **state) {
   free(r.logits);
 }
 
+/* memory estimate, cancellation, errors the caller can cause */
+static void test_engine_api(void **state) {
+  (void)state;
+  hx_engine_opts o;
+  hx_engine_opts_default(&o);
+  o.n_threads = 1;
+  o.n_ctx = 128;
+  hx_engine_mem mem;
+  hx_err err = {0};
+  assert_int_equal(hx_engine_estimate(DIR "qwen3-tiny-f32.gguf", &o, &mem, &err), HX_OK);
+  /* K and V, 2 layers, 128 positions, 2 kv heads x 32 dims, f16 */
+  assert_int_equal(mem.kv_bytes_slot, 2 * 2 * 128 * 64 * 2);
+  assert_true(mem.weight_bytes > 500000 && mem.weight_bytes < 700000);
+  hx_engine *e = NULL;
+  assert_int_equal(hx_engine_open(DIR "qwen3-tiny-f32.gguf", &o, &e, &err), HX_OK);
+  const hx_engine_info *in = hx_engine_get_info(e);
+  assert_string_equal(in->arch, "qwen3");
+  assert_int_equal(in->n_ctx, 128);
+  assert_int_equal(in->n_layers, 2);
+  hx_engine_slot *s = NULL;
+  assert_int_equal(hx_engine_slot_create(e, &s, &err), HX_OK);
+  hx_sampling_params p;
+  hx_sampling_params_default(&p);
+  p.max_tokens = 4;
+  atomic_bool cancel = true;
+  int32_t prompt[3] = {1, 2, 3};
+  hx_gen_result res;
+  assert_int_equal(hx_engine_generate(e, s, prompt, 3, &p, NULL, NULL, &cancel, &res, &err), HX_OK);
+  assert_int_equal(res.finish, HX_FINISH_CANCELLED);
+  assert_int_equal(res.n_generated, 0);
+  int32_t bad[1] = {100000};
+  assert_int_equal(hx_engine_generate(e, s, bad, 1, &p, NULL, NULL, NULL, &res, &err), HX_EINVAL);
+  assert_non_null(strstr(err.msg, "out of range"));
+  int32_t *longp = calloc(200, sizeof *longp);
+  assert_int_equal(hx_engine_generate(e, s, longp, 200, &p, NULL, NULL, NULL, &res, &err),
+                   HX_ETOOLARGE);
+  free(longp);
+  hx_engine_slot_free(s);
+  hx_engine_close(e);
+  o.quant = "q9_z";
+  assert_int_equal(hx_engine_open(DIR "qwen3-tiny-f32.gguf", &o, &e, &err), HX_EINVAL);
+  assert_null(e);
+}
+
 static void test_qwen3_yarn(void **state) {
   (void)state;
   ref r;
@@ -245,9 +289,8 @@ static void test_qwen3_bf16_quant(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_qwen3_f32),
-      cmocka_unit_test(test_qwen3_yarn),
-      cmocka_unit_test(test_qwen2_f32),
+      cmocka_unit_test(test_qwen3_f32),        cmocka_unit_test(test_engine_api),
+      cmocka_unit_test(test_qwen3_yarn),       cmocka_unit_test(test_qwen2_f32),
       cmocka_unit_test(test_qwen3_bf16_quant),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
