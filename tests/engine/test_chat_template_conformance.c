@@ -135,7 +135,33 @@ static void test_conformance(void **state) {
   assert_true(n_ok >= 300);
 }
 
+/* The tool-call dialect follows the syntax each template teaches. */
+static void test_family(void **state) {
+  (void)state;
+  static const struct {
+    const char *file;
+    hx_chat_family family;
+  } want[] = {{"qwen3.jinja", HX_CHAT_FAMILY_QWEN3_JSON},
+              {"qwen3.5.jinja", HX_CHAT_FAMILY_QWEN_XML},
+              {"qwen3-coder-derived.jinja", HX_CHAT_FAMILY_QWEN_XML},
+              {"llama3.x-tools.jinja", HX_CHAT_FAMILY_GENERIC},
+              {"deepseek-r1-distill-qwen.jinja", HX_CHAT_FAMILY_GENERIC}};
+  for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+    char path[512], *src;
+    size_t len;
+    hx_err err;
+    hx_chat_template *t;
+    snprintf(path, sizeof path, DATA_DIR "%s", want[i].file);
+    assert_int_equal(hx_chat_template_source_load(path, &src, &len, &err), HX_OK);
+    assert_int_equal(hx_chat_template_init(&t, src, len, want[i].file, &err), HX_OK);
+    assert_int_equal(hx_chat_template_family(t), want[i].family);
+    hx_chat_template_free(t);
+    free(src);
+  }
+}
+
 int main(void) {
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_conformance)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_conformance),
+                                     cmocka_unit_test(test_family)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
