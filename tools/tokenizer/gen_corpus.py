@@ -3,7 +3,7 @@
 
 Writes tests/data/tokenizer/corpus.jsonl: one JSON object per line, either
 {"text": STRING} or, for input that is not valid UTF-8, {"hex": BYTES}.
-Categories: many scripts and languages, emoji and ZWJ sequences, combining
+Categories: many scripts and languages, random code points of planes 0-3, emoji and ZWJ sequences, combining
 marks and decomposed text, code, whitespace runs, CRLF, numbers,
 contractions, special-token text inline, very long words, invalid UTF-8,
 and random mixtures of all of them. Expected ids come from gen_expected.py.
@@ -113,6 +113,26 @@ def rand_char(r):
         if assigned(c):
             return c
     return "a"
+
+
+_POOL = None
+
+
+def full_range(r):
+    """Random assigned code points from all of planes 0-3, weighted towards
+    combining marks and every Unicode space (category edge cases)."""
+    global _POOL
+    if _POOL is None:
+        pool = [c for c in range(0x20, 0x32000) if assigned(chr(c))]
+        _POOL = (pool, [c for c in pool if unicodedata.category(chr(c)).startswith("M")],
+                 [ord(x) for x in SPACES if len(x) == 1])
+    pool, marks, spaces = _POOL
+    out = []
+    for _ in range(r.randint(1, 30)):
+        k = r.random()
+        out.append(chr(r.choice(marks) if k < 0.3 else r.choice(spaces) if k < 0.45 else
+                       r.choice(pool) if k < 0.85 else r.randint(0x20, 0x7E)))
+    return "".join(out)
 
 
 def rand_word(r, n):
@@ -235,7 +255,7 @@ def generate(n, seed=20261121):
     out += [{"text": e} for e in EMOJI]
     out += [{"text": c} for c in CONTRACTIONS]
     kinds = ["phrase", "emoji", "code", "combining", "ws", "number", "contraction", "special",
-             "long", "invalid", "random", "mixture", "mixture"]
+             "long", "invalid", "random", "mixture", "mixture", "unicode"]
     while len(out) < n:
         k = r.choice(kinds)
         if k == "phrase":
@@ -271,6 +291,8 @@ def generate(n, seed=20261121):
             continue
         elif k == "random":
             s = rand_word(r, r.randint(1, 40))
+        elif k == "unicode":
+            s = full_range(r)
         else:
             s = mixture(r)
         out.append({"text": s})
