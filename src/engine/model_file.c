@@ -154,7 +154,10 @@ static hx_code rehash(model_file *mf) {
   return HX_OK;
 }
 
-/* Adds a tensor (name copied); fails on a duplicate or too long name. */
+/* Adds a tensor (name copied); fails on a duplicate or too long name. Data
+ * that is not 8-byte aligned (a GGUF with a small general.alignment, a
+ * safetensors header whose length is not padded) is copied so that the
+ * engine can read f32 / block fields directly. */
 static hx_code add_tensor(model_file *mf, const char *name, quant_type type, int n_dims,
                           const int64_t *ne, const void *data, size_t nbytes, bool owned,
                           hx_err *err) {
@@ -162,11 +165,23 @@ static hx_code add_tensor(model_file *mf, const char *name, quant_type type, int
     return hx_err_set(err, HX_EFORMAT, "%s: tensor name \"%s\" is too long", mf->path, name);
   if (find_mut(mf, name))
     return hx_err_set(err, HX_EFORMAT, "%s: tensor \"%s\" appears twice", mf->path, name);
+  const void *orig = data;
+  if (!owned && ((uintptr_t)data & 7) != 0) {
+    void *copy = malloc(nbytes ? nbytes : 1);
+    if (!copy)
+      return hx_err_set(err, HX_ENOMEM, "out of memory");
+    memcpy(copy, data, nbytes);
+    data = copy;
+    owned = true;
+  }
   if (mf->n == mf->cap) {
     size_t cap = mf->cap ? 2 * mf->cap : 256;
     model_tensor *p = realloc(mf->tensors, cap * sizeof *p);
-    if (!p)
+    if (!p) {
+      if (owned && data != orig)
+        free((void *)data);
       return hx_err_set(err, HX_ENOMEM, "out of memory");
+    }
     mf->tensors = p;
     mf->cap = cap;
   }
@@ -180,8 +195,15 @@ static hx_code add_tensor(model_file *mf, const char *name, quant_type type, int
   t->data = data;
   t->nbytes = nbytes;
   t->owned = owned;
-  if (2 * mf->n > mf->hash_cap || !mf->hash)
-    return rehash(mf) ? hx_err_set(err, HX_ENOMEM, "out of memory") : HX_OK;
+  if (2 * mf->n > mf->hash_cap || !mf->hash) { /* rehash inserts every tensor */
+    if (rehash(mf)) {                          /* undo: the caller still owns its own buffer */
+      mf->n--;
+      if (data != orig)
+        free((void *)data);
+      return hx_err_set(err, HX_ENOMEM, "out of memory");
+    }
+    return HX_OK;
+  }
   for (size_t s = hash_str(t->name) & (mf->hash_cap - 1);; s = (s + 1) & (mf->hash_cap - 1))
     if (!mf->hash[s]) {
       mf->hash[s] = (uint32_t)(mf->n);

@@ -50,7 +50,9 @@ static float *hf_add(hf_set *s, const char *name, int n_dims, int64_t a, int64_t
   return t->data;
 }
 
-static void hf_write(hf_set *s, const char *dir, const char *config) {
+/* pad: align the data section to 8 like the safetensors library; without it
+ * tensors are misaligned and model_file must copy them. */
+static void hf_write(hf_set *s, const char *dir, const char *config, bool pad) {
   char path[512];
   snprintf(path, sizeof path, "%s/config.json", dir);
   FILE *fp = fopen(path, "wb");
@@ -70,6 +72,8 @@ static void hf_write(hf_set *s, const char *dir, const char *config) {
     off += t->n * 4;
   }
   hx_buf_append_char(&h, '}');
+  while (pad && h.len % 8)
+    hx_buf_append_char(&h, ' ');
   snprintf(path, sizeof path, "%s/model.safetensors", dir);
   fp = fopen(path, "wb");
   assert_non_null(fp);
@@ -174,7 +178,7 @@ static void test_hf_qwen35_transforms(void **state) {
     }
 #undef A
   }
-  hf_write(&s, dir, cfg);
+  hf_write(&s, dir, cfg, true);
   model_file *mf;
   hx_err e;
   assert_int_equal(model_file_open(dir, NULL, &mf, &e), HX_OK);
@@ -230,7 +234,7 @@ static void test_hf_qwen35_transforms(void **state) {
 
   /* a missing tensor is named */
   snprintf(s.t[s.n - 1].name, sizeof s.t[0].name, "model.language_model.layers.3.self_attn.x");
-  hf_write(&s, dir, cfg);
+  hf_write(&s, dir, cfg, true);
   assert_int_not_equal(model_file_open(dir, NULL, &mf, &e), HX_OK);
   assert_non_null(strstr(e.msg, "blk.3.attn_k_norm.weight"));
   hf_free(&s, dir);
@@ -276,7 +280,7 @@ static void test_hf_qwen3next_qkvz_and_experts(void **state) {
   hf_add(&s, "model.layers.0.mlp.shared_expert.up_proj.weight", 2, 32, 64, 0);
   hf_add(&s, "model.layers.0.mlp.shared_expert.down_proj.weight", 2, 64, 32, 0);
   hf_add(&s, "model.layers.0.mlp.shared_expert_gate.weight", 2, 1, 64, 0);
-  hf_write(&s, dir, cfg);
+  hf_write(&s, dir, cfg, false); /* odd header length: copies */
   model_file *mf;
   hx_err e;
   if (model_file_open(dir, NULL, &mf, &e)) {
