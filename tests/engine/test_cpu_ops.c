@@ -62,6 +62,25 @@ static void test_dot_paths(void **state) {
         }
         checked++;
       }
+      /* four-row kernels: rows x, x/2, -x, 3x against the same weights */
+      cpu_dot4_fn f4 = cpu_dot4_get(t, cpu_isa_best());
+      if (f4) {
+        char *x4 = malloc(4 * xb);
+        const float mulv[4] = {1, 0.5f, -1, 3};
+        float *xs = malloc((size_t)n * sizeof *xs), got[4];
+        for (int k = 0; k < 4; k++) {
+          for (int64_t i = 0; i < n; i++)
+            xs[i] = x[i] * mulv[k];
+          quant_row_quantize(dt, xs, x4 + (size_t)k * xb, n);
+        }
+        f4(wq, x4, xb, n, got);
+        for (int k = 0; k < 4; k++) {
+          const float want = ref(wq, x4 + (size_t)k * xb, n);
+          assert_true(fabs(got[k] - want) <= 1e-5 * mag * fabs(mulv[k]) + 1e-6);
+        }
+        free(x4), free(xs);
+        checked++;
+      }
       free(w), free(x), free(wq), free(xq);
     }
   }

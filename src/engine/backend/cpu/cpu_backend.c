@@ -30,6 +30,7 @@ typedef struct cpu_be {
   size_t att_stride; /* floats per worker */
   int64_t max_ctx;
   cpu_dot_fn dot[QUANT_TYPE_COUNT];
+  cpu_dot4_fn dot4[QUANT_TYPE_COUNT];
 } cpu_be;
 
 static inline char *tptr(hx_tensor t) {
@@ -150,6 +151,7 @@ typedef struct mm_ctx {
   size_t xq_stride; /* bytes between activation rows */
   int64_t chunk;    /* output rows per task */
   cpu_dot_fn dot;
+  cpu_dot4_fn dot4; /* 4 tokens per weight row (prefill), or NULL */
 } mm_ctx;
 
 static void mm_task(void *ctxv, size_t task, int worker) {
@@ -159,7 +161,21 @@ static void mm_task(void *ctxv, size_t task, int worker) {
   const int64_t r0 = (int64_t)task * c->chunk;
   const int64_t r1 = r0 + c->chunk < n_out ? r0 + c->chunk : n_out;
   const float *bias = c->bias.buf ? (const float *)tptr(c->bias) : NULL;
-  for (int64_t t = 0; t < n_tok; t++) {
+  int64_t t0 = 0;
+  if (c->dot4)
+    for (; t0 + 4 <= n_tok; t0 += 4) {
+      const char *xr = c->xq + (size_t)t0 * c->xq_stride;
+      float *y[4];
+      for (int k = 0; k < 4; k++)
+        y[k] = (float *)trow(c->y, t0 + k);
+      for (int64_t r = r0; r < r1; r++) {
+        float v[4];
+        c->dot4(trow(c->w, r), xr, c->xq_stride, n_in, v);
+        for (int k = 0; k < 4; k++)
+          y[k][r] = bias ? v[k] + bias[r] : v[k];
+      }
+    }
+  for (int64_t t = t0; t < n_tok; t++) {
     const void *xr = c->xq + (size_t)t * c->xq_stride;
     float *yr = (float *)trow(c->y, t);
     for (int64_t r = r0; r < r1; r++) {
@@ -175,6 +191,8 @@ static void cpu_matmul(void *bev, hx_tensor y, hx_tensor w, hx_tensor x, hx_tens
   HX_ASSERT(x.n_cols == w.n_cols && y.n_cols == w.n_rows && y.n_rows == x.n_rows);
   HX_ASSERT(w.type < QUANT_TYPE_COUNT && be->dot[w.type] != NULL);
   mm_ctx c = {.be = be, .y = y, .w = w, .x = x, .bias = bias, .dot = be->dot[w.type]};
+  if (x.n_rows >= 4 && (w.type != QUANT_Q8_0 || w.n_cols % 64 == 0))
+    c.dot4 = be->dot4[w.type];
   const quant_type dt = quant_type_dot_type((quant_type)w.type);
   if (dt == QUANT_F32) {
     c.xq = tptr(x);
@@ -508,8 +526,10 @@ hx_code hx_backend_cpu_init(hx_backend *out, int n_threads, hx_err *err) {
     free(be);
     return hx_err_set(err, HX_ENOMEM, "cpu backend: cannot start %d threads", n_threads);
   }
-  for (int t = 0; t < QUANT_TYPE_COUNT; t++)
+  for (int t = 0; t < QUANT_TYPE_COUNT; t++) {
     be->dot[t] = cpu_dot_best((quant_type)t);
+    be->dot4[t] = cpu_dot4_get((quant_type)t, cpu_isa_best());
+  }
   out->ops = &cpu_ops;
   out->be = be;
   return HX_OK;

@@ -427,6 +427,83 @@ AVX512 static float dot_avx512_q4_k(const void *wv, const void *xv, int64_t n) {
   return _mm512_reduce_add_ps(acc) - summs;
 }
 
+/* Four activation rows against one Q4_K weight row (prefill): the weight
+ * nibbles and scales are unpacked once per super-block for all four. */
+AVX512 static void dot4_avx512_q4_k(const void *wv, const void *xv, size_t x_stride, int64_t n,
+                                    float out[4]) {
+  const block_q4_K *w = wv;
+  const int64_t nb = n / QK_K;
+  const __m256i m4 = _mm256_set1_epi8(0xF);
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                   _mm512_setzero_ps()};
+  float summs[4] = {0, 0, 0, 0};
+  for (int64_t i = 0; i < nb; i++) {
+    uint32_t utmp[4];
+    k_scales_unpack(w[i].scales, utmp);
+    const uint8_t *sc = (const uint8_t *)&utmp[0];
+    const uint8_t *mn = (const uint8_t *)&utmp[2];
+    const float wd = F16(w[i].d), wdmin = F16(w[i].dmin);
+    __m512i q4v[4], scv[4];
+    for (int j = 0; j < 4; j++) {
+      const __m256i q4bits = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * j));
+      q4v[j] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(q4bits, m4)),
+                                  _mm256_and_si256(_mm256_srli_epi16(q4bits, 4), m4), 1);
+      scv[j] = _mm512_inserti64x4(_mm512_set1_epi16((short)sc[2 * j]),
+                                  _mm256_set1_epi16((short)sc[2 * j + 1]), 1);
+    }
+    const __m128i mins16 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)mn));
+    for (int t = 0; t < 4; t++) {
+      const block_q8_K *x = (const block_q8_K *)((const char *)xv + (size_t)t * x_stride) + i;
+      const __m256i bs = _mm256_loadu_si256((const __m256i *)x->bsums);
+      const __m128i q8s =
+          _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+      __m128i pm = _mm_madd_epi16(mins16, q8s);
+      pm = _mm_add_epi32(pm, _mm_shuffle_epi32(pm, 0x4e));
+      pm = _mm_add_epi32(pm, _mm_shuffle_epi32(pm, 0xb1));
+      summs[t] += x->d * wdmin * (float)_mm_cvtsi128_si32(pm);
+      __m512i sumi = _mm512_setzero_si512();
+      for (int j = 0; j < 4; j++) {
+        const __m512i q8v = _mm512_loadu_si512((const void *)(x->qs + 64 * j));
+        sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(_mm512_maddubs_epi16(q4v[j], q8v), scv[j]));
+      }
+      acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(x->d * wd), _mm512_cvtepi32_ps(sumi), acc[t]);
+    }
+  }
+  for (int t = 0; t < 4; t++)
+    out[t] = _mm512_reduce_add_ps(acc[t]) - summs[t];
+}
+
+/* Four activation rows against one Q8_0 weight row (prefill). */
+AVX512 static void dot4_avx512_q8_0(const void *wv, const void *xv, size_t x_stride, int64_t n,
+                                    float out[4]) {
+  const block_q8_0 *w = wv;
+  const int64_t nb = n / QK8_0;
+  HX_ASSERT(nb % 2 == 0);
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                   _mm512_setzero_ps()};
+  for (int64_t i = 0; i < nb; i += 2) {
+    const __m512i qw =
+        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)w[i].qs)),
+                           _mm256_loadu_si256((const __m256i *)w[i + 1].qs), 1);
+    const __mmask64 neg = _mm512_movepi8_mask(qw);
+    const __m512i aw = _mm512_abs_epi8(qw);
+    const float d0 = F16(w[i].d), d1 = F16(w[i + 1].d);
+    for (int t = 0; t < 4; t++) {
+      const block_q8_0 *x = (const block_q8_0 *)((const char *)xv + (size_t)t * x_stride) + i;
+      const __m512i qx =
+          _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x[0].qs)),
+                             _mm256_loadu_si256((const __m256i *)x[1].qs), 1);
+      const __m512i sx = _mm512_mask_sub_epi8(qx, neg, _mm512_setzero_si512(), qx);
+      const __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), aw, sx);
+      const __m512 d =
+          _mm512_insertf32x8(_mm512_set1_ps(d0 * F16(x[0].d)), _mm256_set1_ps(d1 * F16(x[1].d)), 1);
+      acc[t] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(dot), acc[t]);
+    }
+  }
+  for (int t = 0; t < 4; t++)
+    out[t] = _mm512_reduce_add_ps(acc[t]);
+}
+
 /* Q6_K with VNNI: 64 elements (two 32-element groups of one 128-half) per
  * 512-bit register; each group of 4 int32 lanes belongs to one 16-element
  * sub-block. q is unsigned 0..63; the -32 offset is applied through bsums. */
@@ -599,6 +676,12 @@ cpu_dot_fn cpu_dot_get(quant_type t, cpu_isa isa) {
   default:
     return NULL;
   }
+}
+
+cpu_dot4_fn cpu_dot4_get(quant_type t, cpu_isa isa) {
+  if (isa != CPU_ISA_AVX512 || !cpu_has_avx512())
+    return NULL;
+  return t == QUANT_Q4_K ? dot4_avx512_q4_k : t == QUANT_Q8_0 ? dot4_avx512_q8_0 : NULL;
 }
 
 cpu_dot_fn cpu_dot_best(quant_type t) {

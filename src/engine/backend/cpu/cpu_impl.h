@@ -29,6 +29,13 @@ const char *cpu_isa_name(cpu_isa isa);
  * kernel for t or the CPU lacks the ISA. CPU_ISA_SCALAR always has one for
  * the supported weight types (F32, F16, BF16, Q8_0, Q4_K, Q5_K, Q6_K). */
 cpu_dot_fn cpu_dot_get(quant_type t, cpu_isa isa);
+/* Four activation rows (x, x + x_stride, ...) against one weight row, for
+ * prefill: out[t] = dot(w, x_t). NULL where no such kernel exists (the
+ * caller then uses the one-row kernel). n must be a multiple of 64 for Q8_0. */
+typedef void (*cpu_dot4_fn)(const void *w_row, const void *x, size_t x_stride, int64_t n,
+                            float out[4]);
+cpu_dot4_fn cpu_dot4_get(quant_type t, cpu_isa isa);
+
 /* The best available kernel: falls back to lower ISAs. */
 cpu_dot_fn cpu_dot_best(quant_type t);
 
