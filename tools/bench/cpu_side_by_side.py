@@ -147,17 +147,27 @@ def bench_llama(path, n_prompt, n_gen, threads):
 
 
 def run(args):
+    """Alternates ours and llama.cpp --reps times per file and keeps the best of
+    each (the machine is shared: best-of-N filters out time lost to others)."""
     rows = []
     for name in args.quants.split(","):
         path = os.path.join(args.dir, f"qwen3-0.6b-shape-{name}.gguf")
-        ours = json.loads(subprocess.check_output(
-            [args.neuron, "bench", "--model", path, "--prompt-tokens", str(args.prompt_tokens),
-             "--gen-tokens", str(args.gen_tokens), "--threads", str(args.threads), "--json"]))
-        lpp, ltg = bench_llama(path, args.prompt_tokens, args.gen_tokens, args.threads)
-        rows.append((name, ours["prefill_tok_s"], lpp, ours["decode_tok_s"], ltg))
-        print(json.dumps({"quant": name, "ours": ours, "llama_pp": lpp, "llama_tg": ltg}),
-              file=sys.stderr)
-    print(f"| file | prefill ours | prefill llama.cpp | decode ours | decode llama.cpp | decode ratio |")
+        best = dict(opp=0, otg=0, lpp=0, ltg=0)
+        for _ in range(args.reps):
+            ours = json.loads(subprocess.check_output(
+                [args.neuron, "bench", "--model", path, "--prompt-tokens", str(args.prompt_tokens),
+                 "--gen-tokens", str(args.gen_tokens), "--threads", str(args.threads), "--json"]))
+            lpp, ltg = bench_llama(path, args.prompt_tokens, args.gen_tokens, args.threads)
+            print(json.dumps({"quant": name, "ours": ours, "llama_pp": lpp, "llama_tg": ltg,
+                              "load": os.getloadavg()[0]}), file=sys.stderr)
+            best["opp"] = max(best["opp"], ours["prefill_tok_s"])
+            best["otg"] = max(best["otg"], ours["decode_tok_s"])
+            best["lpp"] = max(best["lpp"], lpp)
+            best["ltg"] = max(best["ltg"], ltg)
+        rows.append((name, best["opp"], best["lpp"], best["otg"], best["ltg"]))
+    print(f"threads {args.threads}, prompt {args.prompt_tokens}, gen {args.gen_tokens}, "
+          f"best of {args.reps}")
+    print("| file | prefill ours | prefill llama.cpp | decode ours | decode llama.cpp | decode ratio |")
     print("|---|---:|---:|---:|---:|---:|")
     for n, opp, lpp, otg, ltg in rows:
         print(f"| {n} | {opp:.1f} | {lpp:.1f} | {otg:.2f} | {ltg:.2f} | {otg / ltg:.2f}x |")
@@ -172,6 +182,7 @@ def main():
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--gen-tokens", type=int, default=32)
     ap.add_argument("--quants", default="q8_0,q4_k_m")
+    ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
     make(args) if args.cmd == "make" else run(args)
 
