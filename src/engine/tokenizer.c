@@ -313,9 +313,11 @@ static hx_code tk_build_map(tokenizer *t, const char *name, hx_err *err) {
 }
 
 static hx_code tk_alloc_merges(tokenizer *t, size_t n, const char *name, hx_err *err) {
-  if (n > TOKENIZER_VOCAB_MAX * 2u)
-    return hx_err_set(err, HX_ETOOLARGE, "%s: %zu merges (limit %u)", name, n,
-                      TOKENIZER_VOCAB_MAX * 2u);
+  /* Every merge yields a distinct vocabulary token in real files; allow
+   * duplicates up to twice the ids, refuse more (bounds the table). */
+  if (n > 2 * t->n_ids)
+    return hx_err_set(err, HX_ETOOLARGE, "%s: %zu merges for %zu ids (limit %zu)", name, n,
+                      t->n_ids, 2 * t->n_ids);
   size_t cap = pow2_at_least(n * 2 + 1);
   t->mkey = calloc(cap, sizeof *t->mkey);
   t->mrank = malloc(cap * sizeof *t->mrank);
@@ -1351,6 +1353,10 @@ static hx_code encode_pretok(const tokenizer *t, tk_scratch *s, const uint8_t *p
                              tk_ids *o, hx_err *err) {
   size_t pos = 0, prev = 0;
   while (pos < n) {
+    /* A regex from a hostile file could backtrack exponentially: bound the
+     * work linearly in the text left (the Qwen patterns need ~2 steps/byte). */
+    pcre2_set_match_limit(
+        s->mctx, (uint32_t)(1000000 + (n - pos < 60000000 ? 64 * (n - pos) : 3840000000u)));
     int r = pcre2_match(t->re, p, n, pos, PCRE2_NO_UTF_CHECK, s->md, s->mctx);
     if (r == PCRE2_ERROR_NOMATCH)
       break;

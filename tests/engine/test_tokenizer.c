@@ -306,6 +306,28 @@ static void test_ignore_merges(void **state) {
   tokenizer_free(t);
 }
 
+/* A pre-tokenizer regex that backtracks exponentially fails with an error
+ * instead of hanging. */
+static void test_regex_limit(void **state) {
+  (void)state;
+  const char *pre = "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"((a|aa)+b)|x\"},\"behavior\":"
+                    "\"Isolated\",\"invert\":false}";
+  char *j = small_json(pre);
+  tokenizer *t = NULL;
+  hx_err err = {0};
+  assert_int_equal(tokenizer_load_json(j, strlen(j), NULL, 0, "evil", &t, &err), HX_OK);
+  assert_int_equal(tokenizer_pretok_kind(t), TOKENIZER_PRETOK_CUSTOM);
+  char text[200];
+  memset(text, 'a', sizeof text);
+  int32_t *ids = NULL;
+  size_t n = 0;
+  assert_int_equal(tokenizer_encode(t, text, sizeof text, true, &ids, &n, &err), HX_ETOOLARGE);
+  assert_non_null(strstr(err.msg, "regex"));
+  assert_null(ids);
+  tokenizer_free(t);
+  free(j);
+}
+
 static void test_malformed_json(void **state) {
   (void)state;
   tokenizer *t = NULL;
@@ -548,17 +570,12 @@ static void test_gguf(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_small_bpe),
-      cmocka_unit_test(test_empty_and_invalid_utf8),
-      cmocka_unit_test(test_special_switch),
-      cmocka_unit_test(test_incremental_decode),
-      cmocka_unit_test(test_decode),
-      cmocka_unit_test(test_ignore_merges),
-      cmocka_unit_test(test_malformed_json),
-      cmocka_unit_test(test_config),
-      cmocka_unit_test(test_real_vocabularies),
-      cmocka_unit_test(test_gguf),
-      cmocka_unit_test(test_threads),
+      cmocka_unit_test(test_small_bpe),      cmocka_unit_test(test_empty_and_invalid_utf8),
+      cmocka_unit_test(test_special_switch), cmocka_unit_test(test_incremental_decode),
+      cmocka_unit_test(test_decode),         cmocka_unit_test(test_ignore_merges),
+      cmocka_unit_test(test_regex_limit),    cmocka_unit_test(test_malformed_json),
+      cmocka_unit_test(test_config),         cmocka_unit_test(test_real_vocabularies),
+      cmocka_unit_test(test_gguf),           cmocka_unit_test(test_threads),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
