@@ -27,11 +27,11 @@ import httpx
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def start(bin_dir, models, cfg=None):
+def start(bin_dir, models, cfg=None, log=None):
     args = [os.path.join(bin_dir, "neuron"), "serve", "--listen", "127.0.0.1:0", "--models", models]
     if cfg:
         args += ["--config", cfg]
-    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log or subprocess.DEVNULL, text=True)
     port = int(re.search(r":(\d+)\s*$", p.stdout.readline()).group(1))
     return p, f"http://127.0.0.1:{port}"
 
@@ -66,9 +66,11 @@ def main():
 
     # 1. neuron bench vs HTTP streaming, interleaved so that load from other
     #    processes hits both alike; min and median reported
-    p, base = start(a.bin, models)
+    log_path = os.path.join(tmp, "serve.log")
+    log = open(log_path, "w")
+    p, base = start(a.bin, models, log=log)
     httpx.post(base + "/models/load", json={"model": model, "context": 2048}, timeout=300)
-    bench_ms, http_ms = [], []
+    bench_ms, http_ms, engine_ms, emit_ms = [], [], [], []
     for _ in range(a.runs):
         out = subprocess.run([os.path.join(a.bin, "neuron"), "bench", "--model", path,
                               "--prompt-tokens", "16", "--gen-tokens", str(a.gen)],
@@ -80,10 +82,23 @@ def main():
                                           "eleven twelve", "max_tokens": a.gen,
                                 "temperature": 0, "ignore_eos": True, "stream": True})
         http_ms.append((t[-1] - t[0]) * 1000 / (len(t) - 1))
-    for name, xs in (("neuron bench", bench_ms), ("HTTP stream ", http_ms)):
+        time.sleep(0.2)  # the request's log line (written when it completes)
+        with open(log_path) as f:
+            line = [x for x in f if "POST /v1/completions" in x][-1]
+        gen = int(re.search(r" gen=(\d+)", line).group(1))
+        engine_ms.append(float(re.search(r"decode_ms=([\d.]+)", line).group(1)) / (gen - 1))
+        emit_ms.append(float(re.search(r"emit_ms=([\d.]+)", line).group(1)) / gen)
+    for name, xs in (("neuron bench (own process)", bench_ms),
+                     ("engine inside serve        ", engine_ms),
+                     ("client over HTTP/SSE       ", http_ms)):
         print(f"decode ms/token, {name}: min {min(xs):.2f}, median {statistics.median(xs):.2f} "
               f"(runs {', '.join(f'{x:.2f}' for x in xs)})")
-    print(f"HTTP overhead per token (min vs min): {min(http_ms) - min(bench_ms):+.2f} ms")
+    print(f"serving work per token inside the decode loop (detokenize, stop strings, JSON, "
+          f"SSE queue): median {statistics.median(emit_ms) * 1000:.1f} us "
+          f"(runs {', '.join(f'{x * 1000:.1f}' for x in emit_ms)})")
+    over = [h - e for h, e in zip(http_ms, engine_ms)]
+    print(f"client inter-token interval minus the engine's, same request: median "
+          f"{statistics.median(over):+.3f} ms (runs {', '.join(f'{x:+.3f}' for x in over)})")
 
     # 2. second turn with and without prefix reuse
     system = "You are a careful assistant. " + "Keep answers short and precise. " * 60
@@ -106,6 +121,7 @@ def main():
     on = [two_turns(base) for _ in range(a.runs)]
     p.send_signal(signal.SIGTERM)
     p.wait()
+    log.close()
     cfg = os.path.join(tmp, "off.toml")
     with open(cfg, "w") as f:
         f.write("[engine]\nprefix_cache_mb = 0\n")

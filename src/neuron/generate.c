@@ -106,6 +106,7 @@ typedef struct gen {
   bool sent_role;
   bool write_failed;
   uint64_t t_start_ns, t_first_ns, t_last_ns;
+  uint64_t emit_ns; /* time spent in on_token: detokenize, parse, JSON, queue */
   int n_gen;
 } gen;
 
@@ -264,8 +265,17 @@ static void logprobs_record(gen *g, const hx_gen_token *t) {
   }
 }
 
+static bool on_token_emit(gen *g, const hx_gen_token *t);
+
 static bool on_token(void *user, const hx_gen_token *t) {
   gen *g = user;
+  uint64_t t0 = hx_time_mono_ns();
+  bool go_on = on_token_emit(g, t);
+  g->emit_ns += hx_time_mono_ns() - t0;
+  return go_on;
+}
+
+static bool on_token_emit(gen *g, const hx_gen_token *t) {
   uint64_t now = hx_time_mono_ns();
   if (g->n_gen == 0)
     g->t_first_ns = now;
@@ -499,12 +509,13 @@ static void run_generation(gen_job *j) {
   hx_metric_observe(d->m.e2e, mlab, (double)(t_end - j->enqueued_ns) / 1e9);
   hx_http_req_set_log_note(j->req,
                            "model=%s prompt=%d cached=%d gen=%d finish=%s queue_ms=%.1f "
-                           "prefill_ms=%.1f decode_ms=%.1f",
+                           "prefill_ms=%.1f decode_ms=%.1f emit_ms=%.3f",
                            m->id, n_prompt, res.n_reused, res.n_generated,
                            grc != HX_OK ? "error"
                            : cancelled  ? "cancelled"
                                         : finish,
-                           (double)(t_start - j->enqueued_ns) / 1e6, res.prefill_ms, res.decode_ms);
+                           (double)(t_start - j->enqueued_ns) / 1e6, res.prefill_ms, res.decode_ms,
+                           (double)g.emit_ns / 1e6);
 
   if (grc != HX_OK) {
     metrics_outcome(j, endpoint, grc == HX_ENUMERIC ? "numeric_error" : "error");
