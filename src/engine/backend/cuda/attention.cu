@@ -74,11 +74,11 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
                 const uint8_t *vc, int type, size_t rb, const int32_t *pos, int D, float scale,
                 int64_t chunk, int n_splits, float *partial) {
   extern __shared__ float sm[]; // [ATT_WARPS][G][D + 2]
-  int kvh = blockIdx.x, t = blockIdx.y, split = blockIdx.z;
+  int kvh = blockIdx.x, t = blockIdx.y;
   int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   int64_t n_pos = (int64_t)pos[t] + 1;
-  int64_t p0 = (int64_t)split * chunk, p1 = min(p0 + chunk, n_pos);
-
+  if ((int64_t)blockIdx.z * chunk >= n_pos)
+    return; /* no split of this block holds a position yet */
   float qr[G][NK], acc[G][NK], m[G], l[G];
 #pragma unroll
   for (int g = 0; g < G; g++) {
@@ -87,106 +87,116 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
     for (int k = 0; k < NK; k++) {
       int d = lane + 32 * k;
       qr[g][k] = d < D ? qh[d] * scale : 0.0f;
-      acc[g][k] = 0.0f;
     }
-    m[g] = -INFINITY;
-    l[g] = 0.0f;
   }
-  // Warp w takes batches of ATT_BATCH consecutive positions; all K/V loads of
-  // a batch are issued before any use so their latencies overlap.
-  for (int64_t pb = p0 + (int64_t)warp * ATT_BATCH; pb < p1; pb += ATT_WARPS * ATT_BATCH) {
-    float kv[ATT_BATCH][NK], vv[ATT_BATCH][NK];
+  for (int split = blockIdx.z; split < n_splits && (int64_t)split * chunk < n_pos;
+       split += gridDim.z) {
+    int64_t p0 = (int64_t)split * chunk, p1 = min(p0 + chunk, n_pos);
 #pragma unroll
-    for (int j = 0; j < ATT_BATCH; j++) {
-      int64_t p = pb + j < p1 ? pb + j : p1 - 1;
-      const uint8_t *krow = kc + (size_t)p * rb, *vrow = vc + (size_t)p * rb;
+    for (int g = 0; g < G; g++) {
+#pragma unroll
+      for (int k = 0; k < NK; k++)
+        acc[g][k] = 0.0f;
+      m[g] = -INFINITY;
+      l[g] = 0.0f;
+    }
+    // Warp w takes batches of ATT_BATCH consecutive positions; all K/V loads of
+    // a batch are issued before any use so their latencies overlap.
+    for (int64_t pb = p0 + (int64_t)warp * ATT_BATCH; pb < p1; pb += ATT_WARPS * ATT_BATCH) {
+      float kv[ATT_BATCH][NK], vv[ATT_BATCH][NK];
+#pragma unroll
+      for (int j = 0; j < ATT_BATCH; j++) {
+        int64_t p = pb + j < p1 ? pb + j : p1 - 1;
+        const uint8_t *krow = kc + (size_t)p * rb, *vrow = vc + (size_t)p * rb;
+#pragma unroll
+        for (int k = 0; k < NK; k++) {
+          int d = lane + 32 * k;
+          kv[j][k] = d < D ? load_kv(krow, type, (int64_t)kvh * D + d) : 0.0f;
+          vv[j][k] = d < D ? load_kv(vrow, type, (int64_t)kvh * D + d) : 0.0f;
+        }
+      }
+      // scores of the whole batch first: 8 x G independent reductions
+      float sc[ATT_BATCH][G];
+#pragma unroll
+      for (int j = 0; j < ATT_BATCH; j++)
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+          float d = 0.0f;
+#pragma unroll
+          for (int k = 0; k < NK; k++)
+            d = fmaf(qr[g][k], kv[j][k], d);
+          sc[j][g] = d;
+        }
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+        for (int j = 0; j < ATT_BATCH; j++)
+#pragma unroll
+          for (int g = 0; g < G; g++)
+            sc[j][g] += __shfl_xor_sync(0xffffffffu, sc[j][g], o);
+#pragma unroll
+      for (int g = 0; g < G; g++) {
+        float mb = m[g];
+#pragma unroll
+        for (int j = 0; j < ATT_BATCH; j++)
+          if (pb + j < p1)
+            mb = fmaxf(mb, sc[j][g]);
+        float corr = __expf(m[g] - mb);
+        l[g] *= corr;
+#pragma unroll
+        for (int k = 0; k < NK; k++)
+          acc[g][k] *= corr;
+#pragma unroll
+        for (int j = 0; j < ATT_BATCH; j++) {
+          float e = pb + j < p1 ? __expf(sc[j][g] - mb) : 0.0f;
+          l[g] += e;
+#pragma unroll
+          for (int k = 0; k < NK; k++)
+            acc[g][k] = fmaf(e, vv[j][k], acc[g][k]);
+        }
+        m[g] = mb;
+      }
+    }
+    // merge warps
+    int W = D + 2;
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+      float *s = sm + (warp * G + g) * W;
+      if (lane == 0)
+        s[0] = m[g], s[1] = l[g];
 #pragma unroll
       for (int k = 0; k < NK; k++) {
         int d = lane + 32 * k;
-        kv[j][k] = d < D ? load_kv(krow, type, (int64_t)kvh * D + d) : 0.0f;
-        vv[j][k] = d < D ? load_kv(vrow, type, (int64_t)kvh * D + d) : 0.0f;
+        if (d < D)
+          s[2 + d] = acc[g][k];
       }
     }
-    // scores of the whole batch first: 8 x G independent reductions
-    float sc[ATT_BATCH][G];
-#pragma unroll
-    for (int j = 0; j < ATT_BATCH; j++)
-#pragma unroll
-      for (int g = 0; g < G; g++) {
-        float d = 0.0f;
-#pragma unroll
-        for (int k = 0; k < NK; k++)
-          d = fmaf(qr[g][k], kv[j][k], d);
-        sc[j][g] = d;
+    __syncthreads();
+    for (int e = threadIdx.x; e < G * D; e += blockDim.x) {
+      int g = e / D, d = e % D;
+      float M = -INFINITY;
+      for (int w = 0; w < ATT_WARPS; w++)
+        M = fmaxf(M, sm[(w * G + g) * W]);
+      float L = 0.0f, A = 0.0f;
+      if (M != -INFINITY) {
+        for (int w = 0; w < ATT_WARPS; w++) {
+          const float *s = sm + (w * G + g) * W;
+          float f = __expf(s[0] - M);
+          L += s[1] * f;
+          A += s[2 + d] * f;
+        }
       }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-#pragma unroll
-      for (int j = 0; j < ATT_BATCH; j++)
-#pragma unroll
-        for (int g = 0; g < G; g++)
-          sc[j][g] += __shfl_xor_sync(0xffffffffu, sc[j][g], o);
-#pragma unroll
-    for (int g = 0; g < G; g++) {
-      float mb = m[g];
-#pragma unroll
-      for (int j = 0; j < ATT_BATCH; j++)
-        if (pb + j < p1)
-          mb = fmaxf(mb, sc[j][g]);
-      float corr = __expf(m[g] - mb);
-      l[g] *= corr;
-#pragma unroll
-      for (int k = 0; k < NK; k++)
-        acc[g][k] *= corr;
-#pragma unroll
-      for (int j = 0; j < ATT_BATCH; j++) {
-        float e = pb + j < p1 ? __expf(sc[j][g] - mb) : 0.0f;
-        l[g] += e;
-#pragma unroll
-        for (int k = 0; k < NK; k++)
-          acc[g][k] = fmaf(e, vv[j][k], acc[g][k]);
-      }
-      m[g] = mb;
-    }
-  }
-  // merge warps
-  int W = D + 2;
-#pragma unroll
-  for (int g = 0; g < G; g++) {
-    float *s = sm + (warp * G + g) * W;
-    if (lane == 0)
-      s[0] = m[g], s[1] = l[g];
-#pragma unroll
-    for (int k = 0; k < NK; k++) {
-      int d = lane + 32 * k;
-      if (d < D)
-        s[2 + d] = acc[g][k];
-    }
-  }
-  __syncthreads();
-  for (int e = threadIdx.x; e < G * D; e += blockDim.x) {
-    int g = e / D, d = e % D;
-    float M = -INFINITY;
-    for (int w = 0; w < ATT_WARPS; w++)
-      M = fmaxf(M, sm[(w * G + g) * W]);
-    float L = 0.0f, A = 0.0f;
-    if (M != -INFINITY) {
-      for (int w = 0; w < ATT_WARPS; w++) {
-        const float *s = sm + (w * G + g) * W;
-        float f = __expf(s[0] - M);
-        L += s[1] * f;
-        A += s[2 + d] * f;
+      int h = kvh * G + g;
+      if (n_splits == 1) {
+        out[(size_t)t * os + (size_t)h * D + d] = L > 0.0f ? A / L : 0.0f;
+      } else {
+        float *pp = partial + ((size_t)h * n_splits + split) * W;
+        if (d == 0)
+          pp[0] = M, pp[1] = L;
+        pp[2 + d] = A;
       }
     }
-    int h = kvh * G + g;
-    if (n_splits == 1) {
-      out[(size_t)t * os + (size_t)h * D + d] = L > 0.0f ? A / L : 0.0f;
-    } else {
-      float *pp = partial + ((size_t)h * n_splits + split) * W;
-      if (d == 0)
-        pp[0] = M, pp[1] = L;
-      pp[2 + d] = A;
-    }
+    __syncthreads(); /* the next split reuses the shared merge area */
   }
 }
 
@@ -260,7 +270,9 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
   }
   int64_t chunk = (int64_t)cdiv(max_ctx, n_splits);
   size_t smem = (size_t)ATT_WARPS * G * (head_dim + 2) * sizeof(float);
-  dim3 grid((unsigned)n_kv_heads, (unsigned)n_tokens, (unsigned)n_splits);
+  /* at most ~2 blocks per SM worth of splits; blocks stride over the rest */
+  int z = n_splits < 32 ? n_splits : 32;
+  dim3 grid((unsigned)n_kv_heads, (unsigned)n_tokens, (unsigned)z);
   switch (G) {
   case 1:
     launch_g<1>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,

@@ -82,3 +82,43 @@ __device__ __forceinline__ void dequant32(const uint8_t *row, int type, int64_t 
     break;
   }
 }
+
+// One element e of a row: coalesced when consecutive threads take
+// consecutive e (used to expand whole matrices, where dequant32's one thread
+// per 32 elements would make every warp access scatter).
+__device__ __forceinline__ float dequant1(const uint8_t *row, int type, int64_t e) {
+  switch (type) {
+  case GT_F32:
+    return ((const float *)row)[e];
+  case GT_F16:
+    return __half2float(((const __half *)row)[e]);
+  case GT_BF16:
+    return __bfloat162float(((const __nv_bfloat16 *)row)[e]);
+  case GT_Q8_0: {
+    const cu_block_q8_0 *b = (const cu_block_q8_0 *)row + e / 32;
+    return __half2float(b->d) * b->qs[e % 32];
+  }
+  case GT_Q4_K:
+  case GT_Q5_K: {
+    int i = (int)(e % 256), j = i / 32, g = j / 2, l = i % 32, sc, m;
+    const uint8_t *base = row + (e / 256) * (type == GT_Q4_K ? 144 : 176);
+    const uint8_t *scales = base + 4;
+    get_scale_min_k4(j, scales, sc, m);
+    float d = __half2float(*(const __half *)base), dmin = __half2float(*(const __half *)(base + 2));
+    const uint8_t *qs = base + (type == GT_Q4_K ? 16 : 48);
+    int q = (qs[g * 32 + l] >> (4 * (j & 1))) & 0xF;
+    if (type == GT_Q5_K)
+      q += ((base[16 + l] >> j) & 1) << 4;
+    return d * sc * q - dmin * m;
+  }
+  case GT_Q6_K: {
+    const cu_block_q6_K *b = (const cu_block_q6_K *)row + e / 256;
+    int i = (int)(e % 256), h = i / 128, r = (i % 128) / 32, l = i % 32;
+    int lo = (b->ql[h * 64 + (r & 1) * 32 + l] >> ((r >> 1) * 4)) & 0xF;
+    int hi = (b->qh[h * 32 + l] >> (2 * r)) & 3;
+    return __half2float(b->d) * b->scales[h * 8 + 2 * r + l / 16] * ((lo | (hi << 4)) - 32);
+  }
+  default:
+    return 0.0f;
+  }
+}

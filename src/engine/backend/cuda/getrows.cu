@@ -31,24 +31,18 @@ void launch_get_rows(float *out, size_t out_stride, const uint8_t *table, int ty
 
 __global__ static void dequant_f16_kernel(__half *dst, const uint8_t *w, int type, int64_t n_cols,
                                           size_t row_bytes, int64_t row0, int64_t n_rows) {
-  int64_t subs = n_cols / 32;
-  int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= subs * n_rows)
-    return;
-  int64_t r = i / subs, sub = i % subs;
-  float v[32];
-  dequant32(w + (size_t)(row0 + r) * row_bytes, type, sub, v);
-  __half2 *o = (__half2 *)(dst + r * n_cols + sub * 32);
-#pragma unroll
-  for (int k = 0; k < 16; k++)
-    o[k] = __floats2half2_rn(v[2 * k], v[2 * k + 1]);
+  int64_t r = blockIdx.y;
+  const uint8_t *row = w + (size_t)(row0 + r) * row_bytes;
+  for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < n_cols;
+       e += (int64_t)gridDim.x * blockDim.x)
+    dst[r * n_cols + e] = __float2half_rn(dequant1(row, type, e));
 }
 
 void launch_dequant_f16(void *dst, const uint8_t *w, int type, int64_t n_cols, size_t row_bytes,
                         int64_t row0, int64_t n_rows, hx_stream st) {
   CU_ASSERT(n_cols % 32 == 0 && n_rows > 0);
-  int64_t n = n_cols / 32 * n_rows;
-  dequant_f16_kernel<<<cdiv(n, 256), 256, 0, st>>>((__half *)dst, w, type, n_cols, row_bytes, row0,
-                                                   n_rows);
+  CU_ASSERT(n_rows < 65536);
+  dim3 grid(cdiv(n_cols, 256) < 16 ? cdiv(n_cols, 256) : 16, (unsigned)n_rows);
+  dequant_f16_kernel<<<grid, 256, 0, st>>>((__half *)dst, w, type, n_cols, row_bytes, row0, n_rows);
   CUDA_LAUNCH_CHECK();
 }
