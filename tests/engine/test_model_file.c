@@ -408,6 +408,39 @@ static void test_gguf_in_situ_quant(void **state) {
   unlink(path);
 }
 
+/* llama.cpp's own quantizer (llama_model_quantize via llama-cpp-python, see
+ * tools/llama_cpp_crosscheck.py) on the same bf16 model: our in-situ
+ * quantization must produce the same type and the same bytes per tensor. */
+static void test_matches_llama_cpp_quantize(void **state) {
+  (void)state;
+  static const struct {
+    model_quant q;
+    const char *file;
+  } cases[] = {{MODEL_QUANT_Q4_K_M, "tests/data/quant/llama_q4_k_m.gguf"},
+               {MODEL_QUANT_Q8_0, "tests/data/quant/llama_q8_0.gguf"},
+               {MODEL_QUANT_Q6_K, "tests/data/quant/llama_q6_k.gguf"}};
+  hx_err e;
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    model_file *ours, *ref;
+    model_file_opts o = {.quant = cases[c].q};
+    assert_int_equal(model_file_open("tests/data/quant/llama_src_bf16.gguf", &o, &ours, &e), HX_OK);
+    assert_int_equal(model_file_open(cases[c].file, NULL, &ref, &e), HX_OK);
+    assert_int_equal(model_file_tensor_count(ours), model_file_tensor_count(ref));
+    for (size_t i = 0; i < model_file_tensor_count(ref); i++) {
+      const model_tensor *r = model_file_tensor_at(ref, i);
+      const model_tensor *t = model_file_tensor(ours, r->name);
+      assert_non_null(t);
+      if (t->type != r->type || t->nbytes != r->nbytes || memcmp(t->data, r->data, r->nbytes)) {
+        fprintf(stderr, "%s %s: ours %s, llama.cpp %s\n", model_quant_name(cases[c].q), r->name,
+                quant_type_name(t->type), quant_type_name(r->type));
+        fail();
+      }
+    }
+    model_file_close(ours);
+    model_file_close(ref);
+  }
+}
+
 static void test_policy_and_names(void **state) {
   (void)state;
   char out[MODEL_NAME_MAX];
@@ -459,6 +492,7 @@ int main(void) {
       cmocka_unit_test(test_hf_qwen35_transforms),
       cmocka_unit_test(test_hf_qwen3next_qkvz_and_experts),
       cmocka_unit_test(test_gguf_in_situ_quant),
+      cmocka_unit_test(test_matches_llama_cpp_quantize),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
