@@ -402,7 +402,7 @@ def test_cancel_mid_stream_frees_slot(base, client, loaded):
     assert 'outcome="client_closed"' in met
 
 
-def test_load_unload_cycles_and_errors(base, loaded):
+def test_load_unload_cycles_and_errors(base, neuron, loaded):
     def rss(pid):
         with open(f"/proc/{pid}/status") as f:
             return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1))
@@ -410,10 +410,17 @@ def test_load_unload_cycles_and_errors(base, loaded):
     assert r.status_code == 400
     r = httpx.post(base + "/models/load", json={"model": THINK})  # already ready: 200
     assert r.status_code == 200 and r.json()["state"] == "ready"
-    for i in range(3):
+    def cpu_used():
+        return httpx.get(base + "/hardware").json()["budgets"][0]["used_bytes"]
+    pid = neuron[1].pid
+    rss_after, used_after = [], []
+    for i in range(4):
         u = httpx.post(base + "/models/unload", json={"model": THINK}, timeout=120)
         assert u.status_code == 200 and u.json()["unloaded"] is True
+        assert u.json()["freed_bytes"] > 0
         assert THINK not in {m["id"] for m in httpx.get(base + "/models").json()["loaded"]}
+        rss_after.append(rss(pid))
+        used_after.append(cpu_used())
         # two loads at once join: both answered by one load
         out = []
         ts = [threading.Thread(target=lambda: out.append(httpx.post(
@@ -424,6 +431,11 @@ def test_load_unload_cycles_and_errors(base, loaded):
         assert [o.status_code for o in out] == [200, 200]
     r = httpx.post(base + "/models/unload", json={"model": THINK}, timeout=120)
     assert r.status_code == 200
+    # memory returns to its baseline: the budget exactly, RSS within allocator noise
+    # (one leaked load would be > 10 MB: the weights alone)
+    assert len(set(used_after)) == 1, used_after
+    if not ASAN:  # ASan's quarantine keeps freed memory; LeakSanitizer checks leaks at exit
+        assert rss(pid) - rss_after[0] < 6 * 1024, (rss_after, rss(pid))  # KiB
     r = httpx.post(base + "/models/unload", json={"model": THINK})
     assert r.status_code == 409
 
