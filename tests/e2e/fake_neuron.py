@@ -10,6 +10,7 @@ Script (by the last user message's text):
   contains "THINK"  -> reasoning_content, then the answer
   contains "STOPSEQ"-> text "alpha beta END gamma delta" (stop sequence tests)
   contains "SLOW"   -> 40 tokens, 0.1 s apart
+  contains "HOLD"   -> one token, then 30 s of silence (idle-stream benchmarks)
   otherwise         -> "Hello from <model> (<name>)"
 Usage: fake_neuron.py --port P --name N --models a:100,b:200 --budget 300 [--load-ms 300]
 (sizes in MiB)."""
@@ -50,6 +51,8 @@ def tokens_for(model, text, name):
         return "text", ["alpha", " beta", " EN", "D gamma", " delta"]
     if "SLOW" in text:
         return "slow", [f" t{i}" for i in range(40)]
+    if "HOLD" in text:
+        return "hold", [" first", " second"]
     return "text", ["Hello", " from", f" {model}", f" ({name})"]
 
 
@@ -59,6 +62,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, *a):
         pass
+
+    def setup(self):
+        super().setup()
+        import socket
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def send_json(self, code, obj):
         b = json.dumps(obj).encode()
@@ -194,6 +202,8 @@ class Handler(BaseHTTPRequestHandler):
                       "choices": [{"index": 0, "delta": d, "finish_reason": None}]})
                 if kind == "slow":
                     time.sleep(0.1)
+                if kind == "hold":
+                    time.sleep(30)
             send({"id": cid, "object": "chat.completion.chunk", "created": 1, "model": model,
                   "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
             if (b.get("stream_options") or {}).get("include_usage"):
@@ -222,6 +232,7 @@ def main():
     Handler.st = State(args)
     for m in filter(None, args.preload.split(",")):
         Handler.st.loaded[m] = "ready"
+    ThreadingHTTPServer.request_queue_size = 1024
     srv = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     srv.daemon_threads = True
     print("ready", flush=True)
