@@ -163,18 +163,20 @@ hx_code hx_engine_open(const char *path, const hx_engine_opts *opts, hx_engine *
   if (hp->eos_token_id >= 0 && hp->eos_token_id < hp->n_vocab)
     in->eos_ids[in->n_eos++] = hp->eos_token_id;
   in->weight_bytes = model_file_weight_bytes(e->mf);
-  size_t best_bytes = 0;
+  uint64_t bytes_by_type[QUANT_TYPE_COUNT] = {0};
   for (size_t i = 0; i < model_file_tensor_count(e->mf); i++) {
     const model_tensor *t = model_file_tensor_at(e->mf, i);
     int64_t n = 1;
     for (int d = 0; d < t->n_dims; d++)
       n *= t->ne[d];
     in->n_params += (uint64_t)n;
-    if (t->n_dims >= 2 && t->nbytes > best_bytes && strstr(t->name, "blk.")) {
-      best_bytes = t->nbytes;
-      snprintf(in->weight_type, sizeof in->weight_type, "%s", quant_type_name(t->type));
-    }
+    if (t->type < QUANT_TYPE_COUNT && strncmp(t->name, "blk.", 4) == 0)
+      bytes_by_type[t->type] += t->nbytes;
   }
+  int dom = 0;
+  for (int t = 1; t < QUANT_TYPE_COUNT; t++)
+    dom = bytes_by_type[t] > bytes_by_type[dom] ? t : dom;
+  snprintf(in->weight_type, sizeof in->weight_type, "%s", quant_type_name((quant_type)dom));
   *out = e;
   return HX_OK;
 }
@@ -314,7 +316,9 @@ hx_code hx_engine_generate(hx_engine *e, hx_engine_slot *s, const int32_t *promp
       goto out;
     }
     hx_gen_token tok = {0};
-    tok.id = hx_sampler_sample(&smp, e->logits, &tok.logprob, tok.top_ids, tok.top_logprobs);
+    const bool lp = params->n_logprobs > 0; /* log-sum-exp over the vocabulary costs ~1 ms */
+    tok.id = hx_sampler_sample(&smp, e->logits, lp ? &tok.logprob : NULL, lp ? tok.top_ids : NULL,
+                               lp ? tok.top_logprobs : NULL);
     tok.n_top = params->n_logprobs;
     if (!t_first)
       t_first = hx_time_mono_ns();

@@ -93,7 +93,7 @@ hx_code hx_engine_eval(hx_engine *e, hx_engine_slot *s, const int32_t *tokens, i
 /* One generated token as it is streamed. */
 typedef struct hx_gen_token {
   int32_t id;
-  float logprob; /* log-softmax of the sampled token (raw logits) */
+  float logprob; /* log-softmax of the sampled token (raw logits); 0 unless n_logprobs > 0 */
   int n_top;     /* alternatives below, ≤ sampling.n_logprobs */
   int32_t top_ids[HX_SAMPLER_TOPK_MAX];
   float top_logprobs[HX_SAMPLER_TOPK_MAX];

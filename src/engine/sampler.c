@@ -193,7 +193,9 @@ int32_t hx_sampler_sample(hx_sampler *s, float *logits, float *logprob, int32_t 
                           float *top_logprobs) {
   const hx_sampling_params *p = &s->params;
   const int n = s->n_vocab;
-  memcpy(s->raw, logits, (size_t)n * sizeof *logits);
+  const bool want_lp = logprob || (top_ids && p->n_logprobs > 0);
+  if (want_lp) /* only logprobs need the logits as given */
+    memcpy(s->raw, logits, (size_t)n * sizeof *logits);
   apply_penalties(s, logits);
   int32_t best = 0;
   for (int i = 1; i < n; i++)
@@ -249,7 +251,8 @@ int32_t hx_sampler_sample(hx_sampler *s, float *logits, float *logprob, int32_t 
       }
     }
   }
-  fill_logprobs(s, chosen, logprob, top_ids, top_logprobs);
+  if (want_lp)
+    fill_logprobs(s, chosen, logprob, top_ids, top_logprobs);
   return chosen;
 }
 

@@ -391,6 +391,8 @@ AVX512 static float dot_avx512_q4_k(const void *wv, const void *xv, int64_t n) {
   const block_q8_K *x = xv;
   const int64_t nb = n / QK_K;
   const __m256i m4 = _mm256_set1_epi8(0xF);
+  const __m512i sel0 = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(1), 1);
+  const __m512i two = _mm512_set1_epi16(2);
   __m512 acc = _mm512_setzero_ps();
   float summs = 0.0f;
   for (int64_t i = 0; i < nb; i++) {
@@ -410,6 +412,10 @@ AVX512 static float dot_avx512_q4_k(const void *wv, const void *xv, int64_t n) {
     summs += dmin * (float)_mm_cvtsi128_si32(pm);
     const uint8_t *q4 = w[i].qs;
     const int8_t *q8 = x[i].qs;
+    /* the 8 scales as i16; lanes 0-15 of group j take scale 2j, 16-31 scale 2j+1 */
+    const __m512i sc16 =
+        _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)sc)));
+    __m512i sel = sel0;
     __m512i sumi = _mm512_setzero_si512();
     for (int j = 0; j < QK_K / 64; j++) {
       const __m256i q4bits = _mm256_loadu_si256((const __m256i *)(q4 + 32 * j));
@@ -418,8 +424,8 @@ AVX512 static float dot_avx512_q4_k(const void *wv, const void *xv, int64_t n) {
       const __m512i q8v = _mm512_loadu_si512((const void *)(q8 + 64 * j));
       /* u8 x i8 pairs → i16 (≤ 2·15·128, no saturation), then × scale → i32 */
       const __m512i p16 = _mm512_maddubs_epi16(q4v, q8v);
-      const __m512i scv = _mm512_inserti64x4(_mm512_set1_epi16((short)sc[2 * j]),
-                                             _mm256_set1_epi16((short)sc[2 * j + 1]), 1);
+      const __m512i scv = _mm512_permutexvar_epi16(sel, sc16);
+      sel = _mm512_add_epi16(sel, two);
       sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(p16, scv));
     }
     acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sumi), acc);
