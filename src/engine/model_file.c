@@ -347,6 +347,52 @@ static hx_code quantize_all(model_file *mf, const model_file_opts *o, hx_err *er
 
 /* --- GGUF ---------------------------------------------------------------------- */
 
+/* llama.cpp also accepts a fused blk.N.ffn_gate_up_exps {n_embd, 2F, X}
+ * (per expert: F gate rows, then F up rows). The canonical layout is split,
+ * so it is copied into owned ffn_gate_exps / ffn_up_exps (the mapping of the
+ * fused tensor is then never read again). */
+static hx_code split_gate_up_exps(model_file *mf, hx_err *err) {
+  for (int l = 0; l < mf->hp.n_layer; l++) {
+    char name[MODEL_NAME_MAX], gname[MODEL_NAME_MAX], uname[MODEL_NAME_MAX];
+    snprintf(name, sizeof name, "blk.%d.ffn_gate_up_exps.weight", l);
+    snprintf(gname, sizeof gname, "blk.%d.ffn_gate_exps.weight", l);
+    snprintf(uname, sizeof uname, "blk.%d.ffn_up_exps.weight", l);
+    const model_tensor *f = find_mut(mf, name);
+    if (!f || find_mut(mf, gname) || find_mut(mf, uname))
+      continue;
+    size_t rb;
+    if (f->n_dims != 3 || f->ne[1] % 2 || !quant_row_bytes(f->type, f->ne[0], &rb))
+      return hx_err_set(err, HX_EFORMAT, "%s: tensor \"%s\" has an unexpected shape", mf->path,
+                        name);
+    int64_t F = f->ne[1] / 2, X = f->ne[2];
+    size_t half = rb * (size_t)F, total = half * (size_t)X;
+    uint8_t *g = malloc(total), *u = malloc(total);
+    if (!g || !u) {
+      free(g);
+      free(u);
+      return hx_err_set(err, HX_ENOMEM, "out of memory");
+    }
+    const uint8_t *src = f->data;
+    for (int64_t x = 0; x < X; x++) {
+      memcpy(g + (size_t)x * half, src + 2 * (size_t)x * half, half);
+      memcpy(u + (size_t)x * half, src + (2 * (size_t)x + 1) * half, half);
+    }
+    int64_t ne[3] = {f->ne[0], F, X};
+    quant_type ty = f->type;
+    hx_code rc = add_tensor(mf, gname, ty, 3, ne, g, total, true, err);
+    if (rc) {
+      free(g);
+      free(u);
+      return rc;
+    }
+    if ((rc = add_tensor(mf, uname, ty, 3, ne, u, total, true, err))) {
+      free(u);
+      return rc;
+    }
+  }
+  return HX_OK;
+}
+
 static hx_code open_gguf(model_file *mf, hx_err *err) {
   hx_code rc = gguf_open(mf->path, &mf->gguf, err);
   if (rc || (rc = model_hparams_from_gguf(mf->gguf, &mf->hp, err)))
@@ -356,7 +402,7 @@ static hx_code open_gguf(model_file *mf, hx_err *err) {
     if ((rc = add_tensor(mf, g->name, g->type, g->n_dims, g->ne, g->data, g->nbytes, false, err)))
       return rc;
   }
-  return HX_OK;
+  return model_arch_is_moe(mf->hp.arch) ? split_gate_up_exps(mf, err) : HX_OK;
 }
 
 /* --- HF directory ------------------------------------------------------------ */

@@ -441,6 +441,66 @@ static void test_matches_llama_cpp_quantize(void **state) {
   }
 }
 
+/* A GGUF with llama.cpp's optional fused ffn_gate_up_exps loads as split
+ * ffn_gate_exps / ffn_up_exps (gate rows first per expert). */
+static void test_gguf_fused_gate_up_exps(void **state) {
+  (void)state;
+  const char *cfg = "{\"model_type\":\"qwen3_moe\",\"hidden_size\":64,\"num_hidden_layers\":1,"
+                    "\"num_attention_heads\":2,\"num_key_value_heads\":1,\"head_dim\":32,"
+                    "\"moe_intermediate_size\":32,\"num_experts\":4,\"num_experts_per_tok\":2,"
+                    "\"vocab_size\":16}";
+  model_hparams hp;
+  hx_err e;
+  assert_int_equal(model_hparams_from_hf_config(cfg, strlen(cfg), "cfg", &hp, &e), HX_OK);
+  size_t n = model_tensor_specs(&hp, NULL, 0);
+  model_tensor_spec *sp = calloc(n, sizeof *sp);
+  model_tensor_specs(&hp, sp, n);
+  char path[] = "/tmp/hx_mf_fused_XXXXXX";
+  int fd = mkstemp(path);
+  close(fd);
+  gguf_writer *w = gguf_writer_create(32);
+  assert_int_equal(model_hparams_write_gguf(&hp, w), HX_OK);
+  for (size_t i = 0; i < n; i++) {
+    if (strstr(sp[i].name, "ffn_up_exps"))
+      continue;
+    if (strstr(sp[i].name, "ffn_gate_exps")) {
+      snprintf(sp[i].name, sizeof sp[i].name, "blk.0.ffn_gate_up_exps.weight");
+      sp[i].ne[1] *= 2;
+    }
+    assert_int_equal(gguf_writer_add_tensor(w, sp[i].name, QUANT_F32, sp[i].n_dims, sp[i].ne, &e),
+                     HX_OK);
+  }
+  assert_int_equal(gguf_writer_open(w, path, &e), HX_OK);
+  for (size_t i = 0; i < n; i++) {
+    if (strstr(sp[i].name, "ffn_up_exps"))
+      continue;
+    size_t cnt = (size_t)(sp[i].ne[0] * sp[i].ne[1] * sp[i].ne[2]);
+    float *d = malloc(cnt * 4);
+    for (size_t k = 0; k < cnt; k++)
+      d[k] = (float)k;
+    assert_int_equal(gguf_writer_write_tensor(w, d, cnt * 4, &e), HX_OK);
+    free(d);
+  }
+  assert_int_equal(gguf_writer_finish(w, &e), HX_OK);
+  gguf_writer_free(w);
+  free(sp);
+  model_file *mf;
+  assert_int_equal(model_file_open(path, NULL, &mf, &e), HX_OK);
+  const model_tensor *g = model_file_tensor(mf, "blk.0.ffn_gate_exps.weight");
+  const model_tensor *u = model_file_tensor(mf, "blk.0.ffn_up_exps.weight");
+  assert_non_null(g);
+  assert_non_null(u);
+  assert_int_equal(g->ne[1], 32);
+  const float *gf = g->data, *uf = u->data;
+  for (int x = 0; x < 4; x++) /* fused element (x, row r, col c) = ((x*64 + r)*64 + c) */
+    for (int r = 0; r < 32; r++) {
+      assert_float_equal(gf[(x * 32 + r) * 64 + 5], (float)((x * 64 + r) * 64 + 5), 0);
+      assert_float_equal(uf[(x * 32 + r) * 64 + 5], (float)((x * 64 + 32 + r) * 64 + 5), 0);
+    }
+  model_file_close(mf);
+  unlink(path);
+}
+
 static void test_policy_and_names(void **state) {
   (void)state;
   char out[MODEL_NAME_MAX];
@@ -493,6 +553,7 @@ int main(void) {
       cmocka_unit_test(test_hf_qwen3next_qkvz_and_experts),
       cmocka_unit_test(test_gguf_in_situ_quant),
       cmocka_unit_test(test_matches_llama_cpp_quantize),
+      cmocka_unit_test(test_gguf_fused_gate_up_exps),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
