@@ -779,7 +779,7 @@ hx_code hx_http_server_route(hx_http_server *srv, const char *method, const char
   return HX_OK;
 }
 
-static void mhd_log(void *cls, const char *fmt, va_list ap) {
+__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap) {
   (void)cls;
   char line[512];
   vsnprintf(line, sizeof line, fmt, ap);
