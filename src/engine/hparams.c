@@ -350,7 +350,9 @@ static hx_code hf_fill(const json_t *root, const json_t *c, model_hparams *hp, h
   hp->tied_embeddings = tied;
   hp->attn_qkv_bias = hp->arch == MODEL_ARCH_QWEN2;
   if (model_arch_is_moe(hp->arch)) {
-    if ((rc = ji(c, "num_experts", true, &hp->n_expert, err)) ||
+    /* Hub configs say num_experts; transformers >= 5 writes num_local_experts */
+    if ((rc = ji(c, "num_local_experts", false, &hp->n_expert, err)) ||
+        (rc = ji(c, "num_experts", !hp->n_expert, &hp->n_expert, err)) ||
         (rc = ji(c, "num_experts_per_tok", true, &hp->n_expert_used, err)) ||
         (rc = ji(c, "moe_intermediate_size", true, &hp->n_ff_exp, err)) ||
         (rc = ji(c, "shared_expert_intermediate_size", false, &hp->n_ff_shexp, err)) ||
