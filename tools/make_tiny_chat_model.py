@@ -9,6 +9,7 @@ f32, hidden size 16, 1 layer, tied embeddings: about 10 MB, written in well
 under a second.
 
 usage: make_tiny_chat_model.py OUT_DIR [--think] [--tokenizers DIR] [--bench]
+                               [--nan-token ID]
   --think   use a variant of the template whose generation prompt opens a
             <think> block (as Qwen3.5's does), so generated text is reasoning
 """
@@ -64,6 +65,8 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--think", action="store_true")
     ap.add_argument("--bench", action="store_true")
+    ap.add_argument("--nan-token", type=int, default=-1,
+                    help="make this token's embedding row NaN (tests of the NaN path)")
     ap.add_argument("--tokenizers", default=os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", ".cache", "tokenizers", "qwen3"))
     a = ap.parse_args()
@@ -78,8 +81,15 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     rng = random.Random(1234)
     header, blobs, off = {}, [], 0
-    for name, shape in tensors().items():
-        b = data_for(name, shape, rng).tobytes()
+    shapes = tensors()
+    if a.nan_token >= 0:  # untied, so that only inputs holding the token go NaN
+        shapes["lm_head.weight"] = (VOCAB, HIDDEN)
+    for name, shape in shapes.items():
+        arr = data_for(name, shape, rng)
+        if name == "model.embed_tokens.weight" and a.nan_token >= 0:
+            for k in range(HIDDEN):
+                arr[a.nan_token * HIDDEN + k] = float("nan")
+        b = arr.tobytes()
         header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [off, off + len(b)]}
         blobs.append(b)
         off += len(b)
@@ -95,7 +105,7 @@ def main():
         "hidden_size": HIDDEN, "intermediate_size": FF, "num_hidden_layers": LAYERS,
         "num_attention_heads": HEADS, "num_key_value_heads": KV_HEADS, "head_dim": HEAD_DIM,
         "max_position_embeddings": 4096, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
-        "tie_word_embeddings": True, "attention_bias": False, "hidden_act": "silu",
+        "tie_word_embeddings": a.nan_token < 0, "attention_bias": False, "hidden_act": "silu",
         "bos_token_id": 151643, "eos_token_id": 151645, "torch_dtype": "float32",
     }
     with open(os.path.join(a.out, "config.json"), "w") as f:

@@ -576,6 +576,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
     t->deadline_ns = hx_time_mono_ns() + (uint64_t)srv->cfg.request_read_ms * 1000000ull;
   bool run_cb = false;
   if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+    HX_DEBUG("http: %s: connection ended early (MHD termination code %d)", req->id, (int)toe);
     if (!req->status || (req->dispatched && !req->finished))
       req->status = 499; /* client closed request (nginx's convention) */
     if (!(req->dispatched && req->finished))
@@ -658,6 +659,8 @@ static void *monitor_main(void *arg) {
       if (n_fire == 64)
         break; /* the rest are checked next round */
       if (poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+        HX_DEBUG("http: %s: client hung up (fd %d, revents 0x%x)", r->id, r->track->fd,
+                 (unsigned)p.revents);
         if (req_cancel_locked(r))
           fire[n_fire++] = r;
         /* Wake a suspended stream so MHD notices the hang-up and closes. */

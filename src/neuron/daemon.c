@@ -567,12 +567,12 @@ static void admit(neuron_daemon *d, gen_job *j, const char *id) {
     status = 409;
     code = "model_unloading";
     snprintf(msg, sizeof msg, "model \"%.300s\" is being unloaded", id);
-  } else if (m->inflight >= (int)d->cfg->limits.queue_length) {
+  } else if (m->inflight > (int)d->cfg->limits.queue_length) { /* one runs, the rest wait */
     status = 429;
     type = "rate_limit_error";
     code = "queue_full";
-    snprintf(msg, sizeof msg, "model \"%.300s\" has %d requests queued (limit %u); retry later", id,
-             m->inflight, d->cfg->limits.queue_length);
+    snprintf(msg, sizeof msg, "model \"%.300s\" has %d requests waiting (limit %u); retry later",
+             id, m->inflight - 1, d->cfg->limits.queue_length);
   }
   if (!status) {
     j->m = m;

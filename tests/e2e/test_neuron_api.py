@@ -28,6 +28,7 @@ BIN = os.environ.get("HELEXA_BIN", os.path.join(ROOT, "build", "bin"))
 ASAN = os.environ.get("HELEXA_ASAN", "0") == "1"
 MODEL = "tiny-qwen3"
 THINK = "tiny-think"
+NAN = "tiny-nan"  # the embedding row of "hello" (14990) is NaN
 
 
 def start_neuron(models_dir, extra=(), config_text=None, tmp=None):
@@ -65,7 +66,7 @@ def stop_neuron(p, timeout=60):
 def models_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("models")
     tool = os.path.join(ROOT, "tools", "make_tiny_chat_model.py")
-    for name, extra in ((MODEL, []), (THINK, ["--think"])):
+    for name, extra in ((MODEL, []), (THINK, ["--think"]), (NAN, ["--nan-token", "14990"])):
         r = subprocess.run([sys.executable, tool, str(d / name), *extra], capture_output=True,
                            text=True)
         if r.returncode == 2:
@@ -482,3 +483,41 @@ def test_sigterm_drains_in_flight(models_dir):
     t.join()
     assert time.time() - t0 < 45
     assert "r" in got and got["r"].status_code == 200, got  # finished, not dropped
+
+
+def test_nan_logits_500_and_model_keeps_serving(client, base, loaded):
+    with pytest.raises(openai.InternalServerError) as e:
+        client.completions.create(model=NAN, prompt="hello world", max_tokens=4)
+    assert e.value.status_code == 500
+    err = e.value.body["error"] if "error" in e.value.body else e.value.body
+    assert err["code"] == "numeric_error" and "non-finite" in err["message"]
+    r = client.completions.create(model=NAN, prompt="good morning", max_tokens=4)
+    assert r.usage.completion_tokens >= 1
+    s = client.completions.create(model=NAN, prompt="hello again", max_tokens=4, stream=True)
+    with pytest.raises(openai.APIError):
+        list(s)  # an error event after the 200
+    met = httpx.get(base + "/metrics").text
+    assert 'outcome="numeric_error"' in met
+
+
+def test_queue_full_429(models_dir, tmp_path):
+    p, port = start_neuron(models_dir, config_text="[limits]\nqueue_length = 0\n",
+                           tmp=str(tmp_path))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        r = httpx.post(base + "/models/load", json={"model": MODEL, "context": 1024}, timeout=300)
+        if r.status_code != 200:
+            pytest.skip("model does not load: " + r.text)
+        body = {"model": MODEL, "prompt": "Once", "max_tokens": 900, "stream": True,
+                "ignore_eos": True}
+        with httpx.Client(timeout=60) as c:
+            with c.stream("POST", base + "/v1/completions", json=body) as s:
+                lines = s.iter_lines()  # (kept: dropping the iterator closes the stream)
+                next(lines)  # the first request is running
+                r = httpx.post(base + "/v1/completions", timeout=30,
+                               json={"model": MODEL, "prompt": "x", "max_tokens": 1})
+                assert r.status_code == 429, r.text
+                assert r.headers["retry-after"] == "1"
+                assert err_of(r)["code"] == "queue_full"
+    finally:
+        assert stop_neuron(p) == 0
