@@ -388,6 +388,15 @@ static void px_run(px_req *p) {
         ((p->stream || p->anth) && p->up_status == 200 && !p->up_done && !p->stop_hit &&
          !(p->anth && api_anth_stream_has_finish(p->anth) && rc == HX_OK));
     gw_release(p->gw, &p->lease, !upstream_failed || (p->up_status < 500 && p->up_status >= 400));
+    if (p->up_status == 404 && !p->forwarded && attempt + 1 < PX_ATTEMPTS) {
+      /* the neuron no longer has it (evicted or restarted since the last
+       * poll): refresh the view and route again (this may load it) */
+      HX_WARN("neuron %s does not have %s loaded; refreshing and retrying", n->cfg->name,
+              p->lease.upstream_id);
+      gw_poll_neuron(p->gw, p->lease.neuron);
+      hx_err_clear(&err);
+      continue;
+    }
     if (upstream_failed && !p->forwarded && attempt + 1 < PX_ATTEMPTS) {
       HX_WARN("upstream %s failed before the first byte (%s); retrying on another replica",
               n->cfg->name, rc != HX_OK ? err.msg : "HTTP error");

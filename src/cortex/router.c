@@ -426,6 +426,11 @@ hx_code gw_acquire(gateway *gw, const char *model, uint64_t exclude, gw_keepaliv
         m->loading = true;
         m->loading_neuron = plan.neuron;
         gw->neurons[plan.neuron].swapping = true;
+        for (size_t k = 0; k < plan.n_victims; k++) { /* no new leases on victims */
+          gw_loaded *v = router_find_loaded(&gw->neurons[plan.neuron], plan.victims[k]);
+          if (v)
+            snprintf(v->state, sizeof v->state, "%s", "unloading");
+        }
         pthread_mutex_unlock(&gw->mu);
         hx_err lerr = {0};
         hx_code lrc = router_do_load(gw, m, uid, &plan, deadline, &ka, &lerr);

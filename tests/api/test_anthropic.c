@@ -93,8 +93,8 @@ static void test_request_errors(void **state) {
       "{\"model\":\"m\",\"max_tokens\":5,\"messages\":[],\"thinking\":{\"type\":\"x\"}}",
       "{\"model\":\"m\",\"max_tokens\":5,\"messages\":[],\"stop_sequences\":[\"\"]}",
       "{\"model\":\"m\",\"max_tokens\":5,\"messages\":[],\"temperature\":3}",
-      "{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
-      "\"image\",\"source\":{\"type\":\"file\"}}]}]}",
+      ("{\"model\":\"m\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":"
+       "\"image\",\"source\":{\"type\":\"file\"}}]}]}"),
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     json_t *req = J(bad[i]), *out = NULL;
