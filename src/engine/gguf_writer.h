@@ -3,8 +3,9 @@
  * Usage: gguf_writer_create; gguf_writer_set_* for metadata (insertion order
  * is kept; setting a key twice replaces its value); gguf_writer_add_tensor
  * for every tensor's info (name, type, shape); gguf_writer_open writes the
- * header, metadata and tensor infos to path; gguf_writer_write_tensor once per
- * tensor in the order they were added (data is padded to the alignment);
+ * header, metadata and tensor infos to path; gguf_writer_write_tensor with
+ * each tensor's bytes (one call or several consecutive pieces), in the order
+ * the tensors were added (data is padded to the alignment);
  * gguf_writer_finish flushes and closes. Tensor data is never held by the
  * writer, so multi-GB files stream through bounded memory. The writer writes
  * to "<path>.tmp" and renames on finish, so a failed write leaves no file. */

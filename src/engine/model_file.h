@@ -22,7 +22,10 @@
  *   - qwen35*: V heads reordered from grouped-by-K-head to tiled order in
  *     attn_qkv (V rows), attn_gate, ssm_alpha, ssm_beta, ssm_a, ssm_dt,
  *     ssm_conv1d (V channels) and ssm_out (columns), when n_k_heads != n_v_heads;
- *   - MoE experts stacked into 3-D *_exps tensors.
+ *   - MoE experts stacked into 3-D *_exps tensors (per-expert HF tensors or
+ *     fused gate_up_proj); a GGUF's optional fused ffn_gate_up_exps is split
+ *     into ffn_gate_exps / ffn_up_exps (owned copies).
+ * Mapped data is at least 8-byte aligned (misaligned tensors are copied).
  * Tensors that needed no transform point into the mapping (bf16/f16/f32 from
  * safetensors keep their dtype); transformed ones are owned f32 buffers unless
  * in-situ quantization turned them into quantized owned buffers.
