@@ -43,7 +43,7 @@ models = ["small"]
 def fleet(tmp_path_factory):
     f = Fleet(str(tmp_path_factory.mktemp("cx")),
               [{"name": "a", "models": "m1:100,m2:150,m3:100", "budget": 300, "preload": "m1"}],
-              MODELS, keys=KEYS)
+              MODELS, keys=KEYS, extra_gateway="max_body_bytes = 200000")
     yield f
     assert f.stop() == 0
 
@@ -223,6 +223,13 @@ def test_errors_in_dialect(fleet):
                                                      messages=[{"role": "user", "content": "x"}])
     with pytest.raises(openai.BadRequestError):
         oai(fleet).chat.completions.create(model="small", messages=[])
+    big = "x" * 300000
+    with pytest.raises(anthropic.APIStatusError) as e:
+        c.messages.create(model="small", max_tokens=5, messages=[{"role": "user", "content": big}])
+    assert e.value.status_code == 413 and e.value.body["error"]["type"] == "request_too_large"
+    with pytest.raises(openai.APIStatusError) as e:
+        oai(fleet).chat.completions.create(model="small", messages=[{"role": "user", "content": big}])
+    assert e.value.status_code == 413 and "message" in e.value.body
     # malformed bodies: 4xx in the right dialect, many of them
     for i in range(200):
         body = [b"{", b"[]", b'{"model": 1}', b"\xff\xfe", b'{"model":"small","messages":[{}]}'][i % 5]

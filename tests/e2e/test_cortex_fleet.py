@@ -208,3 +208,31 @@ def test_slow_header_clients_do_not_block(pair):
     assert time.time() - t0 < 2.0
     for s in socks:
         s.close()
+
+
+def test_graceful_drain(tmp_path):
+    f = Fleet(str(tmp_path), [{"name": "a", "models": "m1:100", "budget": 300, "preload": "m1"}], MODELS)
+    try:
+        chunks = []
+
+        def stream():
+            for ch in oai(f).chat.completions.create(model="small", stream=True,
+                                                     messages=[{"role": "user", "content": "SLOW"}]):
+                if ch.choices and ch.choices[0].delta.content:
+                    chunks.append(ch.choices[0].delta.content)
+        t = threading.Thread(target=stream)
+        t.start()
+        time.sleep(0.5)
+        f.cortex.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        try:
+            urllib.request.urlopen(f.url + "/health", timeout=2)
+            healthy = True
+        except Exception:
+            healthy = False  # 503 while draining, or no longer accepting
+        assert not healthy
+        t.join(20)
+        assert len(chunks) == 40  # the stream in flight finished normally
+        assert f.cortex.wait(20) == 0
+    finally:
+        f.stop()
