@@ -2,11 +2,13 @@
 //
 // One block handles one KV head, one query token and one split of the KV
 // positions, for all G query heads that share the KV head, so every K/V row is
-// read once per token. Each of the 4 warps walks every 4th position with an
-// online softmax; lanes hold dims lane + 32k. Warps merge in shared memory.
-// Decode splits the positions over up to 64 blocks per head (grid fixed by the
-// maximum context so a captured graph replays at any position; blocks past
-// the current position exit at once) and a second kernel combines the splits.
+// read once per token. Each of the 4 warps walks batches of 8 positions with an
+// online softmax; lane l holds dims l * NK .. l * NK + NK - 1, so a warp reads a
+// head row with one vector load per lane. Warps merge in shared memory.
+// Decode splits the positions over about 4 blocks per SM (the grid is fixed by
+// the device and model so a captured graph replays at any position; each block
+// derives its share from the current position) and a second kernel combines
+// the splits.
 #include "common.cuh"
 #include "kernels.h"
 
@@ -60,6 +62,75 @@ void launch_cache_store(uint8_t *cache, int cache_type, size_t cache_row_bytes, 
   CUDA_LAUNCH_CHECK();
 }
 
+// Loads this lane's NK consecutive elements (dims lane * NK ..) of one KV head
+// row. With vec set (D == 32 * NK and 16-byte aligned rows), F16 and F32 rows
+// are read with one or two vector loads per lane, so a warp reads a whole head
+// row in one or two instructions; otherwise element by element.
+template <int NK>
+__device__ __forceinline__ void load_kv_lane(float (&v)[NK], const uint8_t *row, int type,
+                                             int64_t base, int lane, int D, bool vec) {
+  int64_t i0 = base + (int64_t)lane * NK;
+  if (vec && type == GT_F16) {
+    const __half *h = (const __half *)row + i0;
+    if (NK == 8) {
+      uint4 u = *(const uint4 *)h;
+      const __half2 *p = (const __half2 *)&u;
+#pragma unroll
+      for (int k = 0; k < NK / 2; k++) {
+        float2 f = __half22float2(p[k]);
+        v[2 * k] = f.x, v[2 * k + 1] = f.y;
+      }
+      return;
+    }
+    if (NK == 4) {
+      uint2 u = *(const uint2 *)h;
+      const __half2 *p = (const __half2 *)&u;
+#pragma unroll
+      for (int k = 0; k < NK / 2; k++) {
+        float2 f = __half22float2(p[k]);
+        v[2 * k] = f.x, v[2 * k + 1] = f.y;
+      }
+      return;
+    }
+    if (NK == 2) {
+      float2 f = __half22float2(*(const __half2 *)h);
+      v[0] = f.x, v[NK - 1] = f.y;
+      return;
+    }
+  }
+  if (vec && type == GT_F32 && NK >= 4) {
+    const float4 *f4 = (const float4 *)((const float *)row + i0);
+#pragma unroll
+    for (int k = 0; k < NK / 4; k++) {
+      float4 f = f4[k];
+      v[4 * k] = f.x, v[4 * k + 1] = f.y, v[4 * k + 2] = f.z, v[4 * k + 3] = f.w;
+    }
+    return;
+  }
+  if (vec && type == GT_Q8_0) { /* NK divides 32: the lane's dims share one block */
+    const cu_block_q8_0 *b = (const cu_block_q8_0 *)row + i0 / 32;
+    float d = __half2float(b->d);
+#pragma unroll
+    for (int k = 0; k < NK; k++)
+      v[k] = d * (float)b->qs[i0 % 32 + k];
+    return;
+  }
+#pragma unroll
+  for (int k = 0; k < NK; k++) {
+    int d = lane * NK + k;
+    v[k] = d < D ? load_kv(row, type, base + d) : 0.0f;
+  }
+}
+
+// Positions per split of a decode attention: the current length spread over
+// all splits (rounded to whole batches), so every depth uses the whole grid.
+__device__ __forceinline__ int64_t attn_chunk(int64_t n_pos, int n_splits) {
+  if (n_splits == 1)
+    return n_pos;
+  int64_t c = (n_pos + n_splits - 1) / n_splits;
+  return (c + 7) / 8 * 8;
+}
+
 size_t attn_partial_floats(int n_heads, int head_dim, int n_splits) {
   return (size_t)n_heads * (size_t)n_splits * (size_t)(head_dim + 2);
 }
@@ -72,11 +143,12 @@ template <int G, int NK>
 __global__ static void __launch_bounds__(ATT_WARPS * 32)
     attn_kernel(float *out, size_t os, const float *q, size_t qs, const uint8_t *kc,
                 const uint8_t *vc, int type, size_t rb, const int32_t *pos, int D, float scale,
-                int64_t chunk, int n_splits, float *partial) {
+                int n_splits, bool vec, float *partial) {
   extern __shared__ float sm[]; // [ATT_WARPS][G][D + 2]
   int kvh = blockIdx.x, t = blockIdx.y;
   int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   int64_t n_pos = (int64_t)pos[t] + 1;
+  int64_t chunk = attn_chunk(n_pos, n_splits);
   if ((int64_t)blockIdx.z * chunk >= n_pos)
     return; /* no split of this block holds a position yet */
   float qr[G][NK], acc[G][NK], m[G], l[G];
@@ -85,12 +157,12 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
     const float *qh = q + (size_t)t * qs + (size_t)(kvh * G + g) * D;
 #pragma unroll
     for (int k = 0; k < NK; k++) {
-      int d = lane + 32 * k;
+      int d = lane * NK + k;
       qr[g][k] = d < D ? qh[d] * scale : 0.0f;
     }
   }
   for (int split = blockIdx.z; split < n_splits && (int64_t)split * chunk < n_pos;
-       split += gridDim.z) {
+       split += gridDim.z) { /* one split per block: gridDim.z == n_splits */
     int64_t p0 = (int64_t)split * chunk, p1 = min(p0 + chunk, n_pos);
 #pragma unroll
     for (int g = 0; g < G; g++) {
@@ -108,12 +180,8 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
       for (int j = 0; j < ATT_BATCH; j++) {
         int64_t p = pb + j < p1 ? pb + j : p1 - 1;
         const uint8_t *krow = kc + (size_t)p * rb, *vrow = vc + (size_t)p * rb;
-#pragma unroll
-        for (int k = 0; k < NK; k++) {
-          int d = lane + 32 * k;
-          kv[j][k] = d < D ? load_kv(krow, type, (int64_t)kvh * D + d) : 0.0f;
-          vv[j][k] = d < D ? load_kv(vrow, type, (int64_t)kvh * D + d) : 0.0f;
-        }
+        load_kv_lane<NK>(kv[j], krow, type, (int64_t)kvh * D, lane, D, vec);
+        load_kv_lane<NK>(vv[j], vrow, type, (int64_t)kvh * D, lane, D, vec);
       }
       // scores of the whole batch first: 8 x G independent reductions
       float sc[ATT_BATCH][G];
@@ -166,7 +234,7 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
         s[0] = m[g], s[1] = l[g];
 #pragma unroll
       for (int k = 0; k < NK; k++) {
-        int d = lane + 32 * k;
+        int d = lane * NK + k;
         if (d < D)
           s[2 + d] = acc[g][k];
       }
@@ -204,10 +272,11 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
 // up to pos[0] are read (the rest were never written this step); the split
 // loop is unrolled so the partials' loads overlap.
 __global__ static void attn_combine_kernel(float *out, const float *partial, int D, int n_splits,
-                                           int64_t chunk, const int32_t *pos) {
+                                           const int32_t *pos) {
   int h = blockIdx.x;
   int W = D + 2;
-  int n_act = (int)min((int64_t)n_splits, (int64_t)pos[0] / chunk + 1);
+  int64_t n_pos = (int64_t)pos[0] + 1, chunk = attn_chunk(n_pos, n_splits);
+  int n_act = (int)min((int64_t)n_splits, (n_pos + chunk - 1) / chunk);
   const float *pp = partial + (size_t)h * n_splits * W;
   float M = -INFINITY;
   for (int s = 0; s < n_act; s++)
@@ -229,11 +298,11 @@ __global__ static void attn_combine_kernel(float *out, const float *partial, int
 template <int G>
 static void launch_g(int nk, dim3 grid, size_t smem, cudaStream_t st, float *out, size_t os,
                      const float *q, size_t qs, const uint8_t *kc, const uint8_t *vc, int type,
-                     size_t rb, const int32_t *pos, int D, float scale, int64_t chunk, int n_splits,
+                     size_t rb, const int32_t *pos, int D, float scale, int n_splits, bool vec,
                      float *partial) {
 #define ATT_LAUNCH(NK)                                                                             \
   attn_kernel<G, NK><<<grid, ATT_WARPS * 32, smem, st>>>(out, os, q, qs, kc, vc, type, rb, pos, D, \
-                                                         scale, chunk, n_splits, partial)
+                                                         scale, n_splits, vec, partial)
   switch (nk) {
   case 1:
     ATT_LAUNCH(1);
@@ -264,37 +333,42 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
   nk = nk <= 1 ? 1 : nk <= 2 ? 2 : nk <= 4 ? 4 : 8;
   int n_splits = 1;
   if (n_tokens == 1 && n_splits_max > 1) {
-    n_splits = (int)cdiv(max_ctx, 64);
-    if (n_splits > n_splits_max)
-      n_splits = n_splits_max;
+    /* about 4 blocks per SM over the KV heads, fixed by the device and the
+       model (not the position) so a captured graph stays valid; each block's
+       share of the positions is computed from pos on the device */
+    static int n_sm;
+    if (n_sm == 0)
+      CUDA_CHECK(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, 0));
+    n_splits = n_sm > 0 ? 4 * n_sm / n_kv_heads : 1;
+    n_splits = n_splits < 1 ? 1 : n_splits > n_splits_max ? n_splits_max : n_splits;
+    if ((int64_t)n_splits > max_ctx)
+      n_splits = (int)max_ctx;
   }
-  int64_t chunk = (int64_t)cdiv(max_ctx, n_splits);
+  bool vec = head_dim == 32 * nk && ((uintptr_t)k_cache % 16) == 0 &&
+             ((uintptr_t)v_cache % 16) == 0 && cache_row_bytes % 16 == 0;
   size_t smem = (size_t)ATT_WARPS * G * (head_dim + 2) * sizeof(float);
-  /* at most ~2 blocks per SM worth of splits; blocks stride over the rest */
-  int z = n_splits < 32 ? n_splits : 32;
-  dim3 grid((unsigned)n_kv_heads, (unsigned)n_tokens, (unsigned)z);
+  dim3 grid((unsigned)n_kv_heads, (unsigned)n_tokens, (unsigned)n_splits);
   switch (G) {
   case 1:
     launch_g<1>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                cache_row_bytes, pos, head_dim, scale, chunk, n_splits, partial);
+                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
     break;
   case 2:
     launch_g<2>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                cache_row_bytes, pos, head_dim, scale, chunk, n_splits, partial);
+                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
     break;
   case 4:
     launch_g<4>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                cache_row_bytes, pos, head_dim, scale, chunk, n_splits, partial);
+                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
     break;
   default:
     launch_g<8>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                cache_row_bytes, pos, head_dim, scale, chunk, n_splits, partial);
+                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
     break;
   }
   CUDA_LAUNCH_CHECK();
   if (n_splits > 1) {
-    attn_combine_kernel<<<(unsigned)n_heads, 128, 0, st>>>(out, partial, head_dim, n_splits, chunk,
-                                                           pos);
+    attn_combine_kernel<<<(unsigned)n_heads, 128, 0, st>>>(out, partial, head_dim, n_splits, pos);
     CUDA_LAUNCH_CHECK();
   }
 }
