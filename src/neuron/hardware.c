@@ -96,6 +96,7 @@ typedef int (*nvml_get_handle_fn)(const char *pci, void **dev);
 typedef int (*nvml_util_fn)(void *dev, unsigned *util2);
 typedef int (*nvml_temp_fn)(void *dev, int sensor, unsigned *t);
 typedef int (*nvml_power_fn)(void *dev, unsigned *mw);
+typedef int (*nvml_driver_fn)(char *version, unsigned len);
 
 static struct {
   bool tried, ok;
@@ -103,6 +104,7 @@ static struct {
   nvml_util_fn util;
   nvml_temp_fn temp;
   nvml_power_fn power;
+  nvml_driver_fn driver;
 } nvml;
 
 static void nvml_load(void) {
@@ -117,6 +119,7 @@ static void nvml_load(void) {
   nvml.util = (nvml_util_fn)dlsym(h, "nvmlDeviceGetUtilizationRates");
   nvml.temp = (nvml_temp_fn)dlsym(h, "nvmlDeviceGetTemperature");
   nvml.power = (nvml_power_fn)dlsym(h, "nvmlDeviceGetPowerUsage");
+  nvml.driver = (nvml_driver_fn)dlsym(h, "nvmlSystemGetDriverVersion");
   nvml.ok = init && nvml.by_pci && nvml.util && nvml.temp && nvml.power && init() == 0;
   if (!nvml.ok)
     HX_DEBUG("hardware: NVML present but unusable");
@@ -149,6 +152,9 @@ static void cuda_discover(neuron_hardware *hw) {
     return;
   }
   cudaDriverGetVersion(&hw->cuda_driver_version);
+  nvml_load();
+  if (nvml.ok && nvml.driver && nvml.driver(hw->driver_version, sizeof hw->driver_version) != 0)
+    hw->driver_version[0] = '\0';
   cudaRuntimeGetVersion(&hw->cuda_runtime_version);
   if (n > NEURON_GPUS_MAX)
     n = NEURON_GPUS_MAX;
@@ -241,6 +247,8 @@ json_t *neuron_hardware_json(const neuron_hardware *hw) {
                 hw->cpu_model, "logical_cores", hw->cpu_logical, "physical_cores", hw->cpu_physical,
                 "ram", "total_bytes", (json_int_t)hw->ram_total_bytes, "available_bytes",
                 (json_int_t)hw->ram_available_bytes, "devices", gpus);
+  if (root && hw->driver_version[0])
+    json_object_set_new(root, "driver_version", json_string(hw->driver_version));
   if (root && hw->cuda_driver_version) {
     char v[32];
     snprintf(v, sizeof v, "%d.%d", hw->cuda_driver_version / 1000,

@@ -38,6 +38,7 @@ typedef struct neuron_hardware {
   int cpu_physical; /* distinct (physical id, core id) pairs; 0 if unknown */
   uint64_t ram_total_bytes;
   uint64_t ram_available_bytes;
+  char driver_version[80];  /* NVIDIA driver ("580.159.04") from NVML; "" without */
   int cuda_driver_version;  /* e.g. 12040; 0 without CUDA */
   int cuda_runtime_version; /* 0 without CUDA */
   int n_gpus;
