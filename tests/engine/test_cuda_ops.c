@@ -283,6 +283,15 @@ static void test_attention(void **state) {
   attn_case(1, 16, 2, 256, 8192, 5000, 1, plong, 1e-6);
   attn_case(1, 8, 4, 32, 64, 17, 17, pre, 1e-6);
   attn_case(1, 32, 4, 128, 256, 17, 17, pre, 1e-6);
+  /* prefill on tensor cores (f16 Q and P): several key tiles, a query block
+     straddling the end of the tokens, every group size, head_dim 64 and 128 */
+  int32_t later[100];
+  for (int i = 0; i < 100; i++)
+    later[i] = 200 + i;
+  attn_case(1, 16, 16, 64, 512, 300, 100, later, 1e-5);
+  attn_case(1, 16, 8, 128, 512, 300, 100, later, 1e-5);
+  attn_case(1, 32, 8, 128, 512, 300, 99, later, 1e-5);
+  attn_case(1, 32, 4, 128, 512, 300, 37, later + 63, 1e-5);
 }
 
 static void test_elementwise_topk(void **state) {

@@ -12,6 +12,8 @@
 #include "common.cuh"
 #include "kernels.h"
 
+#include <mma.h>
+
 __device__ __forceinline__ float load_kv(const uint8_t *row, int type, int64_t i) {
   if (type == GT_F16)
     return __half2float(((const __half *)row)[i]);
@@ -320,6 +322,145 @@ static void launch_g(int nk, dim3 grid, size_t smem, cudaStream_t st, float *out
 #undef ATT_LAUNCH
 }
 
+// Prefill attention on tensor cores (F16 cache, head_dim 64 or 128). A block
+// takes 16 query rows that share one KV head: 16 / G consecutive tokens times
+// the G heads of the group, so every K/V tile staged in shared memory serves
+// all of them. Per tile of 32 positions: S = Q Kᵀ (wmma, f32 accumulate), an
+// online softmax per row with the causal mask (one warp per 4 rows, one lane
+// per position), then O += P V (wmma; O kept in shared memory so the softmax
+// can rescale it). Positions past the tile's last query are zero-filled so
+// unwritten cache rows never reach the products.
+enum { PF_ROWS = 16, PF_NT = 32 };
+
+template <int G, int D>
+__global__ static void __launch_bounds__(128)
+    attn_prefill_wmma(float *out, size_t os, const float *q, size_t qs, const uint8_t *kc,
+                      const uint8_t *vc, size_t rb, const int32_t *pos, int64_t n_tokens,
+                      float scale) {
+  constexpr int TOK = PF_ROWS / G, LDH = D + 8, LDO = D + 4, LDS = PF_NT + 4, LDP = PF_NT + 8;
+  __shared__ __align__(32) __half Qs[PF_ROWS * LDH];
+  __shared__ __align__(32) __half Ks[PF_NT * LDH];
+  __shared__ __align__(32) __half Vs[PF_NT * LDH];
+  __shared__ __align__(32) float Os[PF_ROWS * LDO];
+  __shared__ __align__(32) float Ss[PF_ROWS * LDS];
+  __shared__ __align__(32) __half Ps[PF_ROWS * LDP];
+  __shared__ int rowpos[PF_ROWS];
+  __shared__ float rowl[PF_ROWS];
+  int kvh = blockIdx.x;
+  int64_t t0 = (int64_t)blockIdx.y * TOK;
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (threadIdx.x < PF_ROWS) {
+    int64_t t = t0 + threadIdx.x / G;
+    rowpos[threadIdx.x] = t < n_tokens ? pos[t] : -1;
+  }
+  for (int e = threadIdx.x; e < PF_ROWS * D; e += blockDim.x) {
+    int r = e / D, d = e % D;
+    int64_t t = t0 + r / G;
+    float v = 0.0f;
+    if (t < n_tokens)
+      v = q[(size_t)t * qs + (size_t)(kvh * G + r % G) * D + d] * scale;
+    Qs[r * LDH + d] = __float2half_rn(v);
+    Os[r * LDO + d] = 0.0f;
+  }
+  __syncthreads();
+  int pmax = -1;
+#pragma unroll
+  for (int r = 0; r < PF_ROWS; r++)
+    pmax = max(pmax, rowpos[r]);
+  int64_t n_pos = (int64_t)pmax + 1;
+  float m[4], l[4]; /* this warp's rows 4 * warp + i; every lane holds them */
+#pragma unroll
+  for (int i = 0; i < 4; i++)
+    m[i] = -INFINITY, l[i] = 0.0f;
+  for (int64_t p0 = 0; p0 < n_pos; p0 += PF_NT) {
+    constexpr int V8 = D / 8; /* 16-byte pieces per row */
+    for (int e = threadIdx.x; e < PF_NT * V8; e += blockDim.x) {
+      int j = e / V8, c = e % V8;
+      int64_t p = p0 + j;
+      uint4 kk = make_uint4(0, 0, 0, 0), vv = kk;
+      if (p < n_pos) {
+        kk = ((const uint4 *)(kc + (size_t)p * rb + (size_t)kvh * D * 2))[c];
+        vv = ((const uint4 *)(vc + (size_t)p * rb + (size_t)kvh * D * 2))[c];
+      }
+      *(uint4 *)&Ks[j * LDH + c * 8] = kk;
+      *(uint4 *)&Vs[j * LDH + c * 8] = vv;
+    }
+    __syncthreads();
+    if (warp < PF_NT / 16) {
+      nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> sf;
+      nvcuda::wmma::fill_fragment(sf, 0.0f);
+#pragma unroll
+      for (int k = 0; k < D / 16; k++) {
+        nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, __half, nvcuda::wmma::row_major>
+            a;
+        nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, __half, nvcuda::wmma::col_major>
+            b;
+        nvcuda::wmma::load_matrix_sync(a, Qs + k * 16, LDH);
+        nvcuda::wmma::load_matrix_sync(b, Ks + warp * 16 * LDH + k * 16, LDH);
+        nvcuda::wmma::mma_sync(sf, a, b, sf);
+      }
+      nvcuda::wmma::store_matrix_sync(Ss + warp * 16, sf, LDS, nvcuda::wmma::mem_row_major);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      int r = warp * 4 + i;
+      bool ok = p0 + lane <= (int64_t)rowpos[r];
+      float sc = ok ? Ss[r * LDS + lane] : -INFINITY;
+      float mn = fmaxf(m[i], warp_max(sc));
+      float pr = ok ? __expf(sc - mn) : 0.0f;
+      float corr = m[i] == -INFINITY ? 0.0f : __expf(m[i] - mn);
+      l[i] = l[i] * corr + warp_sum(pr);
+      m[i] = mn;
+      Ps[r * LDP + lane] = __float2half_rn(pr);
+      for (int d = lane; d < D; d += 32)
+        Os[r * LDO + d] *= corr;
+    }
+    __syncthreads();
+    for (int f = warp; f < D / 16; f += 4) {
+      nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> of;
+      nvcuda::wmma::load_matrix_sync(of, Os + f * 16, LDO, nvcuda::wmma::mem_row_major);
+#pragma unroll
+      for (int k = 0; k < PF_NT / 16; k++) {
+        nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, __half, nvcuda::wmma::row_major>
+            a;
+        nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, __half, nvcuda::wmma::row_major>
+            b;
+        nvcuda::wmma::load_matrix_sync(a, Ps + k * 16, LDP);
+        nvcuda::wmma::load_matrix_sync(b, Vs + k * 16 * LDH + f * 16, LDH);
+        nvcuda::wmma::mma_sync(of, a, b, of);
+      }
+      nvcuda::wmma::store_matrix_sync(Os + f * 16, of, LDO, nvcuda::wmma::mem_row_major);
+    }
+    __syncthreads();
+  }
+  if (lane == 0)
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+      rowl[warp * 4 + i] = l[i];
+  __syncthreads();
+  for (int e = threadIdx.x; e < PF_ROWS * D; e += blockDim.x) {
+    int r = e / D, d = e % D;
+    int64_t t = t0 + r / G;
+    if (t >= n_tokens)
+      continue;
+    float L = rowl[r];
+    out[(size_t)t * os + (size_t)(kvh * G + r % G) * D + d] = L > 0.0f ? Os[r * LDO + d] / L : 0.0f;
+  }
+}
+
+template <int G>
+static void launch_prefill_g(int D, dim3 grid, cudaStream_t st, float *out, size_t os,
+                             const float *q, size_t qs, const uint8_t *kc, const uint8_t *vc,
+                             size_t rb, const int32_t *pos, int64_t n_tokens, float scale) {
+  if (D == 64)
+    attn_prefill_wmma<G, 64>
+        <<<grid, 128, 0, st>>>(out, os, q, qs, kc, vc, rb, pos, n_tokens, scale);
+  else
+    attn_prefill_wmma<G, 128>
+        <<<grid, 128, 0, st>>>(out, os, q, qs, kc, vc, rb, pos, n_tokens, scale);
+}
+
 void launch_attention(float *out, size_t out_stride, const float *q, size_t q_stride,
                       const uint8_t *k_cache, const uint8_t *v_cache, int cache_type,
                       size_t cache_row_bytes, const int32_t *pos, int64_t n_tokens, int n_heads,
@@ -329,6 +470,31 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
   CU_ASSERT(n_tokens > 0 && n_tokens < 65536 && max_ctx > 0);
   int G = n_heads / n_kv_heads;
   CU_ASSERT(G == 1 || G == 2 || G == 4 || G == 8);
+  if (n_tokens > 1 && cache_type == GT_F16 && (head_dim == 64 || head_dim == 128) &&
+      ((uintptr_t)k_cache % 16) == 0 && ((uintptr_t)v_cache % 16) == 0 &&
+      cache_row_bytes % 16 == 0 && !getenv("HX_ATTN_NO_WMMA")) {
+    dim3 grid((unsigned)n_kv_heads, cdiv(n_tokens, PF_ROWS / G));
+#define PF_LAUNCH(GG)                                                                              \
+  launch_prefill_g<GG>(head_dim, grid, st, out, out_stride, q, q_stride, k_cache, v_cache,         \
+                       cache_row_bytes, pos, n_tokens, scale)
+    switch (G) {
+    case 1:
+      PF_LAUNCH(1);
+      break;
+    case 2:
+      PF_LAUNCH(2);
+      break;
+    case 4:
+      PF_LAUNCH(4);
+      break;
+    default:
+      PF_LAUNCH(8);
+      break;
+    }
+#undef PF_LAUNCH
+    CUDA_LAUNCH_CHECK();
+    return;
+  }
   int nk = (head_dim + 31) / 32;
   nk = nk <= 1 ? 1 : nk <= 2 ? 2 : nk <= 4 ? 4 : 8;
   int n_splits = 1;
