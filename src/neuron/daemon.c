@@ -229,6 +229,19 @@ static void job_drop(neuron_job *base) {
 
 /* ------------------------------------------------------------- loading */
 
+/* After a load or unload, on the device's worker: re-reads its free VRAM. */
+static void device_vram_refresh(neuron_daemon *d, int device) {
+  int gpu = d->devices[device].gpu_index;
+  if (gpu < 0)
+    return;
+  uint64_t fr = neuron_hardware_gpu_free_bytes(gpu);
+  pthread_mutex_lock(&d->mu);
+  for (int i = 0; i < d->hw.n_gpus; i++)
+    if (d->hw.gpus[i].index == gpu && fr != UINT64_MAX)
+      d->hw.gpus[i].vram_free_bytes = fr;
+  pthread_mutex_unlock(&d->mu);
+}
+
 typedef struct life_job {
   neuron_job base;
   neuron_daemon *d;
@@ -267,6 +280,7 @@ static void load_run(neuron_job *base) {
   }
   for (int i = 0; rc == HX_OK && i < m->n_slots; i++)
     rc = hx_engine_slot_create(m->eng, &m->slots[i], &err);
+  device_vram_refresh(d, m->device);
   double ms = hx_time_ns_to_ms(hx_time_mono_ns() - m->load_start_ns);
   const char *lab[] = {m->id, rc == HX_OK ? "ok" : "error"};
   hx_metric_inc(d->m.loads, lab);
@@ -449,6 +463,7 @@ static void unload_run(neuron_job *base) {
   m->tmpl = NULL;
   m->tok = NULL;
   m->eng = NULL;
+  device_vram_refresh(d, m->device);
   pthread_mutex_lock(&d->mu);
   uint64_t freed = m->mem_bytes;
   json_t *body =

@@ -212,17 +212,21 @@ void neuron_hardware_refresh(neuron_hardware *hw) {
     free(mi);
   }
 #ifdef HELEXA_HAVE_CUDA
-  for (int i = 0; i < hw->n_gpus; i++) {
-    neuron_gpu *g = &hw->gpus[i];
-    size_t fr = 0, tot = 0;
-    if (!g->poisoned && cudaSetDevice(g->index) == cudaSuccess &&
-        cudaMemGetInfo(&fr, &tot) == cudaSuccess)
-      g->vram_free_bytes = fr;
-    else
-      cudaGetLastError();
-    nvml_query(g);
-  }
+  for (int i = 0; i < hw->n_gpus; i++)
+    nvml_query(&hw->gpus[i]);
 #endif
+}
+
+uint64_t neuron_hardware_gpu_free_bytes(int cuda_index) {
+#ifdef HELEXA_HAVE_CUDA
+  size_t fr = 0, tot = 0;
+  if (cudaSetDevice(cuda_index) == cudaSuccess && cudaMemGetInfo(&fr, &tot) == cudaSuccess)
+    return fr;
+  cudaGetLastError();
+#else
+  (void)cuda_index;
+#endif
+  return UINT64_MAX;
 }
 
 json_t *neuron_hardware_json(const neuron_hardware *hw) {

@@ -48,8 +48,11 @@ typedef struct neuron_hardware {
 /* Fills hw. Never fails for lack of a GPU; HX_EIO only when /proc is
  * unreadable. */
 hx_code neuron_hardware_discover(neuron_hardware *hw, hx_err *err);
-/* Re-reads RAM availability and, per device, free VRAM and NVML figures. */
+/* Re-reads RAM availability and the NVML figures (any thread). */
 void neuron_hardware_refresh(neuron_hardware *hw);
+/* Free VRAM of a CUDA device, UINT64_MAX when unknown. Touches the device's
+ * context: call it on the device's worker thread only. */
+uint64_t neuron_hardware_gpu_free_bytes(int cuda_index);
 /* The /hardware document. New reference. */
 json_t *neuron_hardware_json(const neuron_hardware *hw);
 

@@ -476,7 +476,11 @@ def test_sigterm_drains_in_flight(models_dir):
             got["e"] = e
     t = threading.Thread(target=long_request)
     t.start()
-    time.sleep(0.3)
+    deadline = time.time() + 20
+    while time.time() < deadline:  # until the request is in flight (health counts itself)
+        if httpx.get(base + "/health").json()["in_flight"] >= 2:
+            break
+        time.sleep(0.01)
     t0 = time.time()
     p.send_signal(signal.SIGTERM)
     assert p.wait(timeout=60) == 0
