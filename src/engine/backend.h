@@ -66,7 +66,7 @@ typedef struct hx_attn_params {
   float scale;    /* usually 1/sqrt(head_dim) */
 } hx_attn_params;
 
-enum { HX_BACKEND_HEAD_DIM_MAX = 512, HX_BACKEND_TOPK_MAX = 64 };
+enum { HX_BACKEND_HEAD_DIM_MAX = 512, HX_BACKEND_TOPK_MAX = 64, HX_BACKEND_MATMUL_N_MAX = 4 };
 
 typedef struct hx_backend_ops {
   const char *name; /* "cpu", "cuda" */
@@ -94,6 +94,11 @@ typedef struct hx_backend_ops {
 
   /* y[n][n_out] = x[n][n_in] · Wᵀ (+ bias[n_out] when bias.buf). W any weight type. */
   void (*matmul)(void *be, hx_tensor y, hx_tensor w, hx_tensor x, hx_tensor bias);
+  /* y[i] = x · w[i]ᵀ (+ bias[i]) for i < n ≤ HX_BACKEND_MATMUL_N_MAX, all with
+   * the same input (q/k/v, gate/up): one launch/barrier instead of n. y, w and
+   * bias (may be NULL) are arrays of tensor handles, read during the call. */
+  void (*matmul_n)(void *be, int n, const hx_tensor *y, const hx_tensor *w, hx_tensor x,
+                   const hx_tensor *bias);
   /* out[t][:] = table[ids[t]][:] as f32, for t < n; ids is an i32 tensor. */
   void (*get_rows)(void *be, hx_tensor out, hx_tensor table, hx_tensor ids, int64_t n);
   /* For each row: if residual.buf, residual += x and the norm is taken of the

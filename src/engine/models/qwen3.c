@@ -268,9 +268,9 @@ static hx_code q3_forward(hx_model *mb, hx_model_cache *c, const int32_t *tokens
     const q3_layer *L = &m->layers[l];
     /* attention block; the previous layer's FFN output (in xb) joins the residual here */
     op->rms_norm(be, xb, l == 0 ? x : xb, l == 0 ? none : x, L->attn_norm, hp->rms_eps, 0);
-    op->matmul(be, q, L->wq, xb, L->bq);
-    op->matmul(be, k, L->wk, xb, L->bk);
-    op->matmul(be, v, L->wv, xb, L->bv);
+    const hx_tensor qkv_y[3] = {q, k, v}, qkv_w[3] = {L->wq, L->wk, L->wv};
+    const hx_tensor qkv_b[3] = {L->bq, L->bk, L->bv};
+    op->matmul_n(be, 3, qkv_y, qkv_w, xb, qkv_b);
     if (L->q_norm.buf) {
       op->rms_norm_heads(be, q, L->q_norm, hp->head_dim_k, hp->rms_eps);
       op->rms_norm_heads(be, k, L->k_norm, hp->head_dim_k, hp->rms_eps);
@@ -284,8 +284,8 @@ static hx_code q3_forward(hx_model *mb, hx_model_cache *c, const int32_t *tokens
     op->matmul(be, xb, L->wo, att, none);
     /* MLP block: x += attention output; xb = norm(x) */
     op->rms_norm(be, xb, xb, x, L->ffn_norm, hp->rms_eps, 0);
-    op->matmul(be, hb, L->w_gate, xb, none);
-    op->matmul(be, hb2, L->w_up, xb, none);
+    const hx_tensor gu_y[2] = {hb, hb2}, gu_w[2] = {L->w_gate, L->w_up};
+    op->matmul_n(be, 2, gu_y, gu_w, xb, NULL);
     op->swiglu(be, hb, hb, hb2);
     op->matmul(be, xb, L->w_down, hb, none);
   }

@@ -115,7 +115,8 @@ static hx_code cpu_reserve(void *bev, int64_t max_rows, int64_t max_cols, int64_
   cpu_be *be = bev;
   HX_ASSERT(max_rows > 0 && max_cols > 0 && max_ctx > 0);
   size_t q_bytes, att_floats, att_total;
-  if (hx_size_mul((size_t)max_rows, (size_t)max_cols + (size_t)max_cols / 4 + 64, &q_bytes) ||
+  /* two activation copies: Q8_0 and Q8_K formats may both be needed by one matmul_n */
+  if (hx_size_mul((size_t)max_rows, 2 * ((size_t)max_cols + (size_t)max_cols / 4 + 64), &q_bytes) ||
       hx_size_add((size_t)max_ctx, 2 * HX_BACKEND_HEAD_DIM_MAX + 16, &att_floats) ||
       hx_size_mul(att_floats, (size_t)be->n_threads * sizeof(float), &att_total))
     return hx_err_set(err, HX_ETOOLARGE, "cpu backend: scratch size overflows");
@@ -185,33 +186,72 @@ static void mm_task(void *ctxv, size_t task, int worker) {
   }
 }
 
-static void cpu_matmul(void *bev, hx_tensor y, hx_tensor w, hx_tensor x, hx_tensor bias) {
-  cpu_be *be = bev;
+/* Sets up one weight's share of a matmul: activations in its dot format
+ * (quantized once per format into scratch slot q_slot) and its row chunks. */
+static void mm_prepare(cpu_be *be, mm_ctx *c, hx_tensor y, hx_tensor w, hx_tensor x, hx_tensor bias,
+                       const char *xq_by_type[QUANT_TYPE_COUNT], int *q_slot) {
   HX_ASSERT(x.type == QUANT_F32 && y.type == QUANT_F32);
   HX_ASSERT(x.n_cols == w.n_cols && y.n_cols == w.n_rows && y.n_rows == x.n_rows);
   HX_ASSERT(w.type < QUANT_TYPE_COUNT && be->dot[w.type] != NULL);
-  mm_ctx c = {.be = be, .y = y, .w = w, .x = x, .bias = bias, .dot = be->dot[w.type]};
+  *c = (mm_ctx){.be = be, .y = y, .w = w, .x = x, .bias = bias, .dot = be->dot[w.type]};
   if (x.n_rows >= 4 && (w.type != QUANT_Q8_0 || w.n_cols % 64 == 0))
-    c.dot4 = be->dot4[w.type];
+    c->dot4 = be->dot4[w.type];
   const quant_type dt = quant_type_dot_type((quant_type)w.type);
   if (dt == QUANT_F32) {
-    c.xq = tptr(x);
-    c.xq_stride = x.row_bytes;
+    c->xq = tptr(x);
+    c->xq_stride = x.row_bytes;
   } else {
-    size_t rb = hx_backend_row_bytes(dt, x.n_cols);
-    HX_ASSERT(rb > 0 && rb * (size_t)x.n_rows <= be->act_q_bytes);
-    for (int64_t t = 0; t < x.n_rows; t++)
-      quant_row_quantize(dt, (const float *)trow(x, t), (char *)be->act_q + (size_t)t * rb,
-                         x.n_cols);
-    c.xq = be->act_q;
-    c.xq_stride = rb;
+    const size_t rb = hx_backend_row_bytes(dt, x.n_cols);
+    if (!xq_by_type[dt]) {
+      HX_ASSERT(*q_slot < 2 && rb > 0 && rb * (size_t)x.n_rows <= be->act_q_bytes / 2);
+      char *q = (char *)be->act_q + (size_t)(*q_slot)++ * (be->act_q_bytes / 2);
+      for (int64_t t = 0; t < x.n_rows; t++)
+        quant_row_quantize(dt, (const float *)trow(x, t), q + (size_t)t * rb, x.n_cols);
+      xq_by_type[dt] = q;
+    }
+    c->xq = xq_by_type[dt];
+    c->xq_stride = rb;
   }
   /* enough chunks for load balance across threads, rows a multiple of 4 */
-  int64_t n_chunks = (int64_t)be->n_threads * 8;
+  const int64_t n_chunks = (int64_t)be->n_threads * 8;
   int64_t chunk = (w.n_rows + n_chunks - 1) / n_chunks;
-  chunk = chunk < 4 ? 4 : (chunk + 3) & ~(int64_t)3;
-  c.chunk = chunk;
-  hx_pool_parallel_for(be->pool, (size_t)((w.n_rows + chunk - 1) / chunk), mm_task, &c);
+  c->chunk = chunk < 4 ? 4 : (chunk + 3) & ~(int64_t)3;
+}
+
+typedef struct mm_multi {
+  mm_ctx part[HX_BACKEND_MATMUL_N_MAX];
+  size_t first_task[HX_BACKEND_MATMUL_N_MAX + 1];
+  int n;
+} mm_multi;
+
+static void mm_multi_task(void *ctxv, size_t task, int worker) {
+  const mm_multi *m = ctxv;
+  int i = 0;
+  while (task >= m->first_task[i + 1])
+    i++;
+  mm_task((void *)&m->part[i], task - m->first_task[i], worker);
+}
+
+/* Several weights against the same input in one parallel loop: one barrier
+ * instead of n, and the input quantized once per dot format. */
+static void cpu_matmul_n(void *bev, int n, const hx_tensor *y, const hx_tensor *w, hx_tensor x,
+                         const hx_tensor *bias) {
+  cpu_be *be = bev;
+  HX_ASSERT(n >= 1 && n <= HX_BACKEND_MATMUL_N_MAX);
+  mm_multi m = {.n = n};
+  const char *xq_by_type[QUANT_TYPE_COUNT] = {0};
+  int q_slot = 0;
+  const hx_tensor none = {0};
+  for (int i = 0; i < n; i++) {
+    mm_prepare(be, &m.part[i], y[i], w[i], x, bias ? bias[i] : none, xq_by_type, &q_slot);
+    const int64_t n_tasks = (w[i].n_rows + m.part[i].chunk - 1) / m.part[i].chunk;
+    m.first_task[i + 1] = m.first_task[i] + (size_t)n_tasks;
+  }
+  hx_pool_parallel_for(be->pool, m.first_task[n], mm_multi_task, &m);
+}
+
+static void cpu_matmul(void *bev, hx_tensor y, hx_tensor w, hx_tensor x, hx_tensor bias) {
+  cpu_matmul_n(bev, 1, &y, &w, x, &bias);
 }
 
 /* ---- elementwise and row ops --------------------------------------------- */
@@ -499,6 +539,7 @@ static const hx_backend_ops cpu_ops = {
     .step_begin = cpu_step_begin,
     .step_end = cpu_step_end,
     .matmul = cpu_matmul,
+    .matmul_n = cpu_matmul_n,
     .get_rows = cpu_get_rows,
     .rms_norm = cpu_rms_norm,
     .rms_norm_heads = cpu_rms_norm_heads,
