@@ -525,3 +525,33 @@ def test_queue_full_429(models_dir, tmp_path):
                 assert err_of(r)["code"] == "queue_full"
     finally:
         assert stop_neuron(p) == 0
+
+
+def test_unload_cancels_in_flight_after_grace(models_dir, tmp_path):
+    p, port = start_neuron(models_dir, config_text="[limits]\nunload_grace_ms = 300\n",
+                           tmp=str(tmp_path))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        r = httpx.post(base + "/models/load", json={"model": MODEL, "context": 1024}, timeout=300)
+        if r.status_code != 200:
+            pytest.skip("model does not load: " + r.text)
+        body = {"model": MODEL, "prompt": "Once", "max_tokens": 1000, "stream": True,
+                "ignore_eos": True}
+        events = []
+        with httpx.Client(timeout=60) as c:
+            with c.stream("POST", base + "/v1/completions", json=body) as s:
+                lines = s.iter_lines()
+                events.append(next(lines))
+                t0 = time.time()
+                u = httpx.post(base + "/models/unload", json={"model": MODEL}, timeout=60)
+                took = time.time() - t0
+                events.extend(lines)
+        assert u.status_code == 200 and u.json()["unloaded"] is True
+        assert 0.25 < took < 20, took  # waited for the grace period, then cancelled
+        last = [e for e in events if e.startswith("data: ")][-1]
+        assert '"code":"cancelled"' in last and "unloaded" in last, last
+        r = httpx.post(base + "/v1/completions", json={"model": MODEL, "prompt": "x",
+                                                        "max_tokens": 1}, timeout=300)
+        assert r.status_code == 200  # loaded again on demand
+    finally:
+        assert stop_neuron(p) == 0
