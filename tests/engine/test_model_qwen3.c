@@ -26,8 +26,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "engine/engine.h"
+#include "engine/gguf.h"
 
 #define DIR "tests/data/models/"
 
@@ -248,6 +250,51 @@ static void test_engine_api(void **state) {
   assert_null(e);
 }
 
+/* A NaN in the final norm weight makes every logit NaN: the request must end
+ * with HX_ENUMERIC and a message, not a token. */
+static void test_nan_logits(void **state) {
+  (void)state;
+  hx_err err = {0};
+  gguf_file *g = NULL;
+  assert_int_equal(gguf_open(DIR "qwen3-tiny-f32.gguf", &g, &err), HX_OK);
+  const gguf_tensor *t = gguf_tensor_find(g, "output_norm.weight");
+  assert_non_null(t);
+  const size_t off = gguf_data_offset(g) + t->offset, size = gguf_file_size(g);
+  char *bytes = malloc(size);
+  memcpy(bytes, gguf_file_base(g), size);
+  gguf_close(g);
+  const float nan = NAN;
+  memcpy(bytes + off, &nan, sizeof nan);
+  char path[] = "/tmp/helexa-nan-XXXXXX.gguf";
+  int fd = mkstemps(path, 5);
+  assert_true(fd >= 0);
+  FILE *f = fdopen(fd, "wb");
+  assert_int_equal(fwrite(bytes, 1, size, f), size);
+  fclose(f);
+  free(bytes);
+  hx_engine_opts o;
+  hx_engine_opts_default(&o);
+  o.n_threads = 1;
+  o.n_ctx = 64;
+  hx_engine *e = NULL;
+  hx_engine_slot *s = NULL;
+  assert_int_equal(hx_engine_open(path, &o, &e, &err), HX_OK);
+  assert_int_equal(hx_engine_slot_create(e, &s, &err), HX_OK);
+  hx_sampling_params p;
+  hx_sampling_params_default(&p);
+  int32_t prompt[2] = {5, 6};
+  collect c = {0};
+  hx_gen_result res;
+  assert_int_equal(hx_engine_generate(e, s, prompt, 2, &p, on_tok, &c, NULL, &res, &err),
+                   HX_ENUMERIC);
+  assert_int_equal(res.finish, HX_FINISH_ERROR);
+  assert_int_equal(c.n, 0);
+  assert_non_null(strstr(err.msg, "non-finite"));
+  hx_engine_slot_free(s);
+  hx_engine_close(e);
+  unlink(path);
+}
+
 static void test_qwen3_yarn(void **state) {
   (void)state;
   ref r;
@@ -289,9 +336,9 @@ static void test_qwen3_bf16_quant(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_qwen3_f32),        cmocka_unit_test(test_engine_api),
-      cmocka_unit_test(test_qwen3_yarn),       cmocka_unit_test(test_qwen2_f32),
-      cmocka_unit_test(test_qwen3_bf16_quant),
+      cmocka_unit_test(test_qwen3_f32),  cmocka_unit_test(test_engine_api),
+      cmocka_unit_test(test_nan_logits), cmocka_unit_test(test_qwen3_yarn),
+      cmocka_unit_test(test_qwen2_f32),  cmocka_unit_test(test_qwen3_bf16_quant),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
