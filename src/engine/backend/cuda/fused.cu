@@ -19,37 +19,90 @@ __device__ __forceinline__ void warp_quantize(float v, cu_block_q8_1 *b, int lan
 }
 
 // rms_norm (optionally residual += x first) of one row, writing the f32
-// result and its q8_1 quantization.
-__global__ static void rms_norm_q8_kernel(float *out, float *x, float *res, const float *w,
-                                          int64_t n, float eps, int zc, cu_block_q8_1 *q8) {
+// result and its q8_1 quantization. One block of 1024 threads; thread i holds
+// elements i + 1024 k in registers (K of them), so warp w's k-th element group
+// is exactly q8_1 block w + 32 k: no second pass over memory, and the K
+// blocks' max/sum reductions are interleaved rather than run one after another.
+template <int K>
+__global__ static void __launch_bounds__(1024)
+    rms_norm_q8_kernel(float *out, float *x, float *res, const float *w, int64_t n, float eps,
+                       int zc, cu_block_q8_1 *q8) {
   __shared__ float red[32];
+  float v[K];
   float ss = 0.0f;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    float v = x[i];
-    if (res) {
-      v += res[i];
-      res[i] = v;
+#pragma unroll
+  for (int k = 0; k < K; k++) {
+    int64_t i = threadIdx.x + 1024 * k;
+    v[k] = 0.0f;
+    if (i < n) {
+      v[k] = x[i];
+      if (res) {
+        v[k] += res[i];
+        res[i] = v[k];
+      }
     }
-    ss += v * v;
+    ss += v[k] * v[k];
   }
   ss = block_sum(ss, red);
   float inv = rsqrtf(ss / (float)n + eps);
-  const float *src = res ? res : x;
-  __syncthreads(); /* res / x fully written before the rows are re-read */
-  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  for (int64_t blk = warp; blk * 32 < n; blk += nw) {
-    int64_t i = blk * 32 + lane;
-    float v = src[i] * inv * (zc ? 1.0f + w[i] : w[i]);
-    out[i] = v;
-    warp_quantize(v, q8 + blk, lane);
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  float amax[K];
+#pragma unroll
+  for (int k = 0; k < K; k++) {
+    int64_t i = threadIdx.x + 1024 * k;
+    if (i < n) {
+      v[k] = v[k] * inv * (zc ? 1.0f + w[i] : w[i]);
+      out[i] = v[k];
+    }
+    amax[k] = fabsf(v[k]);
   }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+    for (int k = 0; k < K; k++)
+      amax[k] = fmaxf(amax[k], __shfl_xor_sync(0xffffffffu, amax[k], o));
+  float qs[K];
+#pragma unroll
+  for (int k = 0; k < K; k++) {
+    float d = amax[k] / 127.0f;
+    int qi = amax[k] == 0.0f ? 0 : __float2int_rn(v[k] / d);
+    qs[k] = (float)qi;
+    int64_t blk = warp + 32 * k;
+    if (blk * 32 < n)
+      q8[blk].qs[lane] = (int8_t)qi;
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+    for (int k = 0; k < K; k++)
+      qs[k] += __shfl_xor_sync(0xffffffffu, qs[k], o);
+  if (lane == 0)
+#pragma unroll
+    for (int k = 0; k < K; k++) {
+      int64_t blk = warp + 32 * k;
+      if (blk * 32 < n) {
+        float d = amax[k] / 127.0f;
+        q8[blk].d = d;
+        q8[blk].s = d * qs[k];
+      }
+    }
 }
 
 void launch_rms_norm_q8(float *out, float *x, float *residual, const float *w, int64_t n_cols,
                         float eps, int zero_centred, void *q8, hx_stream st) {
-  CU_ASSERT(n_cols % 32 == 0);
-  rms_norm_q8_kernel<<<1, 1024, 0, st>>>(out, x, residual, w, n_cols, eps, zero_centred,
-                                         (cu_block_q8_1 *)q8);
+  CU_ASSERT(n_cols % 32 == 0 && n_cols > 0 && n_cols <= 16384);
+  cu_block_q8_1 *qb = (cu_block_q8_1 *)q8;
+  int64_t k = (n_cols + 1023) / 1024;
+  if (k <= 1)
+    rms_norm_q8_kernel<1><<<1, 1024, 0, st>>>(out, x, residual, w, n_cols, eps, zero_centred, qb);
+  else if (k <= 2)
+    rms_norm_q8_kernel<2><<<1, 1024, 0, st>>>(out, x, residual, w, n_cols, eps, zero_centred, qb);
+  else if (k <= 4)
+    rms_norm_q8_kernel<4><<<1, 1024, 0, st>>>(out, x, residual, w, n_cols, eps, zero_centred, qb);
+  else if (k <= 8)
+    rms_norm_q8_kernel<8><<<1, 1024, 0, st>>>(out, x, residual, w, n_cols, eps, zero_centred, qb);
+  else
+    rms_norm_q8_kernel<16><<<1, 1024, 0, st>>>(out, x, residual, w, n_cols, eps, zero_centred, qb);
   CUDA_LAUNCH_CHECK();
 }
 
