@@ -328,6 +328,16 @@ static void cu_matmul(void *p, hx_tensor y, hx_tensor w, hx_tensor x, hx_tensor 
     be->q8_src.buf = NULL; /* the output overwrote the quantized input */
 }
 
+/* Recorded as n matmuls on the same input: the activation is quantized once
+ * and execution fuses them into one multi-matvec launch (fuse_matvecs). */
+static void cu_matmul_n(void *p, int n, const hx_tensor *y, const hx_tensor *w, hx_tensor x,
+                        const hx_tensor *bias) {
+  HX_ASSERT(n >= 1 && n <= HX_BACKEND_MATMUL_N_MAX);
+  hx_tensor none = {0};
+  for (int i = 0; i < n; i++)
+    cu_matmul(p, y[i], w[i], x, bias ? bias[i] : none);
+}
+
 static void cu_get_rows(void *p, hx_tensor out, hx_tensor table, hx_tensor ids, int64_t n) {
   cu_op *op = rec(p, OP_GET_ROWS);
   op->t[0] = out;
@@ -774,6 +784,7 @@ static const hx_backend_ops cuda_ops = {
     .step_begin = cu_step_begin,
     .step_end = cu_step_end,
     .matmul = cu_matmul,
+    .matmul_n = cu_matmul_n,
     .get_rows = cu_get_rows,
     .rms_norm = cu_rms_norm,
     .rms_norm_heads = cu_rms_norm_heads,
