@@ -46,8 +46,21 @@ hx_code neuron_render_chat(nmodel *m, const json_t *messages, const json_t *tool
     eos_s[n] = '\0';
     eos = eos_s;
   }
+  /* OpenAI clients send assistant turns that only call tools with
+   * "content": null; templates (Qwen3's among them) test or slice content as
+   * a string, so such turns are rendered with "" as the serving engines do. */
+  json_t *msgs = json_deep_copy(messages);
+  if (!msgs)
+    return hx_err_set(err, HX_ENOMEM, "out of memory copying messages");
+  size_t i;
+  json_t *msg;
+  json_array_foreach(msgs, i, msg) {
+    json_t *c = json_object_get(msg, "content");
+    if (json_is_object(msg) && (!c || json_is_null(c)))
+      json_object_set_new(msg, "content", json_string(""));
+  }
   hx_chat_render_args a = {
-      .messages = messages,
+      .messages = msgs,
       .tools = tools,
       .add_generation_prompt = add_generation_prompt,
       .kwargs = kwargs,
@@ -56,7 +69,9 @@ hx_code neuron_render_chat(nmodel *m, const json_t *messages, const json_t *tool
       .tool_arguments_parse = true,
       .now_unix_s = -1,
   };
-  return hx_chat_template_render(m->tmpl, &a, out, out_len, err);
+  hx_code rc = hx_chat_template_render(m->tmpl, &a, out, out_len, err);
+  json_decref(msgs);
+  return rc;
 }
 
 /* ------------------------------------------------------------- slots */
