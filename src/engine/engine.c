@@ -10,6 +10,9 @@
 #include "engine/engine.h"
 #include "engine/model_file.h"
 #include "engine/models/model.h"
+#ifdef HELEXA_HAVE_CUDA
+#include "engine/backend/cuda/backend_cuda.h"
+#endif
 
 struct hx_engine {
   model_file *mf;
@@ -18,6 +21,7 @@ struct hx_engine {
   hx_engine_info info;
   quant_type kv_type;
   float *logits; /* [n_vocab] host copy of the last step's logits */
+  bool on_cuda;  /* backend is hx_backend_cuda (else cpu) */
 };
 
 struct hx_engine_slot {
@@ -37,9 +41,31 @@ static quant_type kv_quant_type(hx_kv_type t) {
   return t == HX_KV_F32 ? QUANT_F32 : t == HX_KV_Q8_0 ? QUANT_Q8_0 : QUANT_F16;
 }
 
+/* "cuda" → 0, "cuda:N" → N; -1 for anything else or without CUDA. */
+static int cuda_device(const char *backend) {
+#ifdef HELEXA_HAVE_CUDA
+  if (strcmp(backend, "cuda") == 0)
+    return 0;
+  if (strncmp(backend, "cuda:", 5) == 0 && backend[5] >= '0' && backend[5] <= '9') {
+    char *end;
+    long d = strtol(backend + 5, &end, 10);
+    return *end == 0 && d < 64 ? (int)d : -1;
+  }
+#else
+  (void)backend;
+#endif
+  return -1;
+}
+
 static hx_code parse_opts(const hx_engine_opts *opts, model_quant *q, int *threads, hx_err *err) {
-  if (opts->backend && strcmp(opts->backend, "cpu") != 0)
-    return hx_err_set(err, HX_EUNSUPPORTED, "backend \"%s\" unavailable (cpu)", opts->backend);
+  if (opts->backend && strcmp(opts->backend, "cpu") != 0 && cuda_device(opts->backend) < 0)
+    return hx_err_set(err, HX_EUNSUPPORTED, "backend \"%s\" unavailable (cpu%s)", opts->backend,
+#ifdef HELEXA_HAVE_CUDA
+                      ", cuda, cuda:N"
+#else
+                      "; this build has no CUDA"
+#endif
+    );
   *q = MODEL_QUANT_NONE;
   if (opts->quant && !model_quant_parse(opts->quant, q))
     return hx_err_set(err, HX_EINVAL, "quant \"%s\" unknown (q8_0, q4_k_m, q6_k, ...)",
@@ -116,7 +142,15 @@ hx_code hx_engine_open(const char *path, const hx_engine_opts *opts, hx_engine *
   if (!e)
     return hx_err_set(err, HX_ENOMEM, "engine: out of memory");
   e->kv_type = kv_quant_type(opts->kv_type);
-  if ((rc = hx_backend_cpu_init(&e->backend, threads, err)) != HX_OK) {
+  const int dev = opts->backend ? cuda_device(opts->backend) : -1;
+#ifdef HELEXA_HAVE_CUDA
+  if (dev >= 0)
+    rc = hx_backend_cuda_init(&e->backend, dev, err);
+  else
+#endif
+    rc = hx_backend_cpu_init(&e->backend, threads, err);
+  e->on_cuda = dev >= 0 && rc == HX_OK;
+  if (rc != HX_OK) {
     free(e);
     return rc;
   }
@@ -187,7 +221,12 @@ void hx_engine_close(hx_engine *e) {
   if (e->model)
     e->model->ops->free(e->model);
   model_file_close(e->mf);
-  hx_backend_cpu_free(&e->backend);
+#ifdef HELEXA_HAVE_CUDA
+  if (e->on_cuda)
+    hx_backend_cuda_free(&e->backend);
+  else
+#endif
+    hx_backend_cpu_free(&e->backend);
   free(e->logits);
   free(e);
 }

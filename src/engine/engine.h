@@ -32,7 +32,7 @@ typedef enum hx_kv_type {
 } hx_kv_type;
 
 typedef struct hx_engine_opts {
-  const char *backend; /* "cpu" (default when NULL) */
+  const char *backend; /* "cpu" (default when NULL), "cuda" / "cuda:N" in CUDA builds */
   int n_threads;       /* CPU threads incl. the caller; 0 = all usable CPUs */
   int n_ctx;           /* context length (tokens per slot); 0 = min(model's, 4096) */
   hx_kv_type kv_type;
