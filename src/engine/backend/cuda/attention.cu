@@ -469,10 +469,10 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
   CU_ASSERT(n_kv_heads > 0 && n_heads % n_kv_heads == 0 && head_dim > 0 && head_dim <= 256);
   CU_ASSERT(n_tokens > 0 && n_tokens < 65536 && max_ctx > 0);
   int G = n_heads / n_kv_heads;
-  CU_ASSERT(G == 1 || G == 2 || G == 4 || G == 8);
-  if (n_tokens > 1 && cache_type == GT_F16 && (head_dim == 64 || head_dim == 128) &&
-      ((uintptr_t)k_cache % 16) == 0 && ((uintptr_t)v_cache % 16) == 0 &&
-      cache_row_bytes % 16 == 0 && !getenv("HX_ATTN_NO_WMMA")) {
+  CU_ASSERT(G == 1 || G == 2 || G == 4 || G == 5 || G == 8); /* 5: Qwen3-14B (40/8) */
+  if (n_tokens > 1 && PF_ROWS % G == 0 && cache_type == GT_F16 &&
+      (head_dim == 64 || head_dim == 128) && ((uintptr_t)k_cache % 16) == 0 &&
+      ((uintptr_t)v_cache % 16) == 0 && cache_row_bytes % 16 == 0 && !getenv("HX_ATTN_NO_WMMA")) {
     dim3 grid((unsigned)n_kv_heads, cdiv(n_tokens, PF_ROWS / G));
 #define PF_LAUNCH(GG)                                                                              \
   launch_prefill_g<GG>(head_dim, grid, st, out, out_stride, q, q_stride, k_cache, v_cache,         \
@@ -521,6 +521,10 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
     break;
   case 2:
     launch_g<2>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
+                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
+    break;
+  case 5:
+    launch_g<5>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
                 cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
     break;
   case 4:

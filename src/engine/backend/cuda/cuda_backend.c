@@ -465,7 +465,12 @@ static void exec_gemm(cuda_be *be, const cu_op *op) {
                        cublas_type(op_type), (int)n_in, &zero, ptr(y), CUDA_R_32F, (int)stride_f(y),
                        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
     } else {
+      /* whole tiles of 128 rows per chunk: a ragged row count (and the
+         unaligned output offset it makes) sends cuBLAS to a slow kernel — an
+         8B down projection (n_in 12288) chunked at 2730 rows cost ~4x */
       int64_t chunk = (int64_t)(W16_SCRATCH_ELEMS / (size_t)n_in);
+      if (chunk >= 128)
+        chunk -= chunk % 128;
       if (chunk < 1)
         chunk = 1;
       for (int64_t r0 = 0; r0 < n_out; r0 += chunk) {
