@@ -324,8 +324,8 @@ static void launch_g(int nk, dim3 grid, size_t smem, cudaStream_t st, float *out
 
 // Prefill attention on tensor cores (F16 cache, head_dim 64 or 128). A block
 // takes 16 query rows that share one KV head: 16 / G consecutive tokens times
-// the G heads of the group, so every K/V tile staged in shared memory serves
-// all of them. Per tile of 32 positions: S = Q Kᵀ (wmma, f32 accumulate), an
+// the G heads of the group (3 x 5 rows for G = 5, the 16th row idle), so every K/V tile staged in
+// shared memory serves all of them. Per tile of 32 positions: S = Q Kᵀ (wmma, f32 accumulate), an
 // online softmax per row with the causal mask (one warp per 4 rows, one lane
 // per position), then O += P V (wmma; O kept in shared memory so the softmax
 // can rescale it). Positions past the tile's last query are zero-filled so
@@ -351,13 +351,13 @@ __global__ static void __launch_bounds__(128)
   int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (threadIdx.x < PF_ROWS) {
     int64_t t = t0 + threadIdx.x / G;
-    rowpos[threadIdx.x] = t < n_tokens ? pos[t] : -1;
+    rowpos[threadIdx.x] = threadIdx.x < TOK * G && t < n_tokens ? pos[t] : -1;
   }
   for (int e = threadIdx.x; e < PF_ROWS * D; e += blockDim.x) {
     int r = e / D, d = e % D;
     int64_t t = t0 + r / G;
     float v = 0.0f;
-    if (t < n_tokens)
+    if (r < TOK * G && t < n_tokens)
       v = q[(size_t)t * qs + (size_t)(kvh * G + r % G) * D + d] * scale;
     Qs[r * LDH + d] = __float2half_rn(v);
     Os[r * LDO + d] = 0.0f;
@@ -442,7 +442,7 @@ __global__ static void __launch_bounds__(128)
   for (int e = threadIdx.x; e < PF_ROWS * D; e += blockDim.x) {
     int r = e / D, d = e % D;
     int64_t t = t0 + r / G;
-    if (t >= n_tokens)
+    if (r >= TOK * G || t >= n_tokens)
       continue;
     float L = rowl[r];
     out[(size_t)t * os + (size_t)(kvh * G + r % G) * D + d] = L > 0.0f ? Os[r * LDO + d] / L : 0.0f;
@@ -470,9 +470,9 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
   CU_ASSERT(n_tokens > 0 && n_tokens < 65536 && max_ctx > 0);
   int G = n_heads / n_kv_heads;
   CU_ASSERT(G == 1 || G == 2 || G == 4 || G == 5 || G == 8); /* 5: Qwen3-14B (40/8) */
-  if (n_tokens > 1 && PF_ROWS % G == 0 && cache_type == GT_F16 &&
-      (head_dim == 64 || head_dim == 128) && ((uintptr_t)k_cache % 16) == 0 &&
-      ((uintptr_t)v_cache % 16) == 0 && cache_row_bytes % 16 == 0 && !getenv("HX_ATTN_NO_WMMA")) {
+  if (n_tokens > 1 && cache_type == GT_F16 && (head_dim == 64 || head_dim == 128) &&
+      ((uintptr_t)k_cache % 16) == 0 && ((uintptr_t)v_cache % 16) == 0 &&
+      cache_row_bytes % 16 == 0 && !getenv("HX_ATTN_NO_WMMA")) {
     dim3 grid((unsigned)n_kv_heads, cdiv(n_tokens, PF_ROWS / G));
 #define PF_LAUNCH(GG)                                                                              \
   launch_prefill_g<GG>(head_dim, grid, st, out, out_stride, q, q_stride, k_cache, v_cache,         \
@@ -486,6 +486,9 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
       break;
     case 4:
       PF_LAUNCH(4);
+      break;
+    case 5:
+      PF_LAUNCH(5);
       break;
     default:
       PF_LAUNCH(8);
