@@ -277,8 +277,81 @@ __global__ static void __launch_bounds__(MVB_THREADS)
   }
 }
 
+// Multi-matvec with two rows per 128-thread block (64 threads per row): Q4_K
+// rows take both nibble sub-blocks per thread (dot_pair_q4k) without idling
+// threads on a 4096-wide row; other types stride 64 threads over sub-blocks.
+template <int TYPE>
+__device__ __forceinline__ float mv_row_half(const uint8_t *row, int64_t n_sub,
+                                             const cu_block_q8_1 *xq, int tid) {
+  float acc = 0.0f;
+  if (TYPE == GT_Q4_K) {
+#pragma unroll 2
+    for (int64_t p = tid; p < n_sub / 2; p += 64)
+      acc += dot_pair_q4k(row, p, xq[2 * p], xq[2 * p + 1]);
+  } else {
+#pragma unroll 2
+    for (int64_t s = tid; s < n_sub; s += 64)
+      acc += dot_sub<TYPE>(row, s, xq[s]);
+  }
+  return acc;
+}
+
+__global__ static void __launch_bounds__(128)
+    matvec_multi2_kernel(mv_jobs jobs, int64_t n_in, const cu_block_q8_1 *xq) {
+  __shared__ float red[4];
+  int ji = 0;
+  while (ji + 1 < jobs.n && blockIdx.x >= jobs.first_block[ji + 1])
+    ji++;
+  const cu_mv_job &jb = jobs.j[ji];
+  int half = threadIdx.x >> 6, tid = threadIdx.x & 63;
+  int64_t r = 2 * (int64_t)(blockIdx.x - jobs.first_block[ji]) + half;
+  int64_t rr = r < jb.n_out ? r : jb.n_out - 1;
+  const uint8_t *row = jb.w + (size_t)rr * jb.row_bytes;
+  int64_t n_sub = n_in / 32;
+  float acc;
+  switch (jb.type) {
+  case GT_Q8_0:
+    acc = mv_row_half<GT_Q8_0>(row, n_sub, xq, tid);
+    break;
+  case GT_Q4_K:
+    acc = mv_row_half<GT_Q4_K>(row, n_sub, xq, tid);
+    break;
+  case GT_Q5_K:
+    acc = mv_row_half<GT_Q5_K>(row, n_sub, xq, tid);
+    break;
+  default:
+    acc = mv_row_half<GT_Q6_K>(row, n_sub, xq, tid);
+    break;
+  }
+  acc = warp_sum(acc);
+  if ((threadIdx.x & 31) == 0)
+    red[threadIdx.x >> 5] = acc;
+  __syncthreads();
+  if (tid == 0 && r < jb.n_out)
+    jb.y[r] = red[2 * half] + red[2 * half + 1] + (jb.bias ? jb.bias[r] : 0.0f);
+}
+
 void launch_matvec_multi(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const void *xq,
                          hx_stream st) {
+  static int one_row = -1;
+  if (one_row < 0)
+    one_row = getenv("HX_MV_MULTI1") != NULL;
+  if (!one_row && n_in % 64 == 0) {
+    CU_ASSERT(n_jobs >= 1 && n_jobs <= 3);
+    mv_jobs mj = {};
+    unsigned blocks = 0;
+    for (int i = 0; i < n_jobs; i++) {
+      CU_ASSERT(matvec_type_quantized(jobs[i].type));
+      mj.j[i] = jobs[i];
+      mj.first_block[i] = blocks;
+      blocks += cdiv(jobs[i].n_out, 2);
+    }
+    mj.first_block[n_jobs] = blocks;
+    mj.n = n_jobs;
+    matvec_multi2_kernel<<<blocks, 128, 0, st>>>(mj, n_in, (const cu_block_q8_1 *)xq);
+    CUDA_LAUNCH_CHECK();
+    return;
+  }
   CU_ASSERT(n_jobs >= 1 && n_jobs <= 3 && n_in % 32 == 0);
   mv_jobs mj = {};
   unsigned blocks = 0;
