@@ -4,8 +4,9 @@
  *   neuron run --model PATH (--prompt TEXT | --chat TEXT) [--n N] [--temp T]
  *              [--top-p P] [--top-k K] [--seed S] [--greedy] [--threads N]
  *              [--ctx N] [--kv f16|f32|q8_0] [--quant Q] [--dump-logits FILE]
+ *              [--backend cpu|cuda|cuda:N]
  *   neuron bench --model PATH [--prompt-tokens N] [--gen-tokens N]
- *              [--threads N] [--kv T] [--quant Q] [--json] */
+ *              [--threads N] [--kv T] [--quant Q] [--backend B] [--json] */
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -20,7 +21,7 @@
 #include "neuron/commands.h"
 
 typedef struct run_args {
-  const char *model, *prompt, *chat, *dump, *kv, *quant;
+  const char *model, *prompt, *chat, *dump, *kv, *quant, *backend;
   int n, threads, ctx, top_k, prompt_tokens, gen_tokens;
   float temp, top_p;
   unsigned long long seed;
@@ -52,7 +53,16 @@ static int parse_float(const char *flag, const char *v, float lo, float hi, floa
   return 0;
 }
 
-/* Returns 0, or 2 on a usage error (message printed). */
+static const char usage_run[] =
+    "usage: neuron run --model PATH (--prompt TEXT | --chat TEXT) [--n N] [--temp T]\n"
+    "                  [--top-p P] [--top-k K] [--seed S] [--greedy] [--threads N]\n"
+    "                  [--ctx N] [--kv f16|f32|q8_0] [--quant Q] [--dump-logits FILE]\n"
+    "                  [--backend cpu|cuda|cuda:N]\n";
+static const char usage_bench[] =
+    "usage: neuron bench --model PATH [--prompt-tokens N] [--gen-tokens N] [--threads N]\n"
+    "                    [--ctx N] [--kv T] [--quant Q] [--backend cpu|cuda|cuda:N] [--json]\n";
+
+/* Returns 0, 1 when --help was printed, or 2 on a usage error (message printed). */
 static int parse_args(int argc, char **argv, run_args *a) {
   memset(a, 0, sizeof *a);
   a->n = 128;
@@ -65,6 +75,10 @@ static int parse_args(int argc, char **argv, run_args *a) {
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     int r = 0;
 #define TAKE(name) (strcmp(f, name) == 0 && v && (i++, 1))
+    if (strcmp(f, "--help") == 0 || strcmp(f, "-h") == 0) {
+      fputs(strcmp(argv[0], "bench") == 0 ? usage_bench : usage_run, stdout);
+      return 1;
+    }
     if (strcmp(f, "--greedy") == 0)
       a->greedy = true;
     else if (strcmp(f, "--json") == 0)
@@ -79,6 +93,8 @@ static int parse_args(int argc, char **argv, run_args *a) {
       a->dump = v;
     else if (TAKE("--kv"))
       a->kv = v;
+    else if (TAKE("--backend"))
+      a->backend = v;
     else if (TAKE("--quant"))
       a->quant = v;
     else if (TAKE("--n"))
@@ -124,6 +140,8 @@ static int engine_opts_from(const run_args *a, hx_engine_opts *o) {
   o->n_threads = a->threads;
   o->n_ctx = a->ctx;
   o->quant = a->quant;
+  if (a->backend)
+    o->backend = a->backend;
   if (a->kv) {
     if (strcmp(a->kv, "f16") == 0)
       o->kv_type = HX_KV_F16;
@@ -234,7 +252,7 @@ int neuron_cmd_run(int argc, char **argv) {
   run_args a;
   int u = parse_args(argc, argv, &a);
   if (u)
-    return u;
+    return u == 1 ? 0 : u;
   if (!a.prompt == !a.chat) {
     fprintf(stderr, "neuron run: give exactly one of --prompt TEXT or --chat TEXT\n");
     return 2;
@@ -309,7 +327,7 @@ int neuron_cmd_bench(int argc, char **argv) {
   run_args a;
   int u = parse_args(argc, argv, &a);
   if (u)
-    return u;
+    return u == 1 ? 0 : u;
   hx_engine_opts o;
   if (engine_opts_from(&a, &o))
     return 2;
