@@ -34,13 +34,16 @@ static int read_stdin(hx_buf *b, const char *cmd) {
   return 0;
 }
 
-static int usage(const char *cmd) {
+/* Prints the usage line to f; returns the exit code (0 for --help on stdout). */
+static int usage_to(FILE *f, const char *cmd) {
   if (strcmp(cmd, "tokenize") == 0)
-    fprintf(stderr, "usage: neuron tokenize --model PATH [--special] < text\n");
+    fprintf(f, "usage: neuron tokenize --model PATH [--special] < text\n");
   else
-    fprintf(stderr, "usage: neuron detokenize --model PATH [--skip-special] < ids.json\n");
-  return 2;
+    fprintf(f, "usage: neuron detokenize --model PATH [--skip-special] < ids.json\n");
+  return f == stdout ? -1 : 2;
 }
+
+static int usage(const char *cmd) { return usage_to(stderr, cmd); }
 
 /* Parses --model PATH and one optional flag; returns 0 or the usage code. */
 static int parse_args(int argc, char **argv, const char *flag, const char **model, bool *flag_on) {
@@ -54,7 +57,7 @@ static int parse_args(int argc, char **argv, const char *flag, const char **mode
     else if (strcmp(argv[i], flag) == 0)
       *flag_on = true;
     else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
-      return usage(argv[0]);
+      return usage_to(stdout, argv[0]); /* -1: the caller exits 0 */
     else {
       fprintf(stderr, "neuron %s: unknown argument \"%s\"\n", argv[0], argv[i]);
       return usage(argv[0]);
@@ -70,7 +73,7 @@ int neuron_cmd_tokenize(int argc, char **argv) {
   bool special;
   int u = parse_args(argc, argv, "--special", &model, &special);
   if (u)
-    return u;
+    return u < 0 ? 0 : u;
   hx_err err = {0};
   tokenizer *tok = NULL;
   if (tokenizer_load_path(model, &tok, &err)) {
@@ -108,7 +111,7 @@ int neuron_cmd_detokenize(int argc, char **argv) {
   bool skip;
   int u = parse_args(argc, argv, "--skip-special", &model, &skip);
   if (u)
-    return u;
+    return u < 0 ? 0 : u;
   hx_err err = {0};
   tokenizer *tok = NULL;
   if (tokenizer_load_path(model, &tok, &err)) {
