@@ -1,31 +1,39 @@
-/* pool.c — see pool.h. A job is published by bumping `generation`; workers
- * claim task indices from an atomic counter; the last finisher wakes the
- * caller. */
+/* pool.c — see pool.h.
+ *
+ * A job is one 64-bit atomic word: job number (16 bits) | task count (24) |
+ * next task index (24). A thread claims a task with a compare-and-swap that
+ * succeeds only while the word still names the same job and tasks remain, so
+ * a worker that wakes late (or was descheduled on a busy machine) can never
+ * run a task of a job that is over, nor one of the next job twice. The caller
+ * waits only for workers that are inside the job (`busy`), never for workers
+ * that have not woken up yet: on an oversubscribed machine a decode step does
+ * not pay a scheduler timeslice per parallel loop. */
 #include "base/pool.h"
 
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "base/status.h"
 
 enum { SPIN_ITERS = 20000 };
+#define TASKS_MAX ((size_t)1 << 24)
 
 struct hx_pool {
   int n_threads; /* including the caller */
   pthread_t *threads;
-  pthread_mutex_t lock; /* guards the condvars and serializes callers */
-  pthread_mutex_t call_lock;
+  pthread_mutex_t lock;      /* guards the condvars */
+  pthread_mutex_t call_lock; /* one parallel_for at a time */
   pthread_cond_t work_cv;
   pthread_cond_t done_cv;
-  _Atomic unsigned generation;
-  _Atomic size_t next_task;
-  _Atomic int active; /* workers (not the caller) still in the current job */
-  bool stop;
-  size_t n_tasks;
-  hx_pool_fn fn;
+  _Atomic unsigned generation; /* bumped per job: wakes the workers */
+  _Atomic uint64_t word;       /* job (16) | n_tasks (24) | next index (24) */
+  _Atomic int busy;            /* workers inside run_tasks */
+  _Atomic bool stop;
+  hx_pool_fn fn; /* of the current job; stable while any thread is busy in it */
   void *ctx;
 };
 
@@ -34,12 +42,22 @@ typedef struct {
   int index;
 } worker_arg;
 
+static uint64_t word_make(uint64_t job, uint64_t n, uint64_t idx) {
+  return (job & 0xffff) << 48 | (n & 0xffffff) << 24 | (idx & 0xffffff);
+}
+
+/* Claims and runs tasks of the job the word names at entry. */
 static void run_tasks(hx_pool *p, int worker) {
+  uint64_t w = atomic_load(&p->word);
+  const uint64_t job = w >> 48;
   for (;;) {
-    size_t t = atomic_fetch_add(&p->next_task, 1);
-    if (t >= p->n_tasks)
-      break;
-    p->fn(p->ctx, t, worker);
+    uint64_t n = (w >> 24) & 0xffffff, idx = w & 0xffffff;
+    if ((w >> 48) != job || idx >= n)
+      return;
+    if (atomic_compare_exchange_weak(&p->word, &w, w + 1)) {
+      p->fn(p->ctx, (size_t)idx, worker);
+      w = atomic_load(&p->word);
+    }
   }
 }
 
@@ -56,15 +74,16 @@ static void *worker_main(void *arg) {
     }
     if (gen == seen) {
       pthread_mutex_lock(&p->lock);
-      while ((gen = atomic_load(&p->generation)) == seen && !p->stop)
+      while ((gen = atomic_load(&p->generation)) == seen && !atomic_load(&p->stop))
         pthread_cond_wait(&p->work_cv, &p->lock);
       pthread_mutex_unlock(&p->lock);
     }
-    if (p->stop)
+    if (atomic_load(&p->stop))
       return NULL;
     seen = gen;
+    atomic_fetch_add(&p->busy, 1);
     run_tasks(p, wa.index);
-    if (atomic_fetch_sub(&p->active, 1) == 1) {
+    if (atomic_fetch_sub(&p->busy, 1) == 1) {
       pthread_mutex_lock(&p->lock);
       pthread_cond_signal(&p->done_cv);
       pthread_mutex_unlock(&p->lock);
@@ -92,8 +111,8 @@ hx_pool *hx_pool_create(int n_threads) {
   }
   for (int i = 1; i < n_threads; i++) {
     worker_arg *wa = malloc(sizeof *wa);
-    if (wa) { /* filled before the thread starts: it reads wa at once */
-      wa->pool = p;
+    if (wa) {
+      wa->pool = p; /* filled before the thread starts: it reads wa at once */
       wa->index = i;
     }
     if (!wa || pthread_create(&p->threads[i - 1], NULL, worker_main, wa) != 0) {
@@ -110,7 +129,7 @@ void hx_pool_free(hx_pool *p) {
   if (!p)
     return;
   pthread_mutex_lock(&p->lock);
-  p->stop = true;
+  atomic_store(&p->stop, true);
   atomic_fetch_add(&p->generation, 1);
   pthread_cond_broadcast(&p->work_cv);
   pthread_mutex_unlock(&p->lock);
@@ -134,22 +153,25 @@ void hx_pool_parallel_for(hx_pool *p, size_t n_tasks, hx_pool_fn fn, void *ctx) 
       fn(ctx, t, 0);
     return;
   }
+  HX_ASSERT(n_tasks < TASKS_MAX);
   pthread_mutex_lock(&p->call_lock);
+  /* No worker is busy here (the previous call waited for them), so fn/ctx
+   * can change; a late worker only sees the new word after they are set. */
   p->fn = fn;
   p->ctx = ctx;
-  p->n_tasks = n_tasks;
-  atomic_store(&p->next_task, 0);
-  atomic_store(&p->active, p->n_threads - 1);
+  uint64_t job = (atomic_load(&p->word) >> 48) + 1;
+  atomic_store(&p->word, word_make(job, n_tasks, 0));
   pthread_mutex_lock(&p->lock);
   atomic_fetch_add(&p->generation, 1);
   pthread_cond_broadcast(&p->work_cv);
   pthread_mutex_unlock(&p->lock);
   run_tasks(p, 0);
-  for (int i = 0; i < SPIN_ITERS && atomic_load(&p->active) > 0; i++)
+  /* Every task is claimed; wait for those still running one. */
+  for (int i = 0; i < SPIN_ITERS && atomic_load(&p->busy) > 0; i++)
     __builtin_ia32_pause();
-  if (atomic_load(&p->active) > 0) {
+  if (atomic_load(&p->busy) > 0) {
     pthread_mutex_lock(&p->lock);
-    while (atomic_load(&p->active) > 0)
+    while (atomic_load(&p->busy) > 0)
       pthread_cond_wait(&p->done_cv, &p->lock);
     pthread_mutex_unlock(&p->lock);
   }
