@@ -19,5 +19,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     sink += safetensors_find(st, t->name) == t;
   }
   safetensors_close(st);
-  return (int)(sink & 0); /* libFuzzer wants 0; the read above must happen */
+  __asm__ volatile("" : : "r"(sink)); /* keep the reads: ASan checks them */
+  return 0;
 }
