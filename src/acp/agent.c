@@ -532,7 +532,10 @@ static const char *turn_step(turn *t, const char *model, hx_err *e) {
   pthread_mutex_unlock(&a->mu);
   acp_stream st;
   acp_stream_init(&st, on_content, on_reasoning, t);
-  acp_upstream u = {.endpoint = a->cfg->endpoint, .model = model, .api_key = a->api_key};
+  acp_upstream u = {.endpoint = a->cfg->endpoint,
+                    .model = model,
+                    .api_key = a->api_key,
+                    .max_tokens = a->cfg->max_tokens};
   hx_code rc = !call       ? hx_err_set(e, HX_ENOMEM, "out of memory")
                : cancelled ? HX_ECANCELLED
                            : acp_upstream_chat(&u, call, msgs, tools, &st, e);

@@ -21,6 +21,7 @@ static const char USAGE[] =
     "  --api-key-env NAME      send the value of $NAME as a Bearer token\n"
     "  --config FILE           settings file (default ~/.config/helexa/acp.toml)\n"
     "  --max-turn-requests N   model requests per prompt turn (default 32)\n"
+    "  --max-tokens N          cap on tokens per model request (default: endpoint's)\n"
     "  --log-level LEVEL       debug, info, warn (default), error, off\n"
     "  --help, --version\n";
 
@@ -62,9 +63,15 @@ hx_code acp_config_apply_toml(acp_config *c, const char *text, size_t len, const
   hx_err perr;
   if (toml_parse(text, len, &lim, &root, &perr) != HX_OK)
     return hx_err_set(err, HX_EINVAL, "%s: %s", file, perr.msg);
-  static const char *const keys[] = {
-      "endpoint",          "model",          "api_key_env", "system_prompt",
-      "max_turn_requests", "context_window", "log_level",   NULL};
+  static const char *const keys[] = {"endpoint",
+                                     "model",
+                                     "api_key_env",
+                                     "system_prompt",
+                                     "max_turn_requests",
+                                     "context_window",
+                                     "max_tokens",
+                                     "log_level",
+                                     NULL};
   static const char *const levels[] = {"debug", "info", "warn", "error", "off", NULL};
   toml_diag d;
   toml_diag_init(&d, file);
@@ -78,6 +85,7 @@ hx_code acp_config_apply_toml(acp_config *c, const char *text, size_t len, const
   toml_get_string(root, "system_prompt", "", false, 64 * 1024, &c->system_prompt, &d);
   toml_get_int(root, "max_turn_requests", "", false, 1, 1000, &c->max_turn_requests, &d);
   toml_get_int(root, "context_window", "", false, 1, INT64_C(1) << 32, &c->context_window, &d);
+  toml_get_int(root, "max_tokens", "", false, 1, INT64_C(1) << 24, &c->max_tokens, &d);
   int level = 0;
   if (toml_get_enum(root, "log_level", "", false, levels, &level, &d))
     c->log_level = (hx_log_level)level;
@@ -173,6 +181,12 @@ hx_code acp_config_load(acp_config *c, int argc, char **argv, acp_config_action 
       if (*end || n < 1 || n > 1000)
         return hx_err_set(err, HX_EINVAL, "--max-turn-requests must be 1..1000, got %s", v);
       c->max_turn_requests = n;
+    } else if ((v = flag_value(argc, argv, &i, "--max-tokens"))) {
+      char *end;
+      long n = strtol(v, &end, 10);
+      if (*end || n < 1 || n > (1L << 24))
+        return hx_err_set(err, HX_EINVAL, "--max-tokens must be 1..16777216, got %s", v);
+      c->max_tokens = n;
     } else if ((v = flag_value(argc, argv, &i, "--log-level"))) {
       if (hx_log_level_parse(v, &c->log_level) != 0)
         return hx_err_set(err, HX_EINVAL, "--log-level must be debug|info|warn|error|off, got %s",

@@ -20,6 +20,7 @@ typedef struct acp_config {
   char *system_prompt;       /* extra system prompt, or NULL */
   int64_t max_turn_requests; /* model requests per prompt turn, 1..1000 */
   int64_t context_window;    /* tokens, for usage_update "size" */
+  int64_t max_tokens;        /* per model request; 0 = the endpoint's default */
   hx_log_level log_level;
 } acp_config;
 

@@ -277,6 +277,8 @@ hx_code acp_upstream_chat(const acp_upstream *u, hx_http_call *call, const json_
     return hx_err_set(err, HX_ENOMEM, "out of memory building the request");
   if (tools && json_array_size(tools) > 0)
     json_object_set(body, "tools", (json_t *)tools);
+  if (u->max_tokens > 0)
+    json_object_set_new(body, "max_tokens", json_integer((json_int_t)u->max_tokens));
   char *text = hx_json_dumps(body);
   json_decref(body);
   if (!text)

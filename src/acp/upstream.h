@@ -69,6 +69,7 @@ typedef struct acp_upstream {
   const char *endpoint; /* base URL ending before "/chat/completions" */
   const char *model;
   const char *api_key; /* may be NULL: no Authorization header */
+  int64_t max_tokens;  /* sent as max_tokens when > 0 */
 } acp_upstream;
 
 /* Streams one completion of `messages` (with `tools` when non-NULL and

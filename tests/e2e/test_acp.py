@@ -477,6 +477,47 @@ def test_real_endpoint(env, tmp_path):
     assert client.text("agent_message_chunk") or client.text("agent_thought_chunk")
 
 
+@pytest.fixture(scope="module")
+def real_neuron(tmp_path_factory):
+    """A real `neuron serve` with a tiny random-weight Qwen3-shaped model (real
+    vocabulary and chat template, tools/make_tiny_chat_model.py), loaded on
+    demand by the first request."""
+    import re
+    import sys
+    root = Path(__file__).resolve().parents[2]
+    models = tmp_path_factory.mktemp("acp-models")
+    r = subprocess.run([sys.executable, str(root / "tools" / "make_tiny_chat_model.py"),
+                        str(models / "tiny-acp")], capture_output=True, text=True)
+    if r.returncode == 2:
+        pytest.skip(r.stderr.strip())
+    assert r.returncode == 0, r.stderr
+    p = subprocess.Popen([os.path.join(BIN, "neuron"), "serve", "--listen", "127.0.0.1:0",
+                          "--models", str(models)], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True)
+    m = re.search(r"listening on .*:(\d+)", p.stdout.readline())
+    if not m:
+        p.kill()
+        pytest.fail("neuron did not start")
+    yield f"http://127.0.0.1:{m.group(1)}/v1"
+    p.terminate()
+    assert p.wait(timeout=60 * SLOW) == 0
+
+
+def test_real_neuron_streams_an_answer(real_neuron, env, tmp_path):
+    """helexa-acp against a real neuron: the prompt streams chunks from the
+    engine (random weights: the text is gibberish, the protocol is real) and
+    the turn ends with a mapped stop reason; usage is reported."""
+    client = Client()
+
+    async def body(conn, init):
+        s = await conn.new_session(cwd=str(tmp_path), mcp_servers=[])
+        r = await conn.prompt(session_id=s.session_id, prompt=[text_block("Say hello.")])
+        assert r.stop_reason in ("end_turn", "max_tokens")
+
+    run(_with_agent(client, real_neuron, env, body, extra_args=("--model", "tiny-acp", "--max-tokens", "24")))
+    assert client.text("agent_message_chunk") or client.text("agent_thought_chunk")
+
+
 def _raw(lines, env, endpoint="http://127.0.0.1:9/v1"):
     """Feeds raw lines to the agent and returns its stdout messages."""
     p = subprocess.run([AGENT, "--endpoint", endpoint], input=b"".join(lines), capture_output=True,
