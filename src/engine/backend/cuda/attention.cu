@@ -137,10 +137,12 @@ size_t attn_partial_floats(int n_heads, int head_dim, int n_splits) {
   return (size_t)n_heads * (size_t)n_splits * (size_t)(head_dim + 2);
 }
 
-// 4 positions per batch: 128 registers, 4 blocks per SM, so the decode grid
-// (~4 blocks per SM) runs in one wave. Batches of 8 took 168 registers (3 per
-// SM, two waves): 8B Q4_K_M decode at depth 16k 112 -> 158 tok/s with 4.
-enum { ATT_WARPS = 4, ATT_BATCH = 4 };
+// Positions per batch: 4 for G <= 4 (128 registers, 4 blocks per SM, so the
+// decode grid of ~4 blocks per SM runs in one wave; batches of 8 took 168
+// registers and two waves: 8B Q4_K_M decode at depth 16k 112 -> 158 tok/s),
+// 8 for G = 5 and 8, where 4 measured slower (32B d16k 42.7 -> 37.5 tok/s).
+enum { ATT_WARPS = 4 };
+template <int G> struct att_batch { static constexpr int n = G <= 4 ? 4 : 8; };
 
 // partial layout per (token 0 only when split) head h, split s:
 //   [(h * n_splits + s) * (D + 2)] = m, +1 = l, +2.. = acc[D]
@@ -177,21 +179,22 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
       m[g] = -INFINITY;
       l[g] = 0.0f;
     }
-    // Warp w takes batches of ATT_BATCH consecutive positions; all K/V loads of
+    constexpr int AB = att_batch<G>::n;
+    // Warp w takes batches of AB consecutive positions; all K/V loads of
     // a batch are issued before any use so their latencies overlap.
-    for (int64_t pb = p0 + (int64_t)warp * ATT_BATCH; pb < p1; pb += ATT_WARPS * ATT_BATCH) {
-      float kv[ATT_BATCH][NK], vv[ATT_BATCH][NK];
+    for (int64_t pb = p0 + (int64_t)warp * AB; pb < p1; pb += ATT_WARPS * AB) {
+      float kv[AB][NK], vv[AB][NK];
 #pragma unroll
-      for (int j = 0; j < ATT_BATCH; j++) {
+      for (int j = 0; j < AB; j++) {
         int64_t p = pb + j < p1 ? pb + j : p1 - 1;
         const uint8_t *krow = kc + (size_t)p * rb, *vrow = vc + (size_t)p * rb;
         load_kv_lane<NK>(kv[j], krow, type, (int64_t)kvh * D, lane, D, vec);
         load_kv_lane<NK>(vv[j], vrow, type, (int64_t)kvh * D, lane, D, vec);
       }
       // scores of the whole batch first: 8 x G independent reductions
-      float sc[ATT_BATCH][G];
+      float sc[AB][G];
 #pragma unroll
-      for (int j = 0; j < ATT_BATCH; j++)
+      for (int j = 0; j < AB; j++)
 #pragma unroll
         for (int g = 0; g < G; g++) {
           float d = 0.0f;
@@ -203,7 +206,7 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1)
 #pragma unroll
-        for (int j = 0; j < ATT_BATCH; j++)
+        for (int j = 0; j < AB; j++)
 #pragma unroll
           for (int g = 0; g < G; g++)
             sc[j][g] += __shfl_xor_sync(0xffffffffu, sc[j][g], o);
@@ -211,7 +214,7 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
       for (int g = 0; g < G; g++) {
         float mb = m[g];
 #pragma unroll
-        for (int j = 0; j < ATT_BATCH; j++)
+        for (int j = 0; j < AB; j++)
           if (pb + j < p1)
             mb = fmaxf(mb, sc[j][g]);
         float corr = __expf(m[g] - mb);
@@ -220,7 +223,7 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
         for (int k = 0; k < NK; k++)
           acc[g][k] *= corr;
 #pragma unroll
-        for (int j = 0; j < ATT_BATCH; j++) {
+        for (int j = 0; j < AB; j++) {
           float e = pb + j < p1 ? __expf(sc[j][g] - mb) : 0.0f;
           l[g] += e;
 #pragma unroll
