@@ -333,9 +333,13 @@ __global__ static void __launch_bounds__(128)
 
 void launch_matvec_multi(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const void *xq,
                          hx_stream st) {
+  /* two-rows-per-block version only on request (HX_MV_MULTI2=1): on the
+     H200 it tied on 8B (259.8 vs 259.3 tok/s) and lost on 14B (149.3 vs
+     156.3) and 32B (72.1 vs 76.2), where 5120-wide rows leave its threads
+     unevenly loaded */
   static int one_row = -1;
   if (one_row < 0)
-    one_row = getenv("HX_MV_MULTI1") != NULL;
+    one_row = getenv("HX_MV_MULTI2") == NULL;
   if (!one_row && n_in % 64 == 0) {
     CU_ASSERT(n_jobs >= 1 && n_jobs <= 3);
     mv_jobs mj = {};
