@@ -24,6 +24,10 @@ TEMPLATES = {
     "mistral-small-3.1.jinja": ("<s>", "</s>", True, True, False),
     "deepseek-r1-distill-qwen.jinja": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", False, False, False),
     "qwen3-coder-derived.jinja": ("", "<|im_end|>", True, True, False),
+    # appended last: the shared rng stream keeps the cases above unchanged
+    "qwen3-2507-instruct.jinja": ("", "<|im_end|>", True, True, True),
+    "qwen3-2507-thinking.jinja": ("", "<|im_end|>", True, True, True),
+    "qwen3-coder.jinja": ("", "<|im_end|>", True, True, False),
 }
 
 TEXTS = [
