@@ -29,47 +29,10 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
+#include "model_ref.h"
 #include "engine/gguf.h"
 
 #define DIR "tests/data/models/"
-
-typedef struct ref {
-  int vocab, n_prompt, n_decode, n_greedy;
-  int32_t prompt[64], decode[64], greedy[64];
-  float *logits; /* [(n_prompt + n_decode)][vocab] */
-  double std;
-} ref;
-
-static void ids(json_t *a, int32_t *out, int *n) {
-  *n = (int)json_array_size(a);
-  assert_true(*n <= 64);
-  for (int i = 0; i < *n; i++)
-    out[i] = (int32_t)json_integer_value(json_array_get(a, (size_t)i));
-}
-
-static void ref_load(const char *name, ref *r) {
-  char path[256];
-  snprintf(path, sizeof path, DIR "%s/ref.json", name);
-  json_error_t je;
-  json_t *j = json_load_file(path, 0, &je);
-  assert_non_null(j);
-  r->vocab = (int)json_integer_value(json_object_get(j, "vocab"));
-  ids(json_object_get(j, "prompt"), r->prompt, &r->n_prompt);
-  ids(json_object_get(j, "decode"), r->decode, &r->n_decode);
-  ids(json_object_get(j, "greedy"), r->greedy, &r->n_greedy);
-  json_decref(j);
-  snprintf(path, sizeof path, DIR "%s/ref.bin", name);
-  FILE *f = fopen(path, "rb");
-  assert_non_null(f);
-  size_t n = (size_t)(r->n_prompt + r->n_decode) * (size_t)r->vocab;
-  r->logits = malloc(n * sizeof(float));
-  assert_int_equal(fread(r->logits, sizeof(float), n, f), n);
-  fclose(f);
-  double s = 0, s2 = 0;
-  for (size_t i = 0; i < n; i++)
-    s += r->logits[i], s2 += (double)r->logits[i] * r->logits[i];
-  r->std = sqrt(s2 / (double)n - (s / (double)n) * (s / (double)n));
-}
 
 typedef struct cmp {
   double max_rel, rms_rel;
