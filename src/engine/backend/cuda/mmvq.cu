@@ -333,14 +333,18 @@ __global__ static void __launch_bounds__(128)
 
 void launch_matvec_multi(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const void *xq,
                          hx_stream st) {
-  /* two-rows-per-block version only on request (HX_MV_MULTI2=1): on the
-     H200 it tied on 8B (259.8 vs 259.3 tok/s) and lost on 14B (149.3 vs
-     156.3) and 32B (72.1 vs 76.2), where 5120-wide rows leave its threads
-     unevenly loaded */
-  static int one_row = -1;
-  if (one_row < 0)
-    one_row = getenv("HX_MV_MULTI2") == NULL;
-  if (!one_row && n_in % 64 == 0) {
+  /* two rows per block for rows up to 4096 wide: measured on the H200 (tok/s,
+     two-row vs one-row) 0.6B 753.9 vs 700.2, 1.7B 566.9 vs 542.5, 4B 322.0
+     vs 312.4, 8B 259.8 vs 259.3; at 5120 (14B, 32B) one row per block wins
+     (156.3 vs 149.3, 76.2 vs 72.1): 160 sub-blocks spread unevenly over 64
+     threads. HX_MV_MULTI=1|2 forces one. */
+  static int mode = -1;
+  if (mode < 0) {
+    const char *e = getenv("HX_MV_MULTI");
+    mode = e && e[0] == '1' ? 1 : e && e[0] == '2' ? 2 : 0;
+  }
+  bool two_rows = mode == 2 || (mode == 0 && n_in <= 4096);
+  if (two_rows && n_in % 64 == 0) {
     CU_ASSERT(n_jobs >= 1 && n_jobs <= 3);
     mv_jobs mj = {};
     unsigned blocks = 0;
