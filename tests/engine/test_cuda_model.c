@@ -169,6 +169,33 @@ static void test_qwen2(void **state) {
   model_case("qwen2-tiny-f32", "qwen2-tiny-f32.gguf");
 }
 
+/* bf16 weights at K-quant-compatible widths (rows multiples of 256), so the
+ * in-situ Q4_K_M really is Q4_K + Q6_K (the f32 fixtures above are too narrow
+ * and fall back to Q8_0); and the YaRN-scaled RoPE fixture. */
+static void test_qwen3_bf16_k_and_yarn(void **state) {
+  (void)state;
+  ref r;
+  ref_load("qwen3-k-bf16", &r);
+  float *g = run(DIR "qwen3-k-bf16", "cuda", &r, HX_KV_F32, NULL);
+  compare("qwen3-k-bf16 cuda bf16 vs transformers", &r, g, r.logits, 1e-4, 1e-5,
+          r.n_prompt + r.n_decode);
+  free(g);
+  g = run(DIR "qwen3-k-bf16", "cuda", &r, HX_KV_F16, "q4_k_m");
+  float *c = run(DIR "qwen3-k-bf16", "cpu", &r, HX_KV_F16, "q4_k_m");
+  compare("qwen3-k-bf16 q4_k_m cuda vs transformers", &r, g, r.logits, INFINITY, INFINITY,
+          (r.n_prompt + r.n_decode) / 2);
+  compare("qwen3-k-bf16 q4_k_m cuda vs cpu", &r, g, c, INFINITY, INFINITY, 0);
+  free(g);
+  free(c);
+  free(r.logits);
+  ref_load("qwen3-yarn-f32", &r);
+  g = run(DIR "qwen3-yarn-f32", "cuda", &r, HX_KV_F32, NULL);
+  compare("qwen3-yarn-f32 cuda f32 vs transformers", &r, g, r.logits, 1e-4, 1e-5,
+          r.n_prompt + r.n_decode);
+  free(g);
+  free(r.logits);
+}
+
 #endif
 
 int main(void) {
@@ -180,7 +207,8 @@ int main(void) {
     printf("no CUDA device: skipped\n");
     return 77;
   }
-  const struct CMUnitTest tests[] = {cmocka_unit_test(test_qwen3), cmocka_unit_test(test_qwen2)};
+  const struct CMUnitTest tests[] = {cmocka_unit_test(test_qwen3), cmocka_unit_test(test_qwen2),
+                                     cmocka_unit_test(test_qwen3_bf16_k_and_yarn)};
   return cmocka_run_group_tests(tests, NULL, NULL);
 #endif
 }
