@@ -176,8 +176,12 @@ static void test_qwen3_bf16_k_and_yarn(void **state) {
   (void)state;
   ref r;
   ref_load("qwen3-k-bf16", &r);
+  /* bf16 weights: the prefill GEMMs run on tensor cores with activations
+   * rounded to bf16 (8-bit mantissa, ~2e-3 relative per element), decode
+   * matvecs keep f32 activations; the reference widens everything to f32.
+   * Measured 1.3e-2 max / 2.4e-3 rms: bound 3e-2 / 5e-3, all top-1 equal. */
   float *g = run(DIR "qwen3-k-bf16", "cuda", &r, HX_KV_F32, NULL);
-  compare("qwen3-k-bf16 cuda bf16 vs transformers", &r, g, r.logits, 1e-4, 1e-5,
+  compare("qwen3-k-bf16 cuda bf16 vs transformers", &r, g, r.logits, 3e-2, 5e-3,
           r.n_prompt + r.n_decode);
   free(g);
   g = run(DIR "qwen3-k-bf16", "cuda", &r, HX_KV_F16, "q4_k_m");
