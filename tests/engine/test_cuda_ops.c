@@ -213,7 +213,7 @@ static void test_rope(void **state) {
   (void)state;
   int n_tok = 4;
   int32_t posv[4] = {0, 1, 777, 40000};
-  hx_rope_params ps[3] = {
+  hx_rope_params ps[4] = {
       {.n_rot = 128, .freq_base = 1e6f, .freq_scale = 1.0f},
       {.n_rot = 64, .freq_base = 1e7f, .freq_scale = 1.0f}, /* partial rotary of 256 */
       {.n_rot = 128,
@@ -223,15 +223,23 @@ static void test_rope(void **state) {
        .yarn_orig_ctx = 32768,
        .yarn_beta_fast = 32.0f,
        .yarn_beta_slow = 1.0f},
+      /* as a GGUF-loaded YaRN model arrives: betas unset (defaults 32/1) and
+       * llama.cpp's freq_scale = 1/factor, which YaRN itself replaces */
+      {.n_rot = 32,
+       .freq_base = 1e4f,
+       .freq_scale = 0.25f,
+       .yarn_factor = 4.0f,
+       .yarn_orig_ctx = 64},
   };
-  int hds[3] = {128, 256, 128};
-  for (int i = 0; i < 3; i++) {
+  int hds[4] = {128, 256, 128, 32};
+  const char *names[4] = {"rope full", "rope partial", "rope yarn", "rope yarn (defaults)"};
+  for (int i = 0; i < 4; i++) {
     float *xv = rand_vec((size_t)(4 * 4 * hds[i]), 1.0f);
     pair x = make_pair(0, 4 * hds[i], 4, xv), pos = make_pair(26, 4, 1, posv);
     BOTH(g_cpu.ops->rope(g_cpu.be, x.c, pos.c, hds[i], &ps[i]),
          g_gpu.ops->rope(g_gpu.be, x.g, pos.g, hds[i], &ps[i]));
     /* f32 angles up to 40000 rad: rounding of pos * inv_freq differs by ulps */
-    check(i == 0 ? "rope full" : i == 1 ? "rope partial" : "rope yarn", nmse_pair(&x), 1e-6);
+    check(names[i], nmse_pair(&x), 1e-6);
     free_pair(&x), free_pair(&pos), free(xv);
   }
 }

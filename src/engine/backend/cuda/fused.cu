@@ -4,6 +4,7 @@
 // results equal the unfused ops' (same arithmetic, same order per element).
 #include "common.cuh"
 #include "kernels.h"
+#include "rope.cuh"
 
 // Quantizes the 32 values held one per lane into a q8_1 block.
 __device__ __forceinline__ void warp_quantize(float v, cu_block_q8_1 *b, int lane) {
@@ -159,25 +160,9 @@ __global__ static void qk_rope_store_kernel(float *q, float *k, const float *v, 
     }
     int half = p.n_rot / 2;
     for (int i = lane; i < half; i += 32) {
-      float dim = (float)p.n_rot;
-      float inv = (float)(1.0 / pow((double)p.freq_base, (double)(2 * i) / (double)p.n_rot));
-      float ms = 1.0f;
-      if (p.yarn_factor > 1.0f) {
-        const float pi2 = 2.0f * 3.14159265358979f;
-        float lo = floorf(dim * logf((float)p.yarn_orig_ctx / (p.yarn_beta_fast * pi2)) /
-                          (2.0f * logf(p.freq_base)));
-        float hi = ceilf(dim * logf((float)p.yarn_orig_ctx / (p.yarn_beta_slow * pi2)) /
-                         (2.0f * logf(p.freq_base)));
-        lo = fmaxf(lo, 0.0f);
-        hi = fminf(hi, dim - 1.0f);
-        if (lo == hi)
-          hi += 0.001f;
-        float ramp = fminf(fmaxf(((float)i - lo) / (hi - lo), 0.0f), 1.0f);
-        float extrap = 1.0f - ramp;
-        inv = inv / p.yarn_factor * (1.0f - extrap) + inv * extrap;
-        ms = p.yarn_attn_factor > 0.0f ? p.yarn_attn_factor : 0.1f * logf(p.yarn_factor) + 1.0f;
-      }
-      float theta = (float)ps * (inv * p.freq_scale);
+      float ms;
+      float inv = rope_inv_freq(i, p, &ms);
+      float theta = (float)ps * inv;
       double sd, cd;
       sincos((double)theta, &sd, &cd);
       float s = (float)sd * ms, c = (float)cd * ms;

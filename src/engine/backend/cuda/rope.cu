@@ -4,32 +4,7 @@
 
 #include "common.cuh"
 #include "kernels.h"
-
-__device__ static float yarn_corr_dim(float n_rot_f, float n_rot, float base, float orig_ctx) {
-  return n_rot * logf(orig_ctx / (n_rot_f * 2.0f * 3.14159265358979f)) / (2.0f * logf(base));
-}
-
-// Inverse frequency of pair i (0 ≤ i < n_rot/2) and the cos/sin multiplier.
-__device__ static float rope_inv_freq(int i, const cu_rope &p, float *mscale) {
-  float dim = (float)p.n_rot;
-  /* as transformers: inv_freq in f32, theta = pos * inv_freq in f32 */
-  float inv = (float)(1.0 / pow((double)p.freq_base, (double)(2 * i) / (double)p.n_rot));
-  *mscale = 1.0f;
-  if (p.yarn_factor > 1.0f) {
-    float lo = floorf(yarn_corr_dim(p.yarn_beta_fast, dim, p.freq_base, (float)p.yarn_orig_ctx));
-    float hi = ceilf(yarn_corr_dim(p.yarn_beta_slow, dim, p.freq_base, (float)p.yarn_orig_ctx));
-    lo = fmaxf(lo, 0.0f);
-    hi = fminf(hi, dim - 1.0f);
-    if (lo == hi)
-      hi += 0.001f;
-    float ramp = fminf(fmaxf(((float)i - lo) / (hi - lo), 0.0f), 1.0f);
-    float extrap = 1.0f - ramp;
-    float interp = inv / p.yarn_factor;
-    inv = interp * (1.0f - extrap) + inv * extrap;
-    *mscale = p.yarn_attn_factor > 0.0f ? p.yarn_attn_factor : 0.1f * logf(p.yarn_factor) + 1.0f;
-  }
-  return inv * p.freq_scale;
-}
+#include "rope.cuh"
 
 __global__ static void rope_kernel(float *x, size_t x_stride, int64_t n_heads, int head_dim,
                                    const int32_t *pos, cu_rope p) {
