@@ -861,6 +861,8 @@ void hx_backend_cuda_free(hx_backend *b) {
   if (!b || !b->be)
     return;
   cuda_be *be = enter(b->be);
+  if (be->profile && getenv("HX_CUDA_PROFILE"))
+    hx_backend_cuda_profile_print(b, stderr); /* HX_CUDA_PROFILE=1: the table at exit */
   if (be->graph_exec)
     cudaGraphExecDestroy(be->graph_exec);
   if (be->cublas)
