@@ -3,6 +3,7 @@
  * loop (prefix reuse, prefill, sample, decode, stop). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #include "base/pool.h"
@@ -266,9 +267,11 @@ const int32_t *hx_engine_slot_tokens(const hx_engine_slot *s, int *n_out) {
   return s->tokens;
 }
 
-hx_code hx_engine_eval(hx_engine *e, hx_engine_slot *s, const int32_t *tokens, int n,
-                       float *logits_out, float *all_logits, const atomic_bool *cancel,
-                       hx_err *err) {
+/* hx_engine_eval, optionally taking the last token's arg-max on the backend
+ * (argmax non-NULL, logits_out NULL) so that only {id, logit} crosses. */
+static hx_code eval_impl(hx_engine *e, hx_engine_slot *s, const int32_t *tokens, int n,
+                         float *logits_out, float *all_logits, int32_t *argmax, float *argmax_logit,
+                         const atomic_bool *cancel, hx_err *err) {
   hx_model *m = e->model;
   if (n < 1)
     return hx_err_set(err, HX_EINVAL, "eval: no tokens");
@@ -282,7 +285,8 @@ hx_code hx_engine_eval(hx_engine *e, hx_engine_slot *s, const int32_t *tokens, i
     const bool last = done + chunk == n;
     hx_code rc =
         m->ops->forward(m, s->cache, tokens + done, chunk, s->n_tokens, last ? logits_out : NULL,
-                        all_logits ? all_logits + (size_t)done * e->info.n_vocab : NULL, err);
+                        all_logits ? all_logits + (size_t)done * e->info.n_vocab : NULL,
+                        last ? argmax : NULL, argmax_logit, err);
     if (rc != HX_OK)
       return rc;
     memcpy(s->tokens + s->n_tokens, tokens + done, (size_t)chunk * sizeof *tokens);
@@ -290,6 +294,20 @@ hx_code hx_engine_eval(hx_engine *e, hx_engine_slot *s, const int32_t *tokens, i
     done += chunk;
   }
   return HX_OK;
+}
+
+hx_code hx_engine_eval(hx_engine *e, hx_engine_slot *s, const int32_t *tokens, int n,
+                       float *logits_out, float *all_logits, const atomic_bool *cancel,
+                       hx_err *err) {
+  return eval_impl(e, s, tokens, n, logits_out, all_logits, NULL, NULL, cancel, err);
+}
+
+/* Plain greedy decoding (no penalties, bias or logprobs) needs only the
+ * arg-max, which the backend computes: the logits never leave the device. */
+static bool device_greedy(const hx_sampling_params *p) {
+  return (p->greedy || p->temperature <= 0) && p->n_logprobs == 0 && p->n_bias == 0 &&
+         (p->repetition_penalty == 1.0f || p->repetition_penalty == 0.0f) &&
+         p->presence_penalty == 0.0f && p->frequency_penalty == 0.0f;
 }
 
 static bool is_stop(const hx_engine *e, const hx_sampling_params *p, int32_t id) {
@@ -336,7 +354,11 @@ hx_code hx_engine_generate(hx_engine *e, hx_engine_slot *s, const int32_t *promp
   res->n_reused = common;
   for (int i = 0; i < n_prompt; i++)
     hx_sampler_accept(&smp, prompt[i], false);
-  rc = hx_engine_eval(e, s, prompt + common, n_prompt - common, e->logits, NULL, cancel, err);
+  const bool dev = device_greedy(params);
+  int32_t dev_id = -1;
+  float dev_logit = 0.0f;
+  rc = eval_impl(e, s, prompt + common, n_prompt - common, dev ? NULL : e->logits, NULL,
+                 dev ? &dev_id : NULL, &dev_logit, cancel, err);
   if (rc == HX_ECANCELLED) {
     res->finish = HX_FINISH_CANCELLED;
     rc = HX_OK;
@@ -348,17 +370,29 @@ hx_code hx_engine_generate(hx_engine *e, hx_engine_slot *s, const int32_t *promp
   const int max_new = params->max_tokens > 0 ? params->max_tokens : e->info.n_ctx;
   for (;;) {
     int bad;
-    if (hx_logits_nonfinite(e->logits, e->info.n_vocab, &bad)) {
-      rc = hx_err_set(err, HX_ENUMERIC,
-                      "non-finite logit (token %d) at position %d after %d generated tokens", bad,
-                      s->n_tokens, res->n_generated);
-      goto out;
-    }
     hx_gen_token tok = {0};
-    const bool lp = params->n_logprobs > 0; /* log-sum-exp over the vocabulary costs ~1 ms */
-    tok.id = hx_sampler_sample(&smp, e->logits, lp ? &tok.logprob : NULL, lp ? tok.top_ids : NULL,
-                               lp ? tok.top_logprobs : NULL);
-    tok.n_top = params->n_logprobs;
+    if (dev) {
+      /* the backend's arg-max maps NaN to -inf: a non-finite maximum means
+       * the logits were not finite */
+      if (!isfinite(dev_logit) || dev_id < 0 || dev_id >= e->info.n_vocab) {
+        rc = hx_err_set(err, HX_ENUMERIC,
+                        "non-finite logits (arg-max %g) at position %d after %d generated tokens",
+                        (double)dev_logit, s->n_tokens, res->n_generated);
+        goto out;
+      }
+      tok.id = dev_id;
+    } else {
+      if (hx_logits_nonfinite(e->logits, e->info.n_vocab, &bad)) {
+        rc = hx_err_set(err, HX_ENUMERIC,
+                        "non-finite logit (token %d) at position %d after %d generated tokens", bad,
+                        s->n_tokens, res->n_generated);
+        goto out;
+      }
+      const bool lp = params->n_logprobs > 0; /* log-sum-exp over the vocabulary costs ~1 ms */
+      tok.id = hx_sampler_sample(&smp, e->logits, lp ? &tok.logprob : NULL, lp ? tok.top_ids : NULL,
+                                 lp ? tok.top_logprobs : NULL);
+      tok.n_top = params->n_logprobs;
+    }
     if (!t_first)
       t_first = hx_time_mono_ns();
     if (is_stop(e, params, tok.id)) {
@@ -380,7 +414,8 @@ hx_code hx_engine_generate(hx_engine *e, hx_engine_slot *s, const int32_t *promp
       res->finish = HX_FINISH_CANCELLED;
       break;
     }
-    rc = hx_engine_eval(e, s, &tok.id, 1, e->logits, NULL, cancel, err);
+    rc = eval_impl(e, s, &tok.id, 1, dev ? NULL : e->logits, NULL, dev ? &dev_id : NULL, &dev_logit,
+                   cancel, err);
     if (rc == HX_ECANCELLED) {
       res->finish = HX_FINISH_CANCELLED;
       rc = HX_OK;

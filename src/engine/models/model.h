@@ -33,9 +33,13 @@ typedef struct hx_model_ops {
   hx_code (*cache_truncate)(hx_model *m, hx_model_cache *c, int n_keep, hx_err *err);
   /* Runs tokens[0..n) (n ≤ max_batch) at positions pos0..pos0+n-1. Writes
    * the last token's logits to logits_last (n_vocab floats) if non-NULL, and
-   * every token's to logits_all (n * n_vocab) if non-NULL. */
+   * every token's to logits_all (n * n_vocab) if non-NULL. With argmax_last
+   * non-NULL (and logits_last NULL) the last token's arg-max is taken on the
+   * backend and only {id, logit} crosses to the host: argmax_last[0] = id,
+   * *argmax_logit = its logit (not finite when the logits are not). */
   hx_code (*forward)(hx_model *m, hx_model_cache *c, const int32_t *tokens, int n, int pos0,
-                     float *logits_last, float *logits_all, hx_err *err);
+                     float *logits_last, float *logits_all, int32_t *argmax_last,
+                     float *argmax_logit, hx_err *err);
 } hx_model_ops;
 
 /* Common head of every model struct. */

@@ -35,6 +35,8 @@ typedef struct q3_model {
   hx_tensor hb, hb2; /* [B][F] */
   hx_tensor logits;  /* [1][V] */
   hx_tensor io;      /* i32 [2][B]: token ids, positions */
+  hx_tensor top_val; /* [1][1] the last token's largest logit (device arg-max) */
+  hx_tensor top_id;  /* i32 [1][1] its id */
   hx_rope_params rope;
   hx_attn_params attn;
 } q3_model;
@@ -230,7 +232,8 @@ static hx_tensor cache_layer(const hx_model *mb, const hx_model_cache *c, hx_bbu
 }
 
 static hx_code q3_forward(hx_model *mb, hx_model_cache *c, const int32_t *tokens, int n, int pos0,
-                          float *logits_last, float *logits_all, hx_err *err) {
+                          float *logits_last, float *logits_all, int32_t *argmax_last,
+                          float *argmax_logit, hx_err *err) {
   q3_model *m = (q3_model *)mb;
   const model_hparams *hp = &mb->hp;
   const hx_backend_ops *op = mb->backend.ops;
@@ -292,9 +295,19 @@ static hx_code q3_forward(hx_model *mb, hx_model_cache *c, const int32_t *tokens
   op->rms_norm(be, xb, xb, x, m->output_norm, hp->rms_eps, 0);
   if (!logits_all)
     op->matmul(be, m->logits, m->output, rows_of(xb, n - 1, 1), none);
+  const bool device_argmax = argmax_last && !logits_last && !logits_all;
+  if (device_argmax)
+    op->top_k(be, m->top_val, m->top_id, m->logits, 1);
   rc = op->step_end(be, err);
   if (rc != HX_OK)
     return rc;
+  if (device_argmax) {
+    rc = op->buf_download(be, m->top_id.buf, m->top_id.offset, argmax_last, sizeof(int32_t), err);
+    if (rc == HX_OK)
+      rc =
+          op->buf_download(be, m->top_val.buf, m->top_val.offset, argmax_logit, sizeof(float), err);
+    return rc;
+  }
   const size_t vbytes = (size_t)hp->n_vocab * sizeof(float);
   if (!logits_all)
     return logits_last
@@ -395,7 +408,7 @@ hx_code qwen3_model_load(const model_file *mf, hx_backend backend, int n_ctx, in
   const int64_t QD = (int64_t)hp->n_head * hp->head_dim_k;
   const int64_t KD = (int64_t)hp->n_head_kv * hp->head_dim_k;
   size_t off = 0;
-  hx_tensor dummy[10];
+  hx_tensor dummy[12];
   dummy[0] = view(NULL, &off, QUANT_F32, E, B);
   dummy[1] = view(NULL, &off, QUANT_F32, E, B);
   dummy[2] = view(NULL, &off, QUANT_F32, QD, B);
@@ -406,6 +419,8 @@ hx_code qwen3_model_load(const model_file *mf, hx_backend backend, int n_ctx, in
   dummy[7] = view(NULL, &off, QUANT_F32, F, B);
   dummy[8] = view(NULL, &off, QUANT_F32, V, 1);
   dummy[9] = view(NULL, &off, QUANT_I32, B, 2);
+  dummy[10] = view(NULL, &off, QUANT_F32, 1, 1);
+  dummy[11] = view(NULL, &off, QUANT_I32, 1, 1);
   m->act = backend.ops->buf_alloc(backend.be, off, err);
   if (!m->act || keep_buf(m, m->act, err) != HX_OK) {
     if (m->act)
@@ -413,10 +428,11 @@ hx_code qwen3_model_load(const model_file *mf, hx_backend backend, int n_ctx, in
     q3_free(&m->base);
     return err ? err->code : HX_ENOMEM;
   }
-  for (int i = 0; i < 10; i++)
+  for (int i = 0; i < 12; i++)
     dummy[i].buf = m->act;
   m->x = dummy[0], m->xb = dummy[1], m->q = dummy[2], m->k = dummy[3], m->v = dummy[4];
   m->att = dummy[5], m->hb = dummy[6], m->hb2 = dummy[7], m->logits = dummy[8], m->io = dummy[9];
+  m->top_val = dummy[10], m->top_id = dummy[11];
   int64_t max_cols = E > F ? E : F;
   max_cols = max_cols > QD ? max_cols : QD;
   rc = backend.ops->reserve(backend.be, B, max_cols, n_ctx, err);
