@@ -407,14 +407,17 @@ static void stream_reader_free(void *cls) {
 }
 
 /* Queues whatever the owner produced (srv->mu held). Returns MHD_NO to close
- * the connection. */
-static enum MHD_Result deliver_locked(hx_http_req *req, struct MHD_Connection *c) {
+ * the connection. The queued response's own reference goes to *drop, which
+ * the caller must release with MHD_destroy_response after unlocking srv->mu:
+ * when the queueing failed that call frees the response and runs
+ * stream_reader_free, which takes srv->mu itself. */
+static enum MHD_Result deliver_locked(hx_http_req *req, struct MHD_Connection *c,
+                                      struct MHD_Response **drop) {
   if (req->pending) {
     struct MHD_Response *r = req->pending;
     req->pending = NULL;
-    enum MHD_Result ok = MHD_queue_response(c, (unsigned)req->status, r);
-    MHD_destroy_response(r);
-    return ok;
+    *drop = r;
+    return MHD_queue_response(c, (unsigned)req->status, r);
   }
   if (req->streaming && !req->stream_queued) {
     struct MHD_Response *r = MHD_create_response_from_callback(
@@ -433,9 +436,8 @@ static enum MHD_Result deliver_locked(hx_http_req *req, struct MHD_Connection *c
       if (kind == 'R')
         MHD_add_response_header(r, k, v);
     }
-    enum MHD_Result ok = MHD_queue_response(c, (unsigned)req->status, r);
-    MHD_destroy_response(r);
-    return ok;
+    *drop = r;
+    return MHD_queue_response(c, (unsigned)req->status, r);
   }
   if (req->srv_dead)
     return MHD_NO;
@@ -547,8 +549,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     req->route->fn(req, req->route->ctx);
     pthread_mutex_lock(&srv->mu);
   }
-  enum MHD_Result ok = deliver_locked(req, c);
+  struct MHD_Response *drop = NULL;
+  enum MHD_Result ok = deliver_locked(req, c, &drop);
   pthread_mutex_unlock(&srv->mu);
+  if (drop)
+    MHD_destroy_response(drop);
   return ok;
 }
 
