@@ -488,55 +488,42 @@ int matvec_type_supported(int type) {
   return matvec_type_quantized(type) || type == GT_F32 || type == GT_F16 || type == GT_BF16;
 }
 
+// Launches the quantized matvec variant in use (HX_MV_VARIANT: a, b, or c,
+// the default; c needs the activation row in shared memory and falls back to
+// b past MVC_SMEM_MAX).
+template <int TYPE>
+static void launch_q(float *y, const uint8_t *w, int64_t n_out, int64_t n_in, size_t row_bytes,
+                     const cu_block_q8_1 *xq, const float *bias, hx_stream st) {
+  size_t smem_c = (size_t)(n_in / 32) * sizeof(cu_block_q8_1);
+  if (mv_variant() == 0)
+    matvec_q_kernel<TYPE><<<cdiv(n_out, MV_WARPS * MV_ROWS), MV_WARPS * 32, 0, st>>>(
+        y, w, n_out, n_in, row_bytes, xq, bias);
+  else if (mv_variant() == 1 || smem_c > MVC_SMEM_MAX)
+    matvec_qb_kernel<TYPE>
+        <<<cdiv(n_out, MVB_ROWS), MVB_THREADS, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
+  else
+    matvec_qc_kernel<TYPE><<<cdiv(n_out, MVC_WARPS * MVC_ROWS), MVC_WARPS * 32, smem_c, st>>>(
+        y, w, n_out, n_in, row_bytes, xq, bias, mv_q4k_pairs());
+}
+
 void launch_matvec(float *y, const uint8_t *w, int type, int64_t n_out, int64_t n_in,
                    size_t row_bytes, const float *x, const void *xq_, const float *bias,
                    hx_stream st) {
   const cu_block_q8_1 *xq = (const cu_block_q8_1 *)xq_;
   CU_ASSERT(n_in % 32 == 0 && n_out > 0);
   unsigned grid = cdiv(n_out, MV_WARPS), block = MV_WARPS * 32;
-  unsigned grid_q = cdiv(n_out, MV_WARPS * MV_ROWS), grid_b = cdiv(n_out, MVB_ROWS);
-  unsigned grid_c = cdiv(n_out, MVC_WARPS * MVC_ROWS);
-  size_t smem_c = (size_t)(n_in / 32) * sizeof(cu_block_q8_1);
   switch (type) {
   case GT_Q8_0:
-    if (mv_variant() == 0)
-      matvec_q_kernel<GT_Q8_0><<<grid_q, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
-    else if (mv_variant() == 1 || smem_c > MVC_SMEM_MAX)
-      matvec_qb_kernel<GT_Q8_0>
-          <<<grid_b, MVB_THREADS, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
-    else
-      matvec_qc_kernel<GT_Q8_0><<<grid_c, MVC_WARPS * 32, smem_c, st>>>(
-          y, w, n_out, n_in, row_bytes, xq, bias, mv_q4k_pairs());
+    launch_q<GT_Q8_0>(y, w, n_out, n_in, row_bytes, xq, bias, st);
     break;
   case GT_Q4_K:
-    if (mv_variant() == 0)
-      matvec_q_kernel<GT_Q4_K><<<grid_q, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
-    else if (mv_variant() == 1 || smem_c > MVC_SMEM_MAX)
-      matvec_qb_kernel<GT_Q4_K>
-          <<<grid_b, MVB_THREADS, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
-    else
-      matvec_qc_kernel<GT_Q4_K><<<grid_c, MVC_WARPS * 32, smem_c, st>>>(
-          y, w, n_out, n_in, row_bytes, xq, bias, mv_q4k_pairs());
+    launch_q<GT_Q4_K>(y, w, n_out, n_in, row_bytes, xq, bias, st);
     break;
   case GT_Q5_K:
-    if (mv_variant() == 0)
-      matvec_q_kernel<GT_Q5_K><<<grid_q, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
-    else if (mv_variant() == 1 || smem_c > MVC_SMEM_MAX)
-      matvec_qb_kernel<GT_Q5_K>
-          <<<grid_b, MVB_THREADS, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
-    else
-      matvec_qc_kernel<GT_Q5_K><<<grid_c, MVC_WARPS * 32, smem_c, st>>>(
-          y, w, n_out, n_in, row_bytes, xq, bias, mv_q4k_pairs());
+    launch_q<GT_Q5_K>(y, w, n_out, n_in, row_bytes, xq, bias, st);
     break;
   case GT_Q6_K:
-    if (mv_variant() == 0)
-      matvec_q_kernel<GT_Q6_K><<<grid_q, block, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
-    else if (mv_variant() == 1 || smem_c > MVC_SMEM_MAX)
-      matvec_qb_kernel<GT_Q6_K>
-          <<<grid_b, MVB_THREADS, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
-    else
-      matvec_qc_kernel<GT_Q6_K><<<grid_c, MVC_WARPS * 32, smem_c, st>>>(
-          y, w, n_out, n_in, row_bytes, xq, bias, mv_q4k_pairs());
+    launch_q<GT_Q6_K>(y, w, n_out, n_in, row_bytes, xq, bias, st);
     break;
   case GT_F32:
     CU_ASSERT(n_in % 8 == 0);
