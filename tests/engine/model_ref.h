@@ -1,8 +1,9 @@
 /* model_ref.h — the transformers reference of a fixture model
  * (tools/reference/make_fixtures.py): prompt, decode and greedy token ids
  * (ref.json) and the f32 logits of every prompt position and decode step
- * (ref.bin). Shared by the model tests; needs cmocka and jansson included
- * first. Test-only header: static functions, one copy per test program. */
+ * (ref.bin), and greedy generation against it. Shared by the model tests;
+ * needs cmocka, jansson and engine/engine.h included first. Test-only header: static functions, one
+ * copy per test program. */
 #ifndef HX_TEST_MODEL_REF_H
 #define HX_TEST_MODEL_REF_H
 
@@ -50,6 +51,33 @@ static void ref_load(const char *name, ref *r) {
   for (size_t i = 0; i < n; i++)
     s += r->logits[i], s2 += (double)r->logits[i] * r->logits[i];
   r->std = sqrt(s2 / (double)n - (s / (double)n) * (s / (double)n));
+}
+
+/* Token ids a generation streamed (the first 64). */
+typedef struct collect {
+  int32_t ids[64];
+  int n;
+} collect;
+
+static bool on_tok(void *user, const hx_gen_token *t) {
+  collect *c = user;
+  if (c->n < 64)
+    c->ids[c->n++] = t->id;
+  return true;
+}
+
+/* Generates r->n_greedy greedy tokens (eos ignored) from r's prompt on slot s
+ * into *c; asserts the call succeeded. */
+static void ref_generate_greedy(hx_engine *e, hx_engine_slot *s, const ref *r, collect *c,
+                                hx_gen_result *res) {
+  hx_sampling_params p;
+  hx_sampling_params_default(&p);
+  p.greedy = true;
+  p.max_tokens = r->n_greedy;
+  p.ignore_eos = true;
+  hx_err err = {0};
+  if (hx_engine_generate(e, s, r->prompt, r->n_prompt, &p, on_tok, c, NULL, res, &err) != HX_OK)
+    fail_msg("generate: %s", err.msg);
 }
 
 #endif

@@ -90,18 +90,6 @@ static void compare(const char *what, const ref *r, const float *a, const float 
              max_bound, rms, rms_bound, top1, top1_min);
 }
 
-typedef struct collect {
-  int32_t ids[64];
-  int n;
-} collect;
-
-static bool on_tok(void *user, const hx_gen_token *t) {
-  collect *c = user;
-  if (c->n < 64)
-    c->ids[c->n++] = t->id;
-  return true;
-}
-
 static void greedy_cuda(const char *path, const ref *r) {
   hx_engine_opts o;
   hx_engine_opts_default(&o);
@@ -113,15 +101,9 @@ static void greedy_cuda(const char *path, const ref *r) {
   assert_int_equal(hx_engine_open(path, &o, &e, &err), HX_OK);
   hx_engine_slot *s = NULL;
   assert_int_equal(hx_engine_slot_create(e, &s, &err), HX_OK);
-  hx_sampling_params p;
-  hx_sampling_params_default(&p);
-  p.greedy = true;
-  p.max_tokens = r->n_greedy;
-  p.ignore_eos = true;
   collect c = {0};
   hx_gen_result res;
-  assert_int_equal(
-      hx_engine_generate(e, s, r->prompt, r->n_prompt, &p, on_tok, &c, NULL, &res, &err), HX_OK);
+  ref_generate_greedy(e, s, r, &c, &res);
   assert_int_equal(c.n, r->n_greedy);
   assert_memory_equal(c.ids, r->greedy, (size_t)r->n_greedy * sizeof(int32_t));
   printf("  %-46s greedy %d tokens identical to transformers\n", path, c.n);

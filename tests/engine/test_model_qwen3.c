@@ -91,18 +91,6 @@ static cmp run_logits(const char *path, const ref *r, hx_kv_type kv, const char 
   return c;
 }
 
-typedef struct collect {
-  int32_t ids[64];
-  int n;
-} collect;
-
-static bool on_tok(void *user, const hx_gen_token *t) {
-  collect *c = user;
-  if (c->n < 64)
-    c->ids[c->n++] = t->id;
-  return true;
-}
-
 static void check_greedy(const char *path, const ref *r) {
   hx_engine_opts o;
   hx_engine_opts_default(&o);
@@ -114,22 +102,15 @@ static void check_greedy(const char *path, const ref *r) {
   assert_int_equal(hx_engine_open(path, &o, &e, &err), HX_OK);
   hx_engine_slot *s = NULL;
   assert_int_equal(hx_engine_slot_create(e, &s, &err), HX_OK);
-  hx_sampling_params p;
-  hx_sampling_params_default(&p);
-  p.greedy = true;
-  p.max_tokens = r->n_greedy;
-  p.ignore_eos = true;
   collect c = {0};
   hx_gen_result res;
-  assert_int_equal(
-      hx_engine_generate(e, s, r->prompt, r->n_prompt, &p, on_tok, &c, NULL, &res, &err), HX_OK);
+  ref_generate_greedy(e, s, r, &c, &res);
   assert_int_equal(res.finish, HX_FINISH_LENGTH);
   assert_int_equal(c.n, r->n_greedy);
   assert_memory_equal(c.ids, r->greedy, (size_t)r->n_greedy * sizeof(int32_t));
   /* same request again on the same slot: the prompt prefix is reused, same tokens */
   collect c2 = {0};
-  assert_int_equal(
-      hx_engine_generate(e, s, r->prompt, r->n_prompt, &p, on_tok, &c2, NULL, &res, &err), HX_OK);
+  ref_generate_greedy(e, s, r, &c2, &res);
   assert_int_equal(res.n_reused, r->n_prompt - 1);
   assert_memory_equal(c2.ids, r->greedy, (size_t)r->n_greedy * sizeof(int32_t));
   /* prefill-then-decode equals token-by-token prefill */
