@@ -588,6 +588,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
       run_cb = req_cancel_locked(req);
   }
   pthread_cond_broadcast(&req->cv);
+  pthread_cond_broadcast(&srv->cv); /* shutdown waits for responses to be sent */
   if (run_cb) {
     pthread_mutex_unlock(&srv->mu);
     req_run_cancel(req);
@@ -881,6 +882,34 @@ static bool wait_inflight_locked(hx_http_server *srv, uint64_t deadline_ns) {
   return true;
 }
 
+/* True while some finished request's response is still being written: the
+ * owner is done, but MHD has not reported the request complete yet. */
+static bool unsent_locked(const hx_http_server *srv) {
+  for (const hx_http_req *r = srv->live; r; r = r->next)
+    if (r->dispatched && r->finished)
+      return true;
+  return false;
+}
+
+static void wait_sent_locked(hx_http_server *srv, uint64_t deadline_ns) {
+  while (unsent_locked(srv)) {
+    uint64_t now = hx_time_mono_ns();
+    if (now >= deadline_ns)
+      return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t wait_ns = deadline_ns - now;
+    if (wait_ns > 50000000ull)
+      wait_ns = 50000000ull;
+    ts.tv_nsec += (long)wait_ns;
+    while (ts.tv_nsec >= 1000000000L) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&srv->cv, &srv->mu, &ts);
+  }
+}
+
 unsigned hx_http_server_shutdown(hx_http_server *srv, unsigned grace_ms, unsigned cancel_ms) {
   pthread_mutex_lock(&srv->mu);
   if (srv->shut_down || !srv->started) {
@@ -918,6 +947,10 @@ unsigned hx_http_server_shutdown(hx_http_server *srv, unsigned grace_ms, unsigne
     }
     wait_inflight_locked(srv, hx_time_mono_ns() + (uint64_t)cancel_ms * 1000000ull);
   }
+  /* A finished request's response may still sit in MHD's buffers (or ours,
+   * for a stream): let it reach the client before connections are closed. */
+  if (cancel_ms)
+    wait_sent_locked(srv, hx_time_mono_ns() + (uint64_t)cancel_ms * 1000000ull);
   srv->stop_monitor = true;
   pthread_cond_broadcast(&srv->cv);
   /* MHD must not be stopped with suspended connections. */
