@@ -129,6 +129,12 @@ typedef struct hx_backend_ops {
    * into vals [n][k] (f32) and ids [n][k] (i32); k ≤ HX_BACKEND_TOPK_MAX.
    * k == 1 is argmax (ties: lowest index). */
   void (*top_k)(void *be, hx_tensor vals, hx_tensor ids, hx_tensor x, int k);
+
+  /* ---- mixture of experts (qwen3moe, qwen3next, qwen35moe) ---- */
+  /* (MoE ops: routing, expert mat-vec/mat-mat selected by ids, combine) */
+
+  /* ---- linear attention: Gated DeltaNet (qwen3next, qwen35, qwen35moe) ---- */
+  /* (DeltaNet ops: conv1d with rolling state, delta rule, gated norm, gates) */
 } hx_backend_ops;
 
 /* A backend instance: its ops and their first argument. */

@@ -171,6 +171,14 @@ hx_code hx_engine_open(const char *path, const hx_engine_opts *opts, hx_engine *
   case MODEL_ARCH_QWEN2:
     rc = qwen3_model_load(e->mf, e->backend, n_ctx, max_batch, &e->model, err);
     break;
+  case MODEL_ARCH_QWEN3MOE:
+    rc = qwen3moe_model_load(e->mf, e->backend, n_ctx, max_batch, &e->model, err);
+    break;
+  case MODEL_ARCH_QWEN3NEXT:
+  case MODEL_ARCH_QWEN35:
+  case MODEL_ARCH_QWEN35MOE:
+    rc = qwen35_model_load(e->mf, e->backend, n_ctx, max_batch, &e->model, err);
+    break;
   default:
     rc = hx_err_set(err, HX_EUNSUPPORTED, "%s: arch %s not supported by this engine yet", path,
                     model_arch_name(hp->arch));

@@ -55,4 +55,13 @@ struct hx_model {
 hx_code qwen3_model_load(const model_file *mf, hx_backend backend, int n_ctx, int max_batch,
                          hx_model **out, hx_err *err);
 
+/* qwen3moe: qwen3 attention with a mixture-of-experts FFN (models/qwen3.c). */
+hx_code qwen3moe_model_load(const model_file *mf, hx_backend backend, int n_ctx, int max_batch,
+                            hx_model **out, hx_err *err);
+
+/* The hybrid generation: qwen3next, qwen35, qwen35moe — Gated DeltaNet layers
+ * beside gated full attention (models/qwen35.c). */
+hx_code qwen35_model_load(const model_file *mf, hx_backend backend, int n_ctx, int max_batch,
+                          hx_model **out, hx_err *err);
+
 #endif

@@ -454,3 +454,13 @@ hx_code qwen3_model_load(const model_file *mf, hx_backend backend, int n_ctx, in
   *out = &m->base;
   return HX_OK;
 }
+
+hx_code qwen3moe_model_load(const model_file *mf, hx_backend backend, int n_ctx, int max_batch,
+                            hx_model **out, hx_err *err) {
+  (void)backend;
+  (void)n_ctx;
+  (void)max_batch;
+  *out = NULL;
+  return hx_err_set(err, HX_EUNSUPPORTED, "arch %s: forward pass not implemented yet",
+                    model_arch_name(model_file_hparams(mf)->arch));
+}

@@ -528,6 +528,13 @@ static void cpu_top_k(void *bev, hx_tensor vals, hx_tensor ids, hx_tensor x, int
   }
 }
 
+/* Entry points for the op files beside this one (cpu_impl.h). */
+hx_pool *cpu_be_pool(void *bev) { return ((cpu_be *)bev)->pool; }
+int cpu_be_threads(void *bev) { return ((cpu_be *)bev)->n_threads; }
+void cpu_be_matmul(void *bev, hx_tensor y, hx_tensor w, hx_tensor x, hx_tensor bias) {
+  cpu_matmul(bev, y, w, x, bias);
+}
+
 static const hx_backend_ops cpu_ops = {
     .name = "cpu",
     .buf_alloc = cpu_buf_alloc,
@@ -552,6 +559,8 @@ static const hx_backend_ops cpu_ops = {
     .mul = cpu_mul,
     .softmax = cpu_softmax,
     .top_k = cpu_top_k,
+    /* MoE ops (cpu_moe.c) */
+    /* DeltaNet ops (cpu_ssm.c) */
 };
 
 hx_code hx_backend_cpu_init(hx_backend *out, int n_threads, hx_err *err) {

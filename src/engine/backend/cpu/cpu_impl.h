@@ -10,6 +10,8 @@
 
 #include <stdint.h>
 
+#include "base/pool.h"
+#include "engine/backend.h"
 #include "engine/quant.h"
 
 typedef enum cpu_isa {
@@ -38,6 +40,12 @@ cpu_dot4_fn cpu_dot4_get(quant_type t, cpu_isa isa);
 
 /* The best available kernel: falls back to lower ISAs. */
 cpu_dot_fn cpu_dot_best(quant_type t);
+
+/* Entry points of cpu_backend.c for the op files beside it (cpu_moe.c,
+ * cpu_ssm.c): the backend's pool, its size, and the matmul op. */
+hx_pool *cpu_be_pool(void *be);
+int cpu_be_threads(void *be);
+void cpu_be_matmul(void *be, hx_tensor y, hx_tensor w, hx_tensor x, hx_tensor bias);
 
 /* f16 row → f32 (F16C when available). */
 void cpu_f16_to_f32_row(const uint16_t *src, float *dst, int64_t n);

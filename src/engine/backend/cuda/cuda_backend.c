@@ -802,6 +802,8 @@ static const hx_backend_ops cuda_ops = {
     .mul = cu_mul,
     .softmax = cu_softmax,
     .top_k = cu_top_k,
+    /* MoE ops (moe.cu) */
+    /* DeltaNet ops (ssm.cu) */
 };
 
 int hx_backend_cuda_device_count(void) {
