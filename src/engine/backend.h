@@ -66,7 +66,12 @@ typedef struct hx_attn_params {
   float scale;    /* usually 1/sqrt(head_dim) */
 } hx_attn_params;
 
-enum { HX_BACKEND_HEAD_DIM_MAX = 512, HX_BACKEND_TOPK_MAX = 64, HX_BACKEND_MATMUL_N_MAX = 4 };
+enum {
+  HX_BACKEND_HEAD_DIM_MAX = 512,
+  HX_BACKEND_TOPK_MAX = 64,
+  HX_BACKEND_MATMUL_N_MAX = 4,
+  HX_BACKEND_MOE_N_IN_MAX = 16384, /* input width of an expert matmul (hidden, expert FFN) */
+};
 
 typedef struct hx_backend_ops {
   const char *name; /* "cpu", "cuda" */
@@ -131,7 +136,40 @@ typedef struct hx_backend_ops {
   void (*top_k)(void *be, hx_tensor vals, hx_tensor ids, hx_tensor x, int k);
 
   /* ---- mixture of experts (qwen3moe, qwen3next, qwen35moe) ---- */
-  /* (MoE ops: routing, expert mat-vec/mat-mat selected by ids, combine) */
+  /* The routed experts of one layer are stacked weights [n_expert * n_out][n_in]
+   * (GGUF *_exps: expert e's matrix is rows e*n_out .. e*n_out + n_out - 1).
+   * The experts a token uses are chosen on the backend (moe_route) and stay
+   * there as an i32 tensor ids [n][k] that moe_matmul_id reads: no host round
+   * trip inside a step, so a captured decode graph replays unchanged. */
+
+  /* Router, per row t < logits.n_rows of logits [n][n_expert] (f32, not
+   * modified): p = softmax(logits[t]) in f32; the k largest p (descending;
+   * ties: lowest expert id) go to weights[t][0..k) (f32) and their expert ids
+   * to ids[t][0..k) (i32); with renorm != 0 the k weights are divided by their
+   * sum (norm_topk_prob). 1 ≤ k ≤ min(n_expert, HX_BACKEND_TOPK_MAX);
+   * weights and ids are [n][k]. */
+  void (*moe_route)(void *be, hx_tensor weights, hx_tensor ids, hx_tensor logits, int k,
+                    int renorm);
+  /* Expert matmul selected by ids [n][k] (i32, in backend memory, each id in
+   * 0..n_expert-1): for i < n_w ≤ 2, t < n, j < k,
+   *   y[i][t*k + j] = x_row · W_i[ids[t][j]]ᵀ,
+   *   x_row = x[t] when x has n rows (gate/up: a token's experts share its
+   *   input) or x[t*k + j] when x has n*k rows (down: one input per slot).
+   * w[i] are stacked expert weights [n_expert * n_out][n_in] of any weight
+   * type, n_expert = w[i].n_rows / y[i].n_cols; y[i] are f32 [n*k][n_out];
+   * n_in ≤ HX_BACKEND_MOE_N_IN_MAX. Only the selected experts' weights are
+   * read; with n > 1 a backend may group the rows by expert (each output is
+   * still one dot product of one weight row and one input row). Several
+   * weights (gate + up) share one input pass. y, w are arrays of handles read
+   * during the call; y must not alias x. */
+  void (*moe_matmul_id)(void *be, int n_w, const hx_tensor *y, const hx_tensor *w, hx_tensor x,
+                        hx_tensor ids);
+  /* out[t] = Σ_j weights[t][j] · y[t*k + j]  for t < out.n_rows, k =
+   * weights.n_cols, y [n*k][d]; then, when shared.buf, out[t] +=
+   * sigmoid(shared_gate[t][0]) · shared[t] (the shared expert and its gate:
+   * shared [n][d], shared_gate [n][1]). All f32. out may alias shared, not y. */
+  void (*moe_combine)(void *be, hx_tensor out, hx_tensor y, hx_tensor weights, hx_tensor shared,
+                      hx_tensor shared_gate);
 
   /* ---- linear attention: Gated DeltaNet (qwen3next, qwen35, qwen35moe) ---- */
   /* (DeltaNet ops: conv1d with rolling state, delta rule, gated norm, gates) */
