@@ -66,6 +66,27 @@ typedef struct hx_attn_params {
   float scale;    /* usually 1/sqrt(head_dim) */
 } hx_attn_params;
 
+/* Gated DeltaNet shapes, constant per model (delta_rule). */
+typedef struct hx_delta_params {
+  int n_k_heads; /* query/key heads (linear_num_key_heads) */
+  int n_v_heads; /* value heads (linear_num_value_heads); a multiple of n_k_heads */
+  int d_k;       /* per-head key dim (linear_key_head_dim) ≤ HX_BACKEND_SSM_HEAD_DIM_MAX */
+  int d_v;       /* per-head value dim (linear_value_head_dim) ≤ HX_BACKEND_SSM_HEAD_DIM_MAX */
+  /* Which key head a value head reads. 0: value head h reads key head
+   * h / (n_v / n_k) — transformers' repeat_interleave: the HF order and the
+   * qwen3next GGUF order. 1: key head h % n_k — the qwen35 / qwen35moe GGUF
+   * order (their converter retiles the value heads). */
+  int kv_tiled;
+  int chunk; /* n > 1: chunked form in chunks of this many tokens (≤ _SSM_CHUNK_MAX); 0 = off */
+  float eps_l2; /* epsilon of the q/k L2 norm (1e-6) */
+} hx_delta_params;
+
+enum {
+  HX_BACKEND_SSM_HEAD_DIM_MAX = 256,
+  HX_BACKEND_SSM_CHUNK_MAX = 64,
+  HX_BACKEND_SSM_CONV_MAX = 8
+};
+
 enum {
   HX_BACKEND_HEAD_DIM_MAX = 512,
   HX_BACKEND_TOPK_MAX = 64,
@@ -172,7 +193,63 @@ typedef struct hx_backend_ops {
                       hx_tensor shared_gate);
 
   /* ---- linear attention: Gated DeltaNet (qwen3next, qwen35, qwen35moe) ---- */
-  /* (DeltaNet ops: conv1d with rolling state, delta rule, gated norm, gates) */
+  /* The recurrent state of a sequence lives in backend memory (the model's
+   * cache) and is read and written only by these ops: nothing crosses to the
+   * host inside a step. Every f32 activation argument below may be a column
+   * view of a wider row (row_bytes > n_cols * 4, e.g. q, k and v inside the
+   * conv output); out and state must not overlap an input unless stated. */
+
+  /* Causal depthwise conv1d over time with SiLU, for n = x.n_rows tokens of
+   * one sequence, carrying a rolling window across calls.
+   *   x     [n][C] f32: the projection output (C channels);
+   *   w     [C][K] f32: the kernel per channel, tap K-1 multiplying the
+   *         current token (ssm_conv1d.weight, GGUF ne = {K, C});
+   *   state [K-1][C] f32: the K-1 inputs before x[0], oldest first (zeros at
+   *         the start of a sequence);
+   *   out   [n][C] f32; may alias x.
+   * With xx = state rows ++ x rows: out[t][c] = silu(sum_{j<K} w[c][j] *
+   * xx[t+j][c]); afterwards state = the last K-1 rows of xx. 2 ≤ K ≤ 8. */
+  void (*ssm_conv)(void *be, hx_tensor out, hx_tensor x, hx_tensor w, hx_tensor state);
+
+  /* The gated delta rule (Gated DeltaNet's token mixer) for n = q.n_rows
+   * tokens of one sequence, in order, updating the state in place. Exactly
+   * transformers' torch_recurrent_gated_delta_rule with
+   * use_qk_l2norm_in_kernel=True, the gates computed inside:
+   *   q, k  [n][n_k_heads * d_k] f32 (after the conv), v [n][n_v_heads * d_v];
+   *   a, b  [n][n_v_heads] f32: the raw alpha / beta projections;
+   *   ssm_a, dt_bias [1][n_v_heads] f32: -exp(A_log) and dt_bias;
+   *   state [n_v_heads][d_k * d_v] f32: per value head the matrix S[i][j]
+   *         (i < d_k key dims, j < d_v value dims) at i * d_v + j, as
+   *         transformers' [n_v_heads, d_k, d_v]; zeros at sequence start;
+   *   out   [n][n_v_heads * d_v] f32.
+   * For token t and value head h reading key head kh = p->kv_tiled ? h % n_k
+   * : h / (n_v / n_k):
+   *   qn = q / sqrt(|q|^2 + eps) / sqrt(d_k),  kn = k / sqrt(|k|^2 + eps)
+   *   g = ssm_a[h] * softplus(a[t][h] + dt_bias[h]),  beta = sigmoid(b[t][h])
+   *   S *= exp(g);  delta = beta * (v - S^T kn);  S += kn delta^T;
+   *   out[t][h] = S^T qn.
+   * (softplus as torch: x for x > 20.) With n > 1 and p->chunk > 0 the
+   * backend may use the equivalent chunked form (torch_chunk_gated_delta_rule,
+   * chunks of p->chunk tokens), which agrees to f32 rounding. */
+  void (*delta_rule)(void *be, hx_tensor out, hx_tensor q, hx_tensor k, hx_tensor v, hx_tensor a,
+                     hx_tensor b, hx_tensor ssm_a, hx_tensor dt_bias, hx_tensor state,
+                     const hx_delta_params *p);
+
+  /* Gated RMS norm per head (Qwen3NextRMSNormGated): for each head of
+   * head_dim columns, out = x / sqrt(mean(x^2) + eps) * w * silu(z).
+   * x, z, out [n][n_heads * head_dim] f32, w [head_dim] f32 (plain weight,
+   * not zero-centred). out may alias x. */
+  void (*gated_norm)(void *be, hx_tensor out, hx_tensor x, hx_tensor z, hx_tensor w, int head_dim,
+                     float eps);
+
+  /* out = x * sigmoid(g) elementwise over [n][d] f32; g is [n][d], or [n][1]
+   * (one gate per row, broadcast). out may alias x. The full-attention
+   * output gate of qwen3next / qwen35. */
+  void (*sigmoid_mul)(void *be, hx_tensor out, hx_tensor x, hx_tensor g);
+
+  /* Sets t (n_rows rows of n_cols elements, any type) to zero bytes: resets
+   * a sequence's recurrent state. */
+  void (*zero)(void *be, hx_tensor t);
 } hx_backend_ops;
 
 /* A backend instance: its ops and their first argument. */
