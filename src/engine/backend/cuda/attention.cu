@@ -26,6 +26,8 @@ __device__ __forceinline__ float load_kv(const uint8_t *row, int type, int64_t i
 __global__ static void cache_store_kernel(uint8_t *cache, int type, size_t row_bytes,
                                           const float *src, size_t ss, int64_t n_cols,
                                           const int32_t *pos) {
+  pdl_trigger();
+  pdl_wait();
   int64_t t = blockIdx.y;
   uint8_t *row = cache + (size_t)pos[t] * row_bytes;
   const float *s = src + t * ss;
@@ -59,8 +61,8 @@ void launch_cache_store(uint8_t *cache, int cache_type, size_t cache_row_bytes, 
   CU_ASSERT(cache_type == GT_F16 || cache_type == GT_F32 || cache_type == GT_Q8_0);
   CU_ASSERT(cache_type != GT_Q8_0 || n_cols % 32 == 0);
   dim3 grid(cdiv(n_cols, 256), (unsigned)n_rows);
-  cache_store_kernel<<<grid, 256, 0, st>>>(cache, cache_type, cache_row_bytes, src, src_stride,
-                                           n_cols, pos);
+  cu_launch(cache_store_kernel, grid, 256, 0, st, cache, cache_type, cache_row_bytes, src,
+            src_stride, n_cols, pos);
   CUDA_LAUNCH_CHECK();
 }
 
@@ -151,6 +153,8 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
     attn_kernel(float *out, size_t os, const float *q, size_t qs, const uint8_t *kc,
                 const uint8_t *vc, int type, size_t rb, const int32_t *pos, int D, float scale,
                 int n_splits, bool vec, float *partial) {
+  pdl_trigger();
+  pdl_wait();
   extern __shared__ float sm[]; // [ATT_WARPS][G][D + 2]
   int kvh = blockIdx.x, t = blockIdx.y;
   int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -281,6 +285,8 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
 // loop is unrolled so the partials' loads overlap.
 __global__ static void attn_combine_kernel(float *out, const float *partial, int D, int n_splits,
                                            const int32_t *pos) {
+  pdl_trigger();
+  pdl_wait();
   int h = blockIdx.x;
   int W = D + 2;
   int64_t n_pos = (int64_t)pos[0] + 1, chunk = attn_chunk(n_pos, n_splits);
@@ -309,8 +315,8 @@ static void launch_g(int nk, dim3 grid, size_t smem, cudaStream_t st, float *out
                      size_t rb, const int32_t *pos, int D, float scale, int n_splits, bool vec,
                      float *partial) {
 #define ATT_LAUNCH(NK)                                                                             \
-  attn_kernel<G, NK><<<grid, ATT_WARPS * 32, smem, st>>>(out, os, q, qs, kc, vc, type, rb, pos, D, \
-                                                         scale, n_splits, vec, partial)
+  cu_launch(attn_kernel<G, NK>, grid, ATT_WARPS * 32, smem, st, out, os, q, qs, kc, vc, type, rb,  \
+            pos, D, scale, n_splits, vec, partial)
   switch (nk) {
   case 1:
     ATT_LAUNCH(1);
@@ -343,6 +349,8 @@ __global__ static void __launch_bounds__(128)
     attn_prefill_wmma(float *out, size_t os, const float *q, size_t qs, const uint8_t *kc,
                       const uint8_t *vc, size_t rb, const int32_t *pos, int64_t n_tokens,
                       float scale) {
+  pdl_trigger();
+  pdl_wait();
   constexpr int TOK = PF_ROWS / G, LDH = D + 8, LDO = D + 4, LDS = PF_NT + 4, LDP = PF_NT + 8;
   __shared__ __align__(32) __half Qs[PF_ROWS * LDH];
   __shared__ __align__(32) __half Ks[PF_NT * LDH];
@@ -460,11 +468,11 @@ static void launch_prefill_g(int D, dim3 grid, cudaStream_t st, float *out, size
                              const float *q, size_t qs, const uint8_t *kc, const uint8_t *vc,
                              size_t rb, const int32_t *pos, int64_t n_tokens, float scale) {
   if (D == 64)
-    attn_prefill_wmma<G, 64>
-        <<<grid, 128, 0, st>>>(out, os, q, qs, kc, vc, rb, pos, n_tokens, scale);
+    cu_launch(attn_prefill_wmma<G, 64>, grid, 128, 0, st, out, os, q, qs, kc, vc, rb, pos, n_tokens,
+              scale);
   else
-    attn_prefill_wmma<G, 128>
-        <<<grid, 128, 0, st>>>(out, os, q, qs, kc, vc, rb, pos, n_tokens, scale);
+    cu_launch(attn_prefill_wmma<G, 128>, grid, 128, 0, st, out, os, q, qs, kc, vc, rb, pos,
+              n_tokens, scale);
 }
 
 void launch_attention(float *out, size_t out_stride, const float *q, size_t q_stride,
@@ -547,7 +555,8 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
   }
   CUDA_LAUNCH_CHECK();
   if (n_splits > 1) {
-    attn_combine_kernel<<<(unsigned)n_heads, 128, 0, st>>>(out, partial, head_dim, n_splits, pos);
+    cu_launch(attn_combine_kernel, (unsigned)n_heads, 128, 0, st, out, partial, head_dim, n_splits,
+              pos);
     CUDA_LAUNCH_CHECK();
   }
 }

@@ -128,3 +128,52 @@ __device__ __forceinline__ float load_f(const void *p, int type, int64_t i) {
 }
 
 static inline unsigned cdiv(int64_t a, int64_t b) { return (unsigned)((a + b - 1) / b); }
+
+// Programmatic dependent launch (sm_90+). Every kernel of this backend starts
+// with pdl_trigger(), which lets the next kernel in the stream be scheduled
+// while this one runs, and pdl_wait(), which returns once the kernels before
+// it have completed and their writes are visible. A kernel must not read
+// anything an earlier kernel writes, nor write anything an earlier kernel
+// reads, before pdl_wait(); what it may do before is read immutable data —
+// the mat-vecs prefetch their weight rows into L2 there, so weight streaming
+// overlaps the tail of the kernel before. Both are no-ops on older GPUs and
+// when the kernel was launched without the attribute.
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// Asks L2 for [p, p + n_bytes), one 128-byte line per thread step.
+__device__ __forceinline__ void prefetch_l2(const void *p, size_t n_bytes, int tid, int n_threads) {
+  const char *c = (const char *)p;
+  for (size_t off = (size_t)tid * 128; off < n_bytes; off += (size_t)n_threads * 128)
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(c + off));
+}
+
+// Whether launches on the calling thread's device use programmatic dependent
+// launch (compute capability ≥ 9.0 and HX_CUDA_PDL is not 0; cuda_backend.c).
+extern "C" int hx_cuda_pdl_enabled(void);
+
+// Launches kernel<<<grid, block, smem, st>>>(args...), with the programmatic
+// stream serialization attribute when PDL is on (see pdl_wait above).
+template <typename... KArgs, typename... Args>
+static inline void cu_launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                             cudaStream_t st, Args &&...args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = st;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = hx_cuda_pdl_enabled() ? 1 : 0;
+  CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<Args &&>(args)...));
+}

@@ -118,6 +118,7 @@ typedef struct cuda_be {
   cudaGraphExec_t graph_exec;
   bool use_graphs;
   bool use_fusion; /* HX_CUDA_FUSION=0 turns the one-token fusions off */
+  bool pdl;        /* programmatic dependent launch (sm_90+; HX_CUDA_PDL=0 off) */
   long n_replayed, n_captured;
   /* profiling (HX_CUDA_PROFILE=1): ops run without graphs, timed with events */
   bool profile;
@@ -158,6 +159,8 @@ void hx_cuda_report(cudaError_t e, const char *stmt, const char *file, int line)
     if (s_ != CUBLAS_STATUS_SUCCESS)                                                               \
       hx_cuda_report(cudaErrorUnknown, #stmt " (cuBLAS status)", __FILE__, __LINE__);              \
   } while (0)
+
+int hx_cuda_pdl_enabled(void) { return t_current && t_current->pdl; }
 
 static cuda_be *enter(void *p) {
   cuda_be *be = p;
@@ -854,6 +857,10 @@ hx_code hx_backend_cuda_init(hx_backend *out, int device, hx_err *err) {
   }
   cublasSetStream(be->cublas, be->stream);
   cublasSetMathMode(be->cublas, CUBLAS_DEFAULT_MATH);
+  int cc_major = 0;
+  cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, device);
+  const char *pdl = getenv("HX_CUDA_PDL");
+  be->pdl = cc_major >= 9 && !(pdl && strcmp(pdl, "0") == 0);
   out->ops = &cuda_ops;
   out->be = be;
   return HX_OK;

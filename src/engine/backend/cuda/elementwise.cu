@@ -5,6 +5,8 @@
 
 __global__ static void swiglu_kernel(float *out, size_t os, const float *g, size_t gs,
                                      const float *u, size_t us, int64_t n_cols) {
+  pdl_trigger();
+  pdl_wait();
   int64_t r = blockIdx.y;
   int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n_cols)
@@ -17,12 +19,14 @@ void launch_swiglu(float *out, size_t out_stride, const float *gate, size_t g_st
                    const float *up, size_t u_stride, int64_t n_cols, int64_t n_rows, hx_stream st) {
   CU_ASSERT(n_rows > 0 && n_rows < 65536);
   dim3 grid(cdiv(n_cols, 256), (unsigned)n_rows);
-  swiglu_kernel<<<grid, 256, 0, st>>>(out, out_stride, gate, g_stride, up, u_stride, n_cols);
+  cu_launch(swiglu_kernel, grid, 256, 0, st, out, out_stride, gate, g_stride, up, u_stride, n_cols);
   CUDA_LAUNCH_CHECK();
 }
 
 __global__ static void binary_kernel(int op, float *out, size_t os, const float *a, size_t as,
                                      const float *b, size_t bs, int64_t n_cols) {
+  pdl_trigger();
+  pdl_wait();
   int64_t r = blockIdx.y;
   int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n_cols)
@@ -35,11 +39,13 @@ void launch_binary(int op, float *out, size_t out_stride, const float *a, size_t
                    const float *b, size_t b_stride, int64_t n_cols, int64_t n_rows, hx_stream st) {
   CU_ASSERT(n_rows > 0 && n_rows < 65536);
   dim3 grid(cdiv(n_cols, 256), (unsigned)n_rows);
-  binary_kernel<<<grid, 256, 0, st>>>(op, out, out_stride, a, a_stride, b, b_stride, n_cols);
+  cu_launch(binary_kernel, grid, 256, 0, st, op, out, out_stride, a, a_stride, b, b_stride, n_cols);
   CUDA_LAUNCH_CHECK();
 }
 
 __global__ static void softmax_kernel(float *x, size_t stride, int64_t n_cols) {
+  pdl_trigger();
+  pdl_wait();
   __shared__ float red[32];
   float *p = x + blockIdx.x * stride;
   float m = -INFINITY;
@@ -65,7 +71,7 @@ __global__ static void softmax_kernel(float *x, size_t stride, int64_t n_cols) {
 
 void launch_softmax(float *x, size_t stride, int64_t n_cols, int64_t n_rows, hx_stream st) {
   CU_ASSERT(n_rows > 0);
-  softmax_kernel<<<(unsigned)n_rows, 256, 0, st>>>(x, stride, n_cols);
+  cu_launch(softmax_kernel, (unsigned)n_rows, 256, 0, st, x, stride, n_cols);
   CUDA_LAUNCH_CHECK();
 }
 
@@ -75,6 +81,8 @@ void launch_add_bias(float *y, size_t y_stride, const float *bias, int64_t n_col
 }
 
 __global__ static void to_f16_kernel(__half *dst, const float *x, size_t xs, int64_t n_cols) {
+  pdl_trigger();
+  pdl_wait();
   int64_t r = blockIdx.y;
   int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n_cols)
@@ -83,6 +91,8 @@ __global__ static void to_f16_kernel(__half *dst, const float *x, size_t xs, int
 
 __global__ static void to_bf16_kernel(__nv_bfloat16 *dst, const float *x, size_t xs,
                                       int64_t n_cols) {
+  pdl_trigger();
+  pdl_wait();
   int64_t r = blockIdx.y;
   int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i < n_cols)
@@ -93,7 +103,7 @@ void launch_f32_to_f16(void *dst, const float *x, size_t x_stride, int64_t n_col
                        hx_stream st) {
   CU_ASSERT(n_rows > 0 && n_rows < 65536);
   dim3 grid(cdiv(n_cols, 256), (unsigned)n_rows);
-  to_f16_kernel<<<grid, 256, 0, st>>>((__half *)dst, x, x_stride, n_cols);
+  cu_launch(to_f16_kernel, grid, 256, 0, st, (__half *)dst, x, x_stride, n_cols);
   CUDA_LAUNCH_CHECK();
 }
 
@@ -101,6 +111,6 @@ void launch_f32_to_bf16(void *dst, const float *x, size_t x_stride, int64_t n_co
                         hx_stream st) {
   CU_ASSERT(n_rows > 0 && n_rows < 65536);
   dim3 grid(cdiv(n_cols, 256), (unsigned)n_rows);
-  to_bf16_kernel<<<grid, 256, 0, st>>>((__nv_bfloat16 *)dst, x, x_stride, n_cols);
+  cu_launch(to_bf16_kernel, grid, 256, 0, st, (__nv_bfloat16 *)dst, x, x_stride, n_cols);
   CUDA_LAUNCH_CHECK();
 }

@@ -28,6 +28,8 @@ template <int K>
 __global__ static void __launch_bounds__(1024)
     rms_norm_q8_kernel(float *out, float *x, float *res, const float *w, int64_t n, float eps,
                        int zc, cu_block_q8_1 *q8) {
+  pdl_trigger();
+  pdl_wait();
   __shared__ float red[32];
   float v[K];
   float ss = 0.0f;
@@ -95,20 +97,27 @@ void launch_rms_norm_q8(float *out, float *x, float *residual, const float *w, i
   cu_block_q8_1 *qb = (cu_block_q8_1 *)q8;
   int64_t k = (n_cols + 1023) / 1024;
   if (k <= 1)
-    rms_norm_q8_kernel<1><<<1, 1024, 0, st>>>(out, x, residual, w, n_cols, eps, zero_centred, qb);
+    cu_launch(rms_norm_q8_kernel<1>, 1, 1024, 0, st, out, x, residual, w, n_cols, eps, zero_centred,
+              qb);
   else if (k <= 2)
-    rms_norm_q8_kernel<2><<<1, 1024, 0, st>>>(out, x, residual, w, n_cols, eps, zero_centred, qb);
+    cu_launch(rms_norm_q8_kernel<2>, 1, 1024, 0, st, out, x, residual, w, n_cols, eps, zero_centred,
+              qb);
   else if (k <= 4)
-    rms_norm_q8_kernel<4><<<1, 1024, 0, st>>>(out, x, residual, w, n_cols, eps, zero_centred, qb);
+    cu_launch(rms_norm_q8_kernel<4>, 1, 1024, 0, st, out, x, residual, w, n_cols, eps, zero_centred,
+              qb);
   else if (k <= 8)
-    rms_norm_q8_kernel<8><<<1, 1024, 0, st>>>(out, x, residual, w, n_cols, eps, zero_centred, qb);
+    cu_launch(rms_norm_q8_kernel<8>, 1, 1024, 0, st, out, x, residual, w, n_cols, eps, zero_centred,
+              qb);
   else
-    rms_norm_q8_kernel<16><<<1, 1024, 0, st>>>(out, x, residual, w, n_cols, eps, zero_centred, qb);
+    cu_launch(rms_norm_q8_kernel<16>, 1, 1024, 0, st, out, x, residual, w, n_cols, eps,
+              zero_centred, qb);
   CUDA_LAUNCH_CHECK();
 }
 
 __global__ static void swiglu_q8_kernel(float *out, const float *g, const float *u, int64_t n,
                                         cu_block_q8_1 *q8) {
+  pdl_trigger();
+  pdl_wait();
   int64_t blk = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   int lane = threadIdx.x & 31;
   if (blk * 32 >= n)
@@ -123,8 +132,8 @@ __global__ static void swiglu_q8_kernel(float *out, const float *g, const float 
 void launch_swiglu_q8(float *out, const float *gate, const float *up, int64_t n_cols, void *q8,
                       hx_stream st) {
   CU_ASSERT(n_cols % 32 == 0);
-  swiglu_q8_kernel<<<cdiv(n_cols / 32, 8), 256, 0, st>>>(out, gate, up, n_cols,
-                                                         (cu_block_q8_1 *)q8);
+  cu_launch(swiglu_q8_kernel, cdiv(n_cols / 32, 8), 256, 0, st, out, gate, up, n_cols,
+            (cu_block_q8_1 *)q8);
   CUDA_LAUNCH_CHECK();
 }
 
@@ -140,6 +149,8 @@ __global__ static void qk_rope_store_kernel(float *q, float *k, const float *v, 
                                             const float *kw, const int32_t *pos, int n_q, int n_kv,
                                             int D, float eps, cu_rope p, uint8_t *kc, uint8_t *vc,
                                             int ctype, size_t crb) {
+  pdl_trigger();
+  pdl_wait();
   int h = blockIdx.x, lane = threadIdx.x;
   int kind = h < n_q ? 0 : h < n_q + n_kv ? 1 : 2;
   int hh = kind == 0 ? h : kind == 1 ? h - n_q : h - n_q - n_kv;
@@ -201,8 +212,8 @@ void launch_qk_rope_store(float *q, float *k, const float *v, const float *q_nor
                           uint8_t *v_cache, int cache_type, size_t cache_row_bytes, hx_stream st) {
   CU_ASSERT(p->n_rot > 0 && p->n_rot % 2 == 0 && p->n_rot <= head_dim);
   CU_ASSERT(cache_type != GT_Q8_0 || head_dim % 32 == 0);
-  qk_rope_store_kernel<<<(unsigned)(n_heads + 2 * n_kv_heads), 32, 0, st>>>(
-      q, k, v, q_norm, k_norm, pos, n_heads, n_kv_heads, head_dim, eps, *p, k_cache, v_cache,
-      cache_type, cache_row_bytes);
+  cu_launch(qk_rope_store_kernel, (unsigned)(n_heads + 2 * n_kv_heads), 32, 0, st, q, k, v, q_norm,
+            k_norm, pos, n_heads, n_kv_heads, head_dim, eps, *p, k_cache, v_cache, cache_type,
+            cache_row_bytes);
   CUDA_LAUNCH_CHECK();
 }

@@ -8,6 +8,8 @@
 __global__ static void get_rows_kernel(float *out, size_t out_stride, const uint8_t *table,
                                        int type, int64_t n_cols, size_t row_bytes,
                                        const int32_t *ids) {
+  pdl_trigger();
+  pdl_wait();
   int64_t t = blockIdx.y;
   int64_t sub = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (sub * 32 >= n_cols)
@@ -25,7 +27,7 @@ void launch_get_rows(float *out, size_t out_stride, const uint8_t *table, int ty
                      size_t row_bytes, const int32_t *ids, int64_t n, hx_stream st) {
   CU_ASSERT(n_cols % 32 == 0 && n > 0 && n < 65536);
   dim3 grid(cdiv(n_cols / 32, 64), (unsigned)n);
-  get_rows_kernel<<<grid, 64, 0, st>>>(out, out_stride, table, type, n_cols, row_bytes, ids);
+  cu_launch(get_rows_kernel, grid, 64, 0, st, out, out_stride, table, type, n_cols, row_bytes, ids);
   CUDA_LAUNCH_CHECK();
 }
 
@@ -34,6 +36,8 @@ void launch_get_rows(float *out, size_t out_stride, const uint8_t *table, int ty
 // stores (the per-element version spent ~190 us per 8B-model matrix).
 __global__ static void dequant_f16_kernel(__half *dst, const uint8_t *w, int type, int64_t n_cols,
                                           size_t row_bytes, int64_t row0, int64_t n_rows) {
+  pdl_trigger();
+  pdl_wait();
   int64_t subs_per_row = n_cols / 32;
   int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n_rows * subs_per_row)
@@ -59,7 +63,7 @@ void launch_dequant_f16(void *dst, const uint8_t *w, int type, int64_t n_cols, s
   CU_ASSERT(((uintptr_t)dst % 16) == 0);
   int64_t n_subs = n_rows * (n_cols / 32);
   CU_ASSERT((n_subs + 127) / 128 < ((int64_t)1 << 31));
-  dequant_f16_kernel<<<(unsigned)cdiv(n_subs, 128), 128, 0, st>>>((__half *)dst, w, type, n_cols,
-                                                                  row_bytes, row0, n_rows);
+  cu_launch(dequant_f16_kernel, (unsigned)cdiv(n_subs, 128), 128, 0, st, (__half *)dst, w, type,
+            n_cols, row_bytes, row0, n_rows);
   CUDA_LAUNCH_CHECK();
 }

@@ -15,6 +15,8 @@ enum { MV_WARPS = 4, MV_ROWS = 2 };
 
 __global__ static void quantize_q8_1_kernel(cu_block_q8_1 *dst, const float *x, size_t x_stride,
                                             int64_t n_cols) {
+  pdl_trigger();
+  pdl_wait();
   int64_t blk = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   int lane = threadIdx.x & 31;
   int64_t row = blockIdx.y;
@@ -38,7 +40,7 @@ void launch_quantize_q8_1(void *dst, const float *x, size_t x_stride, int64_t n_
                           int64_t n_rows, hx_stream st) {
   CU_ASSERT(n_cols % 32 == 0 && n_rows > 0 && n_rows < 65536);
   dim3 grid(cdiv(n_cols / 32, 8), (unsigned)n_rows);
-  quantize_q8_1_kernel<<<grid, 256, 0, st>>>((cu_block_q8_1 *)dst, x, x_stride, n_cols);
+  cu_launch(quantize_q8_1_kernel, grid, 256, 0, st, (cu_block_q8_1 *)dst, x, x_stride, n_cols);
   CUDA_LAUNCH_CHECK();
 }
 
@@ -144,6 +146,13 @@ template <int TYPE>
 __global__ static void __launch_bounds__(MV_WARPS * 32)
     matvec_q_kernel(float *y, const uint8_t *w, int64_t n_out, int64_t n_in, size_t row_bytes,
                     const cu_block_q8_1 *xq, const float *bias) {
+  pdl_trigger();
+  {
+    int64_t p0 = (int64_t)blockIdx.x * MV_WARPS * MV_ROWS;
+    int64_t pn = n_out - p0 < MV_WARPS * MV_ROWS ? n_out - p0 : MV_WARPS * MV_ROWS;
+    prefetch_l2(w + (size_t)p0 * row_bytes, (size_t)pn * row_bytes, threadIdx.x, blockDim.x);
+  }
+  pdl_wait();
   int64_t r0 = ((int64_t)blockIdx.x * MV_WARPS + threadIdx.x / 32) * MV_ROWS;
   int lane = threadIdx.x & 31;
   if (r0 >= n_out)
@@ -179,8 +188,13 @@ template <int TYPE>
 __global__ static void __launch_bounds__(MVB_THREADS)
     matvec_qb_kernel(float *y, const uint8_t *w, int64_t n_out, int64_t n_in, size_t row_bytes,
                      const cu_block_q8_1 *xq, const float *bias) {
+  pdl_trigger();
   __shared__ float red[MVB_ROWS][MVB_THREADS / 32];
   int64_t r0 = (int64_t)blockIdx.x * MVB_ROWS;
+  prefetch_l2(w + (size_t)r0 * row_bytes,
+              (size_t)(n_out - r0 < MVB_ROWS ? n_out - r0 : MVB_ROWS) * row_bytes, threadIdx.x,
+              blockDim.x);
+  pdl_wait();
   int64_t n_sub = n_in / 32;
   float acc[MVB_ROWS];
 #pragma unroll
@@ -240,6 +254,7 @@ struct mv_jobs {
 
 __global__ static void __launch_bounds__(MVB_THREADS)
     matvec_multi_kernel(mv_jobs jobs, int64_t n_in, const cu_block_q8_1 *xq, bool pairs) {
+  pdl_trigger();
   __shared__ float red[MVB_THREADS / 32];
   int ji = 0;
   while (ji + 1 < jobs.n && blockIdx.x >= jobs.first_block[ji + 1])
@@ -247,6 +262,8 @@ __global__ static void __launch_bounds__(MVB_THREADS)
   const cu_mv_job &jb = jobs.j[ji];
   int64_t r = blockIdx.x - jobs.first_block[ji];
   const uint8_t *row = jb.w + (size_t)r * jb.row_bytes;
+  prefetch_l2(row, jb.row_bytes, threadIdx.x, blockDim.x);
+  pdl_wait();
   int64_t n_sub = n_in / 32;
   float acc;
   switch (jb.type) {
@@ -298,6 +315,7 @@ __device__ __forceinline__ float mv_row_half(const uint8_t *row, int64_t n_sub,
 
 __global__ static void __launch_bounds__(128)
     matvec_multi2_kernel(mv_jobs jobs, int64_t n_in, const cu_block_q8_1 *xq) {
+  pdl_trigger();
   __shared__ float red[4];
   int ji = 0;
   while (ji + 1 < jobs.n && blockIdx.x >= jobs.first_block[ji + 1])
@@ -307,6 +325,8 @@ __global__ static void __launch_bounds__(128)
   int64_t r = 2 * (int64_t)(blockIdx.x - jobs.first_block[ji]) + half;
   int64_t rr = r < jb.n_out ? r : jb.n_out - 1;
   const uint8_t *row = jb.w + (size_t)rr * jb.row_bytes;
+  prefetch_l2(row, jb.row_bytes, tid, 64);
+  pdl_wait();
   int64_t n_sub = n_in / 32;
   float acc;
   switch (jb.type) {
@@ -356,7 +376,7 @@ void launch_matvec_multi(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const 
     }
     mj.first_block[n_jobs] = blocks;
     mj.n = n_jobs;
-    matvec_multi2_kernel<<<blocks, 128, 0, st>>>(mj, n_in, (const cu_block_q8_1 *)xq);
+    cu_launch(matvec_multi2_kernel, blocks, 128, 0, st, mj, n_in, (const cu_block_q8_1 *)xq);
     CUDA_LAUNCH_CHECK();
     return;
   }
@@ -371,7 +391,8 @@ void launch_matvec_multi(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const 
   }
   mj.first_block[n_jobs] = blocks;
   mj.n = n_jobs;
-  matvec_multi_kernel<<<blocks, MVB_THREADS, 0, st>>>(mj, n_in, (const cu_block_q8_1 *)xq, false);
+  cu_launch(matvec_multi_kernel, blocks, MVB_THREADS, 0, st, mj, n_in, (const cu_block_q8_1 *)xq,
+            false);
   CUDA_LAUNCH_CHECK();
 }
 
@@ -383,6 +404,13 @@ template <int TYPE>
 __global__ static void __launch_bounds__(MVC_WARPS * 32)
     matvec_qc_kernel(float *y, const uint8_t *w, int64_t n_out, int64_t n_in, size_t row_bytes,
                      const cu_block_q8_1 *xq, const float *bias, bool pairs) {
+  pdl_trigger();
+  {
+    int64_t p0 = (int64_t)blockIdx.x * MVC_WARPS * MVC_ROWS;
+    int64_t pn = n_out - p0 < MVC_WARPS * MVC_ROWS ? n_out - p0 : MVC_WARPS * MVC_ROWS;
+    prefetch_l2(w + (size_t)p0 * row_bytes, (size_t)pn * row_bytes, threadIdx.x, blockDim.x);
+  }
+  pdl_wait();
   extern __shared__ cu_block_q8_1 xs[];
   int64_t n_sub = n_in / 32;
   {
@@ -441,6 +469,13 @@ template <int TYPE>
 __global__ static void __launch_bounds__(MV_WARPS * 32)
     matvec_f_kernel(float *y, const uint8_t *w, int64_t n_out, int64_t n_in, size_t row_bytes,
                     const float *x, const float *bias) {
+  pdl_trigger();
+  {
+    int64_t p0 = (int64_t)blockIdx.x * MV_WARPS;
+    int64_t pn = n_out - p0 < MV_WARPS ? n_out - p0 : MV_WARPS;
+    prefetch_l2(w + (size_t)p0 * row_bytes, (size_t)pn * row_bytes, threadIdx.x, blockDim.x);
+  }
+  pdl_wait();
   int64_t r = (int64_t)blockIdx.x * MV_WARPS + threadIdx.x / 32;
   int lane = threadIdx.x & 31;
   if (r >= n_out)
@@ -496,14 +531,14 @@ static void launch_q(float *y, const uint8_t *w, int64_t n_out, int64_t n_in, si
                      const cu_block_q8_1 *xq, const float *bias, hx_stream st) {
   size_t smem_c = (size_t)(n_in / 32) * sizeof(cu_block_q8_1);
   if (mv_variant() == 0)
-    matvec_q_kernel<TYPE><<<cdiv(n_out, MV_WARPS * MV_ROWS), MV_WARPS * 32, 0, st>>>(
-        y, w, n_out, n_in, row_bytes, xq, bias);
+    cu_launch(matvec_q_kernel<TYPE>, cdiv(n_out, MV_WARPS * MV_ROWS), MV_WARPS * 32, 0, st, y, w,
+              n_out, n_in, row_bytes, xq, bias);
   else if (mv_variant() == 1 || smem_c > MVC_SMEM_MAX)
-    matvec_qb_kernel<TYPE>
-        <<<cdiv(n_out, MVB_ROWS), MVB_THREADS, 0, st>>>(y, w, n_out, n_in, row_bytes, xq, bias);
+    cu_launch(matvec_qb_kernel<TYPE>, cdiv(n_out, MVB_ROWS), MVB_THREADS, 0, st, y, w, n_out, n_in,
+              row_bytes, xq, bias);
   else
-    matvec_qc_kernel<TYPE><<<cdiv(n_out, MVC_WARPS * MVC_ROWS), MVC_WARPS * 32, smem_c, st>>>(
-        y, w, n_out, n_in, row_bytes, xq, bias, mv_q4k_pairs());
+    cu_launch(matvec_qc_kernel<TYPE>, cdiv(n_out, MVC_WARPS * MVC_ROWS), MVC_WARPS * 32, smem_c, st,
+              y, w, n_out, n_in, row_bytes, xq, bias, mv_q4k_pairs());
 }
 
 void launch_matvec(float *y, const uint8_t *w, int type, int64_t n_out, int64_t n_in,
@@ -527,13 +562,13 @@ void launch_matvec(float *y, const uint8_t *w, int type, int64_t n_out, int64_t 
     break;
   case GT_F32:
     CU_ASSERT(n_in % 8 == 0);
-    matvec_f_kernel<GT_F32><<<grid, block, 0, st>>>(y, w, n_out, n_in, row_bytes, x, bias);
+    cu_launch(matvec_f_kernel<GT_F32>, grid, block, 0, st, y, w, n_out, n_in, row_bytes, x, bias);
     break;
   case GT_F16:
-    matvec_f_kernel<GT_F16><<<grid, block, 0, st>>>(y, w, n_out, n_in, row_bytes, x, bias);
+    cu_launch(matvec_f_kernel<GT_F16>, grid, block, 0, st, y, w, n_out, n_in, row_bytes, x, bias);
     break;
   case GT_BF16:
-    matvec_f_kernel<GT_BF16><<<grid, block, 0, st>>>(y, w, n_out, n_in, row_bytes, x, bias);
+    cu_launch(matvec_f_kernel<GT_BF16>, grid, block, 0, st, y, w, n_out, n_in, row_bytes, x, bias);
     break;
   default:
     CU_ASSERT(!"matvec: unsupported weight type");

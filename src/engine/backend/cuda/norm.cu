@@ -6,6 +6,8 @@
 __global__ static void rms_norm_kernel(float *out, size_t out_stride, float *x, size_t x_stride,
                                        float *res, size_t res_stride, const float *w,
                                        int64_t n_cols, float eps, int zc) {
+  pdl_trigger();
+  pdl_wait();
   __shared__ float red[32];
   int64_t r = blockIdx.x;
   float *xr = x + r * x_stride;
@@ -34,14 +36,16 @@ void launch_rms_norm(float *out, size_t out_stride, float *x, size_t x_stride, f
   /* one block per row; wide blocks keep a lone decode row from being
    * latency-bound on one SM */
   unsigned threads = n_rows == 1 ? 1024 : 256;
-  rms_norm_kernel<<<(unsigned)n_rows, threads, 0, st>>>(out, out_stride, x, x_stride, residual,
-                                                        res_stride, w, n_cols, eps, zero_centred);
+  cu_launch(rms_norm_kernel, (unsigned)n_rows, threads, 0, st, out, out_stride, x, x_stride,
+            residual, res_stride, w, n_cols, eps, zero_centred);
   CUDA_LAUNCH_CHECK();
 }
 
 // One warp per (row, head).
 __global__ static void rms_norm_heads_kernel(float *x, size_t x_stride, const float *w,
                                              int64_t n_heads, int head_dim, float eps) {
+  pdl_trigger();
+  pdl_wait();
   int64_t r = blockIdx.y;
   int64_t h = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   int lane = threadIdx.x & 31;
@@ -62,6 +66,6 @@ void launch_rms_norm_heads(float *x, size_t x_stride, const float *w, int64_t n_
   CU_ASSERT(head_dim > 0 && n_cols % head_dim == 0 && n_rows > 0 && n_rows < 65536);
   int64_t n_heads = n_cols / head_dim;
   dim3 grid(cdiv(n_heads, 4), (unsigned)n_rows);
-  rms_norm_heads_kernel<<<grid, 128, 0, st>>>(x, x_stride, w, n_heads, head_dim, eps);
+  cu_launch(rms_norm_heads_kernel, grid, 128, 0, st, x, x_stride, w, n_heads, head_dim, eps);
   CUDA_LAUNCH_CHECK();
 }

@@ -8,6 +8,8 @@
 
 __global__ static void rope_kernel(float *x, size_t x_stride, int64_t n_heads, int head_dim,
                                    const int32_t *pos, cu_rope p) {
+  pdl_trigger();
+  pdl_wait();
   int64_t r = blockIdx.y;
   int half = p.n_rot / 2;
   int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -37,6 +39,6 @@ void launch_rope(float *x, size_t x_stride, int64_t n_cols, int64_t n_rows, cons
   CU_ASSERT(n_rows > 0 && n_rows < 65536);
   int64_t n_heads = n_cols / head_dim;
   dim3 grid(cdiv(n_heads * (p.n_rot / 2), 128), (unsigned)n_rows);
-  rope_kernel<<<grid, 128, 0, st>>>(x, x_stride, n_heads, head_dim, pos, p);
+  cu_launch(rope_kernel, grid, 128, 0, st, x, x_stride, n_heads, head_dim, pos, p);
   CUDA_LAUNCH_CHECK();
 }

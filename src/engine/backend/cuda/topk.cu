@@ -13,6 +13,8 @@ __device__ __forceinline__ bool before(float v, int i, float bv, int bi) {
 
 __global__ static void top_k_kernel(float *vals, size_t vs, int32_t *ids, size_t is, const float *x,
                                     size_t xs, int64_t n_cols, int k) {
+  pdl_trigger();
+  pdl_wait();
   __shared__ float sv[32];
   __shared__ int si[32];
   const float *p = x + blockIdx.x * xs;
@@ -61,7 +63,7 @@ __global__ static void top_k_kernel(float *vals, size_t vs, int32_t *ids, size_t
 void launch_top_k(float *vals, size_t v_stride, int32_t *ids, size_t i_stride, const float *x,
                   size_t x_stride, int64_t n_cols, int64_t n_rows, int k, hx_stream st) {
   CU_ASSERT(k >= 1 && k <= 64 && k <= n_cols && n_rows > 0 && n_cols < INT_MAX);
-  top_k_kernel<<<(unsigned)n_rows, 1024, 0, st>>>(vals, v_stride, ids, i_stride, x, x_stride,
-                                                  n_cols, k);
+  cu_launch(top_k_kernel, (unsigned)n_rows, 1024, 0, st, vals, v_stride, ids, i_stride, x, x_stride,
+            n_cols, k);
   CUDA_LAUNCH_CHECK();
 }
