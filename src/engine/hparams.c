@@ -81,7 +81,10 @@ hx_code model_hparams_validate(const model_hparams *hp, const char *src, hx_err 
   REQ(hp->rms_eps > 0 && hp->rms_eps < 1, "%s: rms epsilon %g out of range", src, hp->rms_eps);
   REQ(hp->rope_freq_base > 0 && isfinite(hp->rope_freq_base), "%s: rope freq_base %g invalid", src,
       hp->rope_freq_base);
-  if (!model_arch_is_moe(hp->arch) || hp->arch == MODEL_ARCH_QWEN35)
+  bool any_dense = !model_arch_is_moe(hp->arch) || hp->arch == MODEL_ARCH_QWEN35;
+  for (int l = 0; l < hp->n_layer && l < MODEL_MAX_LAYERS; l++)
+    any_dense = any_dense || hp->layer_dense_ffn[l];
+  if (any_dense)
     REQ(hp->n_ff >= 1 && hp->n_ff <= (1 << 20), "%s: feed_forward_length %d out of range", src,
         hp->n_ff);
   if (model_arch_is_moe(hp->arch)) {
@@ -248,6 +251,12 @@ hx_code model_hparams_from_gguf(const gguf_file *f, model_hparams *hp, hx_err *e
   hp->tied_embeddings = gguf_tensor_find(f, "output.weight") == NULL;
   hp->attn_qkv_bias = gguf_tensor_find(f, "blk.0.attn_q.bias") != NULL;
   set_layer_kinds(hp);
+  for (int l = 0; model_arch_is_moe(hp->arch) && l < hp->n_layer && l < MODEL_MAX_LAYERS; l++) {
+    char g[MODEL_NAME_MAX], r[MODEL_NAME_MAX];
+    snprintf(g, sizeof g, "blk.%d.ffn_gate.weight", l);
+    snprintf(r, sizeof r, "blk.%d.ffn_gate_inp.weight", l);
+    hp->layer_dense_ffn[l] = gguf_tensor_find(f, g) && !gguf_tensor_find(f, r);
+  }
   return model_hparams_validate(hp, gguf_name(f), err);
 }
 
@@ -358,6 +367,24 @@ static hx_code hf_fill(const json_t *root, const json_t *c, model_hparams *hp, h
         (rc = ji(c, "shared_expert_intermediate_size", false, &hp->n_ff_shexp, err)) ||
         (rc = hx_json_get_bool(c, "norm_topk_prob", false, &hp->expert_weights_norm, err)))
       return rc;
+    /* dense layers: decoder_sparse_step (default 1) and mlp_only_layers (default none) */
+    int step = 1;
+    if ((rc = ji(c, "decoder_sparse_step", false, &step, err)))
+      return rc;
+    if (step < 1)
+      return hx_err_set(err, HX_EFORMAT, "decoder_sparse_step %d must be >= 1", step);
+    for (int l = 0; l < hp->n_layer && l < MODEL_MAX_LAYERS; l++)
+      hp->layer_dense_ffn[l] = (l + 1) % step != 0;
+    const json_t *mo = json_object_get(c, "mlp_only_layers");
+    if (mo && !json_is_null(mo) && !json_is_array(mo))
+      return hx_err_set(err, HX_EFORMAT, "mlp_only_layers must be an array of layer indices");
+    for (size_t i = 0; json_is_array(mo) && i < json_array_size(mo); i++) {
+      const json_t *v = json_array_get(mo, i);
+      if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= hp->n_layer)
+        return hx_err_set(err, HX_EFORMAT, "mlp_only_layers[%zu] is not a layer index (0..%d)", i,
+                          hp->n_layer - 1);
+      hp->layer_dense_ffn[json_integer_value(v)] = true;
+    }
   }
   if (model_arch_is_hybrid(hp->arch)) {
     hp->attn_output_gate = true;

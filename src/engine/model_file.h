@@ -121,6 +121,11 @@ typedef struct model_hparams {
   int ssm_head_v_dim;          /* linear_value_head_dim */
   /* per layer: true = DeltaNet (linear attention), false = full attention */
   bool layer_recurrent[MODEL_MAX_LAYERS];
+  /* MoE arches, per layer: true = a dense FFN of width n_ff (ffn_gate/up/down)
+   * instead of experts. HF: the layer is in mlp_only_layers or (l + 1) %
+   * decoder_sparse_step != 0. GGUF (no key for it): the layer has
+   * ffn_gate.weight and no ffn_gate_inp.weight. All false for real releases. */
+  bool layer_dense_ffn[MODEL_MAX_LAYERS];
   /* token ids from the checkpoint (-1 when unknown) */
   int bos_token_id, eos_token_id;
 } model_hparams;

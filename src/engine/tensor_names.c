@@ -144,7 +144,7 @@ size_t model_tensor_specs(const model_hparams *hp, model_tensor_spec *out, size_
       }
     }
     n = add(out, max, n, l, hybrid ? "post_attention_norm.weight" : "ffn_norm.weight", 1, E, 1, 1);
-    if (model_arch_is_moe(hp->arch)) {
+    if (model_arch_is_moe(hp->arch) && !hp->layer_dense_ffn[l]) {
       int64_t X = hp->n_expert, F = hp->n_ff_exp;
       n = add(out, max, n, l, "ffn_gate_inp.weight", 2, E, X, 1);
       n = add(out, max, n, l, "ffn_gate_exps.weight", 3, E, F, X);

@@ -1,8 +1,12 @@
-/* qwen3.c — the Qwen3 dense and Qwen2 forward passes.
+/* qwen3.c — the Qwen3 dense, Qwen3-MoE and Qwen2 forward passes.
  *
  * qwen3: pre-norm decoder, GQA attention with per-head RMS norm on q and k
  * (before RoPE), NeoX RoPE, SwiGLU MLP, head_dim from the config, tied or
  * untied embeddings. qwen2: the same without q/k norm and with q/k/v biases.
+ * qwen3moe: qwen3 attention; the FFN of a layer is the mixture-of-experts
+ * block of moe_ffn.c (router softmax → top-k → optional renorm, only the
+ * chosen experts computed), or a dense SwiGLU MLP of width n_ff on the layers
+ * hparams mark dense (mlp_only_layers / decoder_sparse_step).
  *
  * One forward() runs n tokens (a prefill chunk or one decode token) through
  * every layer. Residual adds are fused into the next RMS norm. Activations are
@@ -13,10 +17,13 @@
 #include <string.h>
 
 #include "engine/models/model.h"
+#include "engine/models/moe_ffn.h"
 
 typedef struct q3_layer {
   hx_tensor attn_norm, wq, wk, wv, wo, bq, bk, bv, q_norm, k_norm;
-  hx_tensor ffn_norm, w_gate, w_up, w_down;
+  hx_tensor ffn_norm, w_gate, w_up, w_down; /* dense FFN (absent on MoE layers) */
+  moe_ffn_layer moe;                        /* MoE FFN (qwen3moe layers not marked dense) */
+  bool is_moe;
 } q3_layer;
 
 typedef struct q3_model {
@@ -39,6 +46,7 @@ typedef struct q3_model {
   hx_tensor top_id;  /* i32 [1][1] its id */
   hx_rope_params rope;
   hx_attn_params attn;
+  moe_ffn moe; /* qwen3moe: the block's configuration and scratch */
 } q3_model;
 
 struct hx_model_cache {
@@ -163,6 +171,10 @@ static void q3_free(hx_model *mb) {
   for (int i = 0; i < m->n_bufs; i++)
     b->ops->buf_free(b->be, m->bufs[i]);
   free(m->bufs);
+  if (m->layers)
+    for (int l = 0; l < mb->hp.n_layer; l++)
+      moe_ffn_layer_free(&m->moe, &m->layers[l].moe);
+  moe_ffn_free(&m->moe);
   free(m->layers);
   free(m);
 }
@@ -287,6 +299,10 @@ static hx_code q3_forward(hx_model *mb, hx_model_cache *c, const int32_t *tokens
     op->matmul(be, xb, L->wo, att, none);
     /* MLP block: x += attention output; xb = norm(x) */
     op->rms_norm(be, xb, xb, x, L->ffn_norm, hp->rms_eps, 0);
+    if (L->is_moe) {
+      moe_ffn_forward(&m->moe, &L->moe, xb, xb);
+      continue;
+    }
     const hx_tensor gu_y[2] = {hb, hb2}, gu_w[2] = {L->w_gate, L->w_up};
     op->matmul_n(be, 2, gu_y, gu_w, xb, NULL);
     op->swiglu(be, hb, hb, hb2);
@@ -342,7 +358,7 @@ static hx_code q3_load_weights(q3_model *m, const model_file *mf, hx_err *err) {
   const int64_t E = hp->n_embd, V = hp->n_vocab, F = hp->n_ff;
   const int64_t QD = (int64_t)hp->n_head * hp->head_dim_k;
   const int64_t KD = (int64_t)hp->n_head_kv * hp->head_dim_k;
-  const bool q3 = hp->arch == MODEL_ARCH_QWEN3;
+  const bool q3 = hp->arch == MODEL_ARCH_QWEN3 || hp->arch == MODEL_ARCH_QWEN3MOE;
   hx_code rc;
   if ((rc = get(m, mf, -1, "token_embd.weight", true, false, E, V, &m->tok_embd, err)) ||
       (rc = get(m, mf, -1, "output_norm.weight", true, true, E, 1, &m->output_norm, err)) ||
@@ -362,10 +378,16 @@ static hx_code q3_load_weights(q3_model *m, const model_file *mf, hx_err *err) {
         (rc = get(m, mf, l, "attn_v.bias", !q3 && hp->attn_qkv_bias, true, KD, 1, &L->bv, err)) ||
         (rc = get(m, mf, l, "attn_q_norm.weight", q3, true, hp->head_dim_k, 1, &L->q_norm, err)) ||
         (rc = get(m, mf, l, "attn_k_norm.weight", q3, true, hp->head_dim_k, 1, &L->k_norm, err)) ||
-        (rc = get(m, mf, l, "ffn_norm.weight", true, true, E, 1, &L->ffn_norm, err)) ||
-        (rc = get(m, mf, l, "ffn_gate.weight", true, false, E, F, &L->w_gate, err)) ||
-        (rc = get(m, mf, l, "ffn_up.weight", true, false, E, F, &L->w_up, err)) ||
-        (rc = get(m, mf, l, "ffn_down.weight", true, false, F, E, &L->w_down, err)))
+        (rc = get(m, mf, l, "ffn_norm.weight", true, true, E, 1, &L->ffn_norm, err)))
+      return rc;
+    L->is_moe = model_arch_is_moe(hp->arch) && !hp->layer_dense_ffn[l];
+    if (L->is_moe)
+      rc = moe_ffn_layer_load(&m->moe, mf, l, &L->moe, err);
+    else if ((rc = get(m, mf, l, "ffn_gate.weight", true, false, E, F, &L->w_gate, err)) ||
+             (rc = get(m, mf, l, "ffn_up.weight", true, false, E, F, &L->w_up, err)) ||
+             (rc = get(m, mf, l, "ffn_down.weight", true, false, F, E, &L->w_down, err)))
+      return rc;
+    if (rc != HX_OK)
       return rc;
     if (!!L->q_norm.buf != !!L->k_norm.buf)
       return hx_err_set(err, HX_EFORMAT, "%s: layer %d has only one of q/k norm",
@@ -374,13 +396,11 @@ static hx_code q3_load_weights(q3_model *m, const model_file *mf, hx_err *err) {
   return HX_OK;
 }
 
-hx_code qwen3_model_load(const model_file *mf, hx_backend backend, int n_ctx, int max_batch,
-                         hx_model **out, hx_err *err) {
+/* Loads a qwen3 / qwen2 / qwen3moe model (the arch is checked by the callers). */
+static hx_code q3_load(const model_file *mf, hx_backend backend, int n_ctx, int max_batch,
+                       hx_model **out, hx_err *err) {
   const model_hparams *hp = model_file_hparams(mf);
   *out = NULL;
-  if (hp->arch != MODEL_ARCH_QWEN3 && hp->arch != MODEL_ARCH_QWEN2)
-    return hx_err_set(err, HX_EUNSUPPORTED, "%s: arch %s is not qwen3/qwen2", model_file_path(mf),
-                      model_arch_name(hp->arch));
   if (hp->head_dim_k != hp->head_dim_v || hp->head_dim_k > HX_BACKEND_HEAD_DIM_MAX ||
       hp->n_rot > hp->head_dim_k || hp->n_rot <= 0 || hp->n_rot % 2)
     return hx_err_set(err, HX_EUNSUPPORTED, "%s: head dims k %d v %d rot %d unsupported",
@@ -397,14 +417,20 @@ hx_code qwen3_model_load(const model_file *mf, hx_backend backend, int n_ctx, in
   m->base.n_ctx = n_ctx;
   m->base.max_batch = max_batch;
   m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
-  hx_code rc =
-      m->layers ? q3_load_weights(m, mf, err) : hx_err_set(err, HX_ENOMEM, "qwen3: out of memory");
+  hx_code rc = HX_OK;
+  if (!m->layers)
+    rc = hx_err_set(err, HX_ENOMEM, "qwen3: out of memory");
+  else if (model_arch_is_moe(hp->arch) && moe_ffn_init(&m->moe, backend, hp, max_batch, err))
+    rc = hx_err_wrap(err, "%s", model_file_path(mf));
+  if (rc == HX_OK)
+    rc = q3_load_weights(m, mf, err);
   if (rc != HX_OK) {
     q3_free(&m->base);
     return rc;
   }
   /* activations: one buffer, views 64-byte aligned */
-  const int64_t B = max_batch, E = hp->n_embd, F = hp->n_ff, V = hp->n_vocab;
+  /* F: dense FFN width; a qwen3moe model without dense layers may have none */
+  const int64_t B = max_batch, E = hp->n_embd, F = hp->n_ff > 0 ? hp->n_ff : 1, V = hp->n_vocab;
   const int64_t QD = (int64_t)hp->n_head * hp->head_dim_k;
   const int64_t KD = (int64_t)hp->n_head_kv * hp->head_dim_k;
   size_t off = 0;
@@ -435,6 +461,8 @@ hx_code qwen3_model_load(const model_file *mf, hx_backend backend, int n_ctx, in
   m->top_val = dummy[10], m->top_id = dummy[11];
   int64_t max_cols = E > F ? E : F;
   max_cols = max_cols > QD ? max_cols : QD;
+  if (m->moe.act)
+    max_cols = max_cols > moe_ffn_reserve_cols(&m->moe) ? max_cols : moe_ffn_reserve_cols(&m->moe);
   rc = backend.ops->reserve(backend.be, B, max_cols, n_ctx, err);
   if (rc != HX_OK) {
     q3_free(&m->base);
@@ -455,12 +483,25 @@ hx_code qwen3_model_load(const model_file *mf, hx_backend backend, int n_ctx, in
   return HX_OK;
 }
 
+hx_code qwen3_model_load(const model_file *mf, hx_backend backend, int n_ctx, int max_batch,
+                         hx_model **out, hx_err *err) {
+  const model_hparams *hp = model_file_hparams(mf);
+  *out = NULL;
+  if (hp->arch != MODEL_ARCH_QWEN3 && hp->arch != MODEL_ARCH_QWEN2)
+    return hx_err_set(err, HX_EUNSUPPORTED, "%s: arch %s is not qwen3/qwen2", model_file_path(mf),
+                      model_arch_name(hp->arch));
+  return q3_load(mf, backend, n_ctx, max_batch, out, err);
+}
+
 hx_code qwen3moe_model_load(const model_file *mf, hx_backend backend, int n_ctx, int max_batch,
                             hx_model **out, hx_err *err) {
-  (void)backend;
-  (void)n_ctx;
-  (void)max_batch;
+  const model_hparams *hp = model_file_hparams(mf);
   *out = NULL;
-  return hx_err_set(err, HX_EUNSUPPORTED, "arch %s: forward pass not implemented yet",
-                    model_arch_name(model_file_hparams(mf)->arch));
+  if (hp->arch != MODEL_ARCH_QWEN3MOE)
+    return hx_err_set(err, HX_EUNSUPPORTED, "%s: arch %s is not qwen3moe", model_file_path(mf),
+                      model_arch_name(hp->arch));
+  if (!backend.ops->moe_route || !backend.ops->moe_matmul_id || !backend.ops->moe_combine)
+    return hx_err_set(err, HX_EUNSUPPORTED, "%s: the %s backend has no MoE ops yet",
+                      model_file_path(mf), backend.ops->name);
+  return q3_load(mf, backend, n_ctx, max_batch, out, err);
 }

@@ -560,6 +560,9 @@ static const hx_backend_ops cpu_ops = {
     .softmax = cpu_softmax,
     .top_k = cpu_top_k,
     /* MoE ops (cpu_moe.c) */
+    .moe_route = cpu_moe_route,
+    .moe_matmul_id = cpu_moe_matmul_id,
+    .moe_combine = cpu_moe_combine,
     /* DeltaNet ops (cpu_ssm.c) */
 };
 

@@ -47,6 +47,13 @@ hx_pool *cpu_be_pool(void *be);
 int cpu_be_threads(void *be);
 void cpu_be_matmul(void *be, hx_tensor y, hx_tensor w, hx_tensor x, hx_tensor bias);
 
+/* MoE ops (cpu_moe.c), as backend.h describes them. */
+void cpu_moe_route(void *be, hx_tensor weights, hx_tensor ids, hx_tensor logits, int k, int renorm);
+void cpu_moe_matmul_id(void *be, int n_w, const hx_tensor *y, const hx_tensor *w, hx_tensor x,
+                       hx_tensor ids);
+void cpu_moe_combine(void *be, hx_tensor out, hx_tensor y, hx_tensor weights, hx_tensor shared,
+                     hx_tensor shared_gate);
+
 /* f16 row → f32 (F16C when available). */
 void cpu_f16_to_f32_row(const uint16_t *src, float *dst, int64_t n);
 
