@@ -564,6 +564,11 @@ static const hx_backend_ops cpu_ops = {
     .moe_matmul_id = cpu_moe_matmul_id,
     .moe_combine = cpu_moe_combine,
     /* DeltaNet ops (cpu_ssm.c) */
+    .ssm_conv = cpu_ssm_conv,
+    .delta_rule = cpu_delta_rule,
+    .gated_norm = cpu_gated_norm,
+    .sigmoid_mul = cpu_sigmoid_mul,
+    .zero = cpu_zero,
 };
 
 hx_code hx_backend_cpu_init(hx_backend *out, int n_threads, hx_err *err) {

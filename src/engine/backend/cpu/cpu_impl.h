@@ -54,6 +54,16 @@ void cpu_moe_matmul_id(void *be, int n_w, const hx_tensor *y, const hx_tensor *w
 void cpu_moe_combine(void *be, hx_tensor out, hx_tensor y, hx_tensor weights, hx_tensor shared,
                      hx_tensor shared_gate);
 
+/* DeltaNet ops (cpu_ssm.c), as backend.h describes them. */
+void cpu_ssm_conv(void *be, hx_tensor out, hx_tensor x, hx_tensor w, hx_tensor state);
+void cpu_delta_rule(void *be, hx_tensor out, hx_tensor q, hx_tensor k, hx_tensor v, hx_tensor a,
+                    hx_tensor b, hx_tensor ssm_a, hx_tensor dt_bias, hx_tensor state,
+                    const hx_delta_params *p);
+void cpu_gated_norm(void *be, hx_tensor out, hx_tensor x, hx_tensor z, hx_tensor w, int head_dim,
+                    float eps);
+void cpu_sigmoid_mul(void *be, hx_tensor out, hx_tensor x, hx_tensor g);
+void cpu_zero(void *be, hx_tensor t);
+
 /* f16 row → f32 (F16C when available). */
 void cpu_f16_to_f32_row(const uint16_t *src, float *dst, int64_t n);
 

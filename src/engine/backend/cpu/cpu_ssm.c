@@ -1,0 +1,359 @@
+/* cpu_ssm.c — the Gated DeltaNet ops of the CPU backend (backend.h "linear
+ * attention"): the causal conv1d with its rolling window, the gated delta
+ * rule in its recurrent (decode) and chunked (prefill) forms, the per-head
+ * gated RMS norm, the sigmoid gate and the state reset.
+ *
+ * The delta rule runs one value head per pool task: a head's state matrix
+ * (d_k x d_v f32, 64 KiB at 128 x 128) stays in that core's cache for all n
+ * tokens. The recurrent form makes two passes over the state per token
+ * (decay + read S^T k, then update + read S^T q). The chunked form follows
+ * transformers' torch_chunk_gated_delta_rule: per chunk of L tokens it solves
+ * the unit lower-triangular UT system by forward substitution and touches the
+ * state three times per chunk instead of twice per token; its scratch is a
+ * fixed-size array on the worker's stack (≤ 4 * 64 * 256 + 64 * 64 floats,
+ * 272 KiB at the limits). Nothing is allocated. */
+#include <math.h>
+#include <string.h>
+
+#include "base/pool.h"
+#include "engine/backend.h"
+#include "engine/backend/cpu/cpu_impl.h"
+#include "engine/quant.h"
+
+/* Backend buffers are host memory: the CPU's hx_bbuf (cpu_backend.c) starts
+ * with the data pointer. Views below read through it. */
+struct hx_bbuf {
+  void *data;
+  size_t n_bytes;
+  int owned;
+};
+
+static inline char *ssm_row(hx_tensor t, int64_t r) {
+  HX_ASSERT(t.buf != NULL);
+  return (char *)t.buf->data + t.offset + (size_t)r * t.row_bytes;
+}
+
+static inline float silu(float x) { return x / (1.0f + expf(-x)); }
+static inline float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+/* torch.nn.functional.softplus (beta 1, threshold 20) */
+static inline float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+
+static void assert_f32(hx_tensor t) {
+  HX_ASSERT(t.buf != NULL && t.type == QUANT_F32 && t.row_bytes >= (size_t)t.n_cols * 4);
+}
+
+/* ---- conv1d ---------------------------------------------------------------- */
+
+typedef struct conv_ctx {
+  hx_tensor out, x, w, state;
+  int64_t c_per_task;
+} conv_ctx;
+
+static void conv_task(void *cv, size_t task, int worker) {
+  (void)worker;
+  const conv_ctx *c = cv;
+  const int K = (int)c->w.n_cols;
+  const int64_t C = c->x.n_cols, n = c->x.n_rows;
+  const int64_t c0 = (int64_t)task * c->c_per_task;
+  const int64_t c1 = c0 + c->c_per_task < C ? c0 + c->c_per_task : C;
+  for (int64_t ch = c0; ch < c1; ch++) {
+    const float *w = (const float *)ssm_row(c->w, ch);
+    float win[HX_BACKEND_SSM_CONV_MAX];
+    for (int j = 0; j < K - 1; j++)
+      win[j] = ((const float *)ssm_row(c->state, j))[ch];
+    for (int64_t t = 0; t < n; t++) {
+      const float xt = ((const float *)ssm_row(c->x, t))[ch];
+      float acc = w[K - 1] * xt;
+      for (int j = 0; j < K - 1; j++)
+        acc += w[j] * win[j];
+      for (int j = 0; j + 1 < K - 1; j++)
+        win[j] = win[j + 1];
+      win[K - 2] = xt;
+      ((float *)ssm_row(c->out, t))[ch] = silu(acc);
+    }
+    for (int j = 0; j < K - 1; j++)
+      ((float *)ssm_row(c->state, j))[ch] = win[j];
+  }
+}
+
+void cpu_ssm_conv(void *be, hx_tensor out, hx_tensor x, hx_tensor w, hx_tensor state) {
+  assert_f32(out), assert_f32(x), assert_f32(w), assert_f32(state);
+  const int64_t K = w.n_cols, C = x.n_cols;
+  HX_ASSERT(K >= 2 && K <= HX_BACKEND_SSM_CONV_MAX && w.n_rows == C);
+  HX_ASSERT(state.n_rows == K - 1 && state.n_cols == C);
+  HX_ASSERT(out.n_cols == C && out.n_rows == x.n_rows && x.n_rows >= 1);
+  conv_ctx c = {.out = out, .x = x, .w = w, .state = state, .c_per_task = 256};
+  const size_t n_tasks = (size_t)((C + c.c_per_task - 1) / c.c_per_task);
+  if (x.n_rows * C < 65536) { /* decode: one pass is cheaper than waking the pool */
+    for (size_t i = 0; i < n_tasks; i++)
+      conv_task(&c, i, 0);
+    return;
+  }
+  hx_pool_parallel_for(cpu_be_pool(be), n_tasks, conv_task, &c);
+}
+
+/* ---- gated delta rule --------------------------------------------------------- */
+
+typedef struct delta_ctx {
+  hx_tensor out, q, k, v, a, b, state;
+  const float *ssm_a, *dt_bias;
+  hx_delta_params p;
+} delta_ctx;
+
+/* The key head a value head reads (hx_delta_params.kv_tiled). */
+static int delta_k_head(const hx_delta_params *p, int h) {
+  return p->kv_tiled ? h % p->n_k_heads : h / (p->n_v_heads / p->n_k_heads);
+}
+
+/* dst = src / sqrt(|src|^2 + eps) * scale, as transformers' l2norm (then the
+ * query scaling as a second multiply). */
+static void l2norm_scaled(float *dst, const float *src, int d, float eps, float scale) {
+  float ss = 0.0f;
+  for (int i = 0; i < d; i++)
+    ss += src[i] * src[i];
+  const float inv = 1.0f / sqrtf(ss + eps);
+  for (int i = 0; i < d; i++)
+    dst[i] = src[i] * inv * scale;
+}
+
+/* The gates of token t for head h: *decay = g (log space), *beta. */
+static void delta_gates(const delta_ctx *c, int64_t t, int h, float *g, float *beta) {
+  const float a = ((const float *)ssm_row(c->a, t))[h];
+  const float b = ((const float *)ssm_row(c->b, t))[h];
+  *g = c->ssm_a[h] * softplus(a + c->dt_bias[h]);
+  *beta = sigmoid(b);
+}
+
+static void delta_recurrent_head(const delta_ctx *c, int h) {
+  const hx_delta_params *p = &c->p;
+  const int dk = p->d_k, dv = p->d_v, kh = delta_k_head(p, h);
+  const float qscale = 1.0f / sqrtf((float)dk);
+  float *S = (float *)ssm_row(c->state, h);
+  float qn[HX_BACKEND_SSM_HEAD_DIM_MAX], kn[HX_BACKEND_SSM_HEAD_DIM_MAX];
+  float kv[HX_BACKEND_SSM_HEAD_DIM_MAX], delta[HX_BACKEND_SSM_HEAD_DIM_MAX];
+  for (int64_t t = 0; t < c->q.n_rows; t++) {
+    const float *qr = (const float *)ssm_row(c->q, t) + (size_t)kh * dk;
+    const float *kr = (const float *)ssm_row(c->k, t) + (size_t)kh * dk;
+    const float *vr = (const float *)ssm_row(c->v, t) + (size_t)h * dv;
+    float *o = (float *)ssm_row(c->out, t) + (size_t)h * dv;
+    l2norm_scaled(qn, qr, dk, p->eps_l2, 1.0f);
+    for (int i = 0; i < dk; i++)
+      qn[i] *= qscale;
+    l2norm_scaled(kn, kr, dk, p->eps_l2, 1.0f);
+    float g, beta;
+    delta_gates(c, t, h, &g, &beta);
+    const float eg = expf(g);
+    /* pass 1: decay the state and read it with k */
+    for (int j = 0; j < dv; j++)
+      kv[j] = 0.0f;
+    for (int i = 0; i < dk; i++) {
+      float *restrict row = S + (size_t)i * dv;
+      const float ki = kn[i];
+      for (int j = 0; j < dv; j++) {
+        row[j] *= eg;
+        kv[j] += row[j] * ki;
+      }
+    }
+    for (int j = 0; j < dv; j++)
+      delta[j] = (vr[j] - kv[j]) * beta;
+    /* pass 2: write k delta^T and read the new state with q */
+    for (int j = 0; j < dv; j++)
+      o[j] = 0.0f;
+    for (int i = 0; i < dk; i++) {
+      float *restrict row = S + (size_t)i * dv;
+      const float ki = kn[i], qi = qn[i];
+      for (int j = 0; j < dv; j++) {
+        row[j] += ki * delta[j];
+        o[j] += row[j] * qi;
+      }
+    }
+  }
+}
+
+enum { CH = HX_BACKEND_SSM_CHUNK_MAX, DM = HX_BACKEND_SSM_HEAD_DIM_MAX };
+
+/* Chunk scratch of one worker (on its stack). */
+typedef struct delta_chunk {
+  float q[CH][DM];  /* normalized, scaled queries */
+  float k[CH][DM];  /* normalized keys */
+  float kc[CH][DM]; /* k_cumdecay: L^-1 (beta * exp(G) * k) */
+  float u[CH][DM];  /* v * beta, then L^-1 of it, then v_new */
+  float a[CH][CH];  /* the UT system's strict lower part, then the intra-chunk attention */
+  float gc[CH];     /* cumulative log decay within the chunk */
+  float beta[CH];
+} delta_chunk;
+
+static void delta_chunk_run(const delta_ctx *c, int h, int64_t t0, int L, float *S,
+                            delta_chunk *w) {
+  const hx_delta_params *p = &c->p;
+  const int dk = p->d_k, dv = p->d_v, kh = delta_k_head(p, h);
+  const float qscale = 1.0f / sqrtf((float)dk);
+  float gsum = 0.0f;
+  for (int i = 0; i < L; i++) {
+    const int64_t t = t0 + i;
+    l2norm_scaled(w->q[i], (const float *)ssm_row(c->q, t) + (size_t)kh * dk, dk, p->eps_l2, 1.0f);
+    for (int d = 0; d < dk; d++)
+      w->q[i][d] *= qscale;
+    l2norm_scaled(w->k[i], (const float *)ssm_row(c->k, t) + (size_t)kh * dk, dk, p->eps_l2, 1.0f);
+    float g;
+    delta_gates(c, t, h, &g, &w->beta[i]);
+    gsum += g;
+    w->gc[i] = gsum;
+    const float *vr = (const float *)ssm_row(c->v, t) + (size_t)h * dv;
+    const float eb = w->beta[i] * expf(gsum);
+    for (int j = 0; j < dv; j++)
+      w->u[i][j] = vr[j] * w->beta[i];
+    for (int d = 0; d < dk; d++)
+      w->kc[i][d] = w->k[i][d] * eb;
+  }
+  /* forward substitution through (I + strict_lower(A)), A[i][j] = beta_i k_i.k_j exp(G_i - G_j) */
+  for (int i = 0; i < L; i++) {
+    for (int j = 0; j < i; j++) {
+      float dot = 0.0f;
+      for (int d = 0; d < dk; d++)
+        dot += w->k[i][d] * w->k[j][d];
+      const float aij = w->beta[i] * dot * expf(w->gc[i] - w->gc[j]);
+      for (int d = 0; d < dv; d++)
+        w->u[i][d] -= aij * w->u[j][d];
+      for (int d = 0; d < dk; d++)
+        w->kc[i][d] -= aij * w->kc[j][d];
+    }
+  }
+  /* v_new = u - kc S */
+  for (int i = 0; i < L; i++)
+    for (int d = 0; d < dk; d++) {
+      const float kcd = w->kc[i][d];
+      const float *restrict srow = S + (size_t)d * dv;
+      for (int j = 0; j < dv; j++)
+        w->u[i][j] -= kcd * srow[j];
+    }
+  /* out_i = exp(G_i) q_i S + sum_{j<=i} (q_i.k_j) exp(G_i - G_j) v_new_j */
+  for (int i = 0; i < L; i++) {
+    float *o = (float *)ssm_row(c->out, t0 + i) + (size_t)h * dv;
+    const float eg = expf(w->gc[i]);
+    for (int j = 0; j < dv; j++)
+      o[j] = 0.0f;
+    for (int d = 0; d < dk; d++) {
+      const float qd = w->q[i][d] * eg;
+      const float *restrict srow = S + (size_t)d * dv;
+      for (int j = 0; j < dv; j++)
+        o[j] += qd * srow[j];
+    }
+    for (int j = 0; j <= i; j++) {
+      float dot = 0.0f;
+      for (int d = 0; d < dk; d++)
+        dot += w->q[i][d] * w->k[j][d];
+      const float aij = dot * expf(w->gc[i] - w->gc[j]);
+      for (int e = 0; e < dv; e++)
+        o[e] += aij * w->u[j][e];
+    }
+  }
+  /* S = S exp(G_last) + sum_i exp(G_last - G_i) k_i v_new_i^T */
+  const float glast = w->gc[L - 1], elast = expf(glast);
+  for (int i = 0; i < L; i++) {
+    const float f = expf(glast - w->gc[i]);
+    for (int d = 0; d < dk; d++)
+      w->k[i][d] *= f;
+  }
+  for (int d = 0; d < dk; d++) {
+    float *restrict srow = S + (size_t)d * dv;
+    for (int j = 0; j < dv; j++)
+      srow[j] *= elast;
+    for (int i = 0; i < L; i++) {
+      const float kd = w->k[i][d];
+      for (int j = 0; j < dv; j++)
+        srow[j] += kd * w->u[i][j];
+    }
+  }
+}
+
+static void delta_chunked_head(const delta_ctx *c, int h) {
+  delta_chunk w; /* ~272 KiB at the limits: see the file header */
+  float *S = (float *)ssm_row(c->state, h);
+  const int64_t n = c->q.n_rows;
+  for (int64_t t0 = 0; t0 < n; t0 += c->p.chunk) {
+    const int L = (int)(n - t0 < c->p.chunk ? n - t0 : c->p.chunk);
+    delta_chunk_run(c, h, t0, L, S, &w);
+  }
+}
+
+static void delta_task(void *cv, size_t task, int worker) {
+  (void)worker;
+  const delta_ctx *c = cv;
+  if (c->q.n_rows > 1 && c->p.chunk > 0)
+    delta_chunked_head(c, (int)task);
+  else
+    delta_recurrent_head(c, (int)task);
+}
+
+void cpu_delta_rule(void *be, hx_tensor out, hx_tensor q, hx_tensor k, hx_tensor v, hx_tensor a,
+                    hx_tensor b, hx_tensor ssm_a, hx_tensor dt_bias, hx_tensor state,
+                    const hx_delta_params *p) {
+  assert_f32(out), assert_f32(q), assert_f32(k), assert_f32(v), assert_f32(a), assert_f32(b);
+  assert_f32(ssm_a), assert_f32(dt_bias), assert_f32(state);
+  HX_ASSERT(p->n_k_heads > 0 && p->n_v_heads % p->n_k_heads == 0);
+  HX_ASSERT(p->d_k > 0 && p->d_k <= DM && p->d_v > 0 && p->d_v <= DM);
+  HX_ASSERT(p->chunk >= 0 && p->chunk <= CH);
+  const int64_t n = q.n_rows;
+  HX_ASSERT(n >= 1 && k.n_rows == n && v.n_rows == n && a.n_rows == n && b.n_rows == n);
+  HX_ASSERT(out.n_rows == n && out.n_cols == (int64_t)p->n_v_heads * p->d_v);
+  HX_ASSERT(q.n_cols == (int64_t)p->n_k_heads * p->d_k && k.n_cols == q.n_cols);
+  HX_ASSERT(v.n_cols == out.n_cols && a.n_cols == p->n_v_heads && b.n_cols == p->n_v_heads);
+  HX_ASSERT(ssm_a.n_cols * ssm_a.n_rows == p->n_v_heads &&
+            dt_bias.n_cols * dt_bias.n_rows == p->n_v_heads);
+  HX_ASSERT(state.n_rows == p->n_v_heads && state.n_cols == (int64_t)p->d_k * p->d_v);
+  delta_ctx c = {.out = out, .q = q, .k = k, .v = v, .a = a, .b = b, .state = state, .p = *p};
+  c.ssm_a = (const float *)ssm_row(ssm_a, 0);
+  c.dt_bias = (const float *)ssm_row(dt_bias, 0);
+  hx_pool_parallel_for(cpu_be_pool(be), (size_t)p->n_v_heads, delta_task, &c);
+}
+
+/* ---- gated norm, sigmoid gate, reset ----------------------------------------- */
+
+void cpu_gated_norm(void *be, hx_tensor out, hx_tensor x, hx_tensor z, hx_tensor w, int head_dim,
+                    float eps) {
+  (void)be;
+  assert_f32(out), assert_f32(x), assert_f32(z), assert_f32(w);
+  HX_ASSERT(head_dim > 0 && x.n_cols % head_dim == 0 && w.n_cols * w.n_rows == head_dim);
+  HX_ASSERT(z.n_cols == x.n_cols && out.n_cols == x.n_cols);
+  HX_ASSERT(z.n_rows == x.n_rows && out.n_rows == x.n_rows);
+  const float *wp = (const float *)ssm_row(w, 0);
+  for (int64_t t = 0; t < x.n_rows; t++) {
+    const float *xr = (const float *)ssm_row(x, t), *zr = (const float *)ssm_row(z, t);
+    float *orow = (float *)ssm_row(out, t);
+    for (int64_t h0 = 0; h0 < x.n_cols; h0 += head_dim) {
+      float ss = 0.0f;
+      for (int i = 0; i < head_dim; i++)
+        ss += xr[h0 + i] * xr[h0 + i];
+      const float r = 1.0f / sqrtf(ss / (float)head_dim + eps);
+      for (int i = 0; i < head_dim; i++)
+        orow[h0 + i] = wp[i] * (xr[h0 + i] * r) * silu(zr[h0 + i]);
+    }
+  }
+}
+
+void cpu_sigmoid_mul(void *be, hx_tensor out, hx_tensor x, hx_tensor g) {
+  (void)be;
+  assert_f32(out), assert_f32(x), assert_f32(g);
+  HX_ASSERT(out.n_cols == x.n_cols && out.n_rows == x.n_rows && g.n_rows == x.n_rows);
+  HX_ASSERT(g.n_cols == x.n_cols || g.n_cols == 1);
+  const int64_t step = g.n_cols == 1 ? 0 : 1;
+  for (int64_t t = 0; t < x.n_rows; t++) {
+    const float *xr = (const float *)ssm_row(x, t), *gr = (const float *)ssm_row(g, t);
+    float *orow = (float *)ssm_row(out, t);
+    for (int64_t i = 0; i < x.n_cols; i++)
+      orow[i] = xr[i] * sigmoid(gr[i * step]);
+  }
+}
+
+void cpu_zero(void *be, hx_tensor t) {
+  (void)be;
+  size_t rb = hx_backend_row_bytes(t.type, t.n_cols);
+  HX_ASSERT(rb > 0 && rb <= t.row_bytes);
+  if (rb == t.row_bytes) {
+    memset(ssm_row(t, 0), 0, t.row_bytes * (size_t)t.n_rows);
+    return;
+  }
+  for (int64_t r = 0; r < t.n_rows; r++)
+    memset(ssm_row(t, r), 0, rb);
+}
