@@ -604,6 +604,8 @@ static hx_code hf_stack_experts(model_file *mf, const char *prefix, hx_err *err)
   static const char *const proj[3] = {"gate", "up", "down"};
   char hf[256], name[MODEL_NAME_MAX];
   for (int l = 0; l < hp->n_layer; l++) {
+    if (hp->layer_dense_ffn[l])
+      continue; /* mlp_only_layers / decoder_sparse_step: a dense MLP, no experts */
     snprintf(hf, sizeof hf, "%slayers.%d.mlp.experts.gate_up_proj", prefix, l);
     const st_tensor *fused = safetensors_find(mf->st, hf);
     for (int pi = 0; pi < 3; pi++) {
