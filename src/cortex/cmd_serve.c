@@ -58,6 +58,9 @@ static int serve_run(cortex_config *cfg) {
   gw->cfg = cfg;
   pthread_mutex_init(&gw->mu, NULL);
   pthread_cond_init(&gw->cond, NULL);
+  pthread_mutex_init(&gw->pool_mu, NULL);
+  const char *pool_env = getenv("HELEXA_CORTEX_UPSTREAM_POOL");
+  gw->upstream_pool_off = pool_env && strcmp(pool_env, "0") == 0;
   gw->n_neurons = cfg->n_neurons;
   gw->neurons = calloc(cfg->n_neurons ? cfg->n_neurons : 1, sizeof *gw->neurons);
   for (size_t i = 0; i < cfg->n_neurons; i++)
@@ -117,7 +120,9 @@ static int serve_run(cortex_config *cfg) {
   for (int i = 0; i < 100 && atomic_load(&gw->streams) > 0; i++)
     hx_time_sleep_ms(20);
   hx_metrics_free(gw->m.reg);
+  gw_upstream_free_all(gw);
   free(gw->neurons);
+  pthread_mutex_destroy(&gw->pool_mu);
   pthread_mutex_destroy(&gw->mu);
   pthread_cond_destroy(&gw->cond);
   free(gw);

@@ -23,6 +23,7 @@ enum {
   GW_MAX_AVAILABLE = 256,
   GW_ID_MAX = 256,
   GW_MAX_MODELS = 512, /* model states tracked (profiles + discovered) */
+  GW_POOL_MAX = 32,    /* idle keep-alive upstream calls kept per neuron */
 };
 
 typedef struct gw_device {
@@ -65,6 +66,10 @@ typedef struct gw_neuron {
   long in_flight;  /* cortex requests being proxied to it */
   bool swapping;   /* a load/unload is in progress on it */
   unsigned cycles; /* load/evict cycles since the last repack */
+  /* idle upstream calls whose connection to this neuron stays open
+   * (upstream.c); guarded by gateway.pool_mu */
+  struct hx_http_call *idle_calls[GW_POOL_MAX];
+  int n_idle_calls;
 } gw_neuron;
 
 /* Per public model: cortex-side bookkeeping. */
@@ -89,7 +94,9 @@ typedef struct gw_metrics {
 typedef struct gateway {
   cortex_config *cfg;
   pthread_mutex_t mu;
-  pthread_cond_t cond; /* broadcast on any load end, swap end or poll */
+  pthread_cond_t cond;     /* broadcast on any load end, swap end or poll */
+  pthread_mutex_t pool_mu; /* guards every neuron's idle_calls (upstream.c) */
+  bool upstream_pool_off;  /* HELEXA_CORTEX_UPSTREAM_POOL=0: no keep-alive reuse */
   gw_neuron *neurons;
   size_t n_neurons;
   gw_model models[GW_MAX_MODELS];
@@ -150,6 +157,18 @@ hx_code gw_routes_admin(gateway *gw, hx_http_server *srv, hx_err *err);
 hx_code gw_metrics_init(gateway *gw, hx_err *err);
 /* Fleet snapshot as /status returns it; new reference. */
 json_t *gw_status_json(gateway *gw);
+
+/* upstream.c — keep-alive connections to neurons. Each hx_http_call owns a
+ * libcurl easy+multi pair whose connection cache keeps the TCP connection
+ * to the last host open; reusing a call for the same neuron reuses it. */
+/* An idle call for neuron ni, or a new one (NULL on OOM). The caller owns it
+ * until gw_upstream_put. */
+struct hx_http_call *gw_upstream_take(gateway *gw, size_t ni);
+/* Returns a call after a request to neuron ni. A cancelled call (sticky flag)
+ * or one beyond GW_POOL_MAX is freed instead; NULL allowed. */
+void gw_upstream_put(gateway *gw, size_t ni, struct hx_http_call *c);
+/* Frees every idle call (shutdown, after the workers are gone). */
+void gw_upstream_free_all(gateway *gw);
 
 /* proxy.c */
 hx_code gw_routes_api(gateway *gw, hx_http_server *srv, hx_err *err);

@@ -37,12 +37,15 @@ typedef struct px_req {
   bool anthropic, stream, count_tokens;
   api_openai_kind kind;
   char model[GW_ID_MAX];
+  /* the upstream call while one runs (from the neuron's keep-alive pool,
+   * upstream.c); call_mu orders attaching it against the cancel callback */
+  pthread_mutex_t call_mu;
   hx_http_call *call;
   gw_lease lease;
   bool began;     /* downstream 200 stream started */
   bool forwarded; /* an upstream byte was relayed (no retry after this) */
   bool up_done;   /* upstream sent [DONE] */
-  bool client_gone;
+  atomic_bool client_gone;
   int up_status;
   hx_buf errbody; /* upstream error body, or the non-streaming body */
   hx_sse_parser sse;
@@ -90,8 +93,8 @@ static hx_code px_write(px_req *p, const char *s, size_t n) {
   hx_code rc = hx_http_stream_write(p->req, s, n, PX_WRITE_TIMEOUT_MS);
   p->last_write_ns = hx_time_mono_ns();
   if (rc != HX_OK) {
-    p->client_gone = true;
-    if (p->call)
+    atomic_store(&p->client_gone, true);
+    if (p->call) /* only this (the worker) thread changes p->call */
       hx_http_call_cancel(p->call);
   }
   return rc;
@@ -103,7 +106,7 @@ static hx_code px_begin(px_req *p) {
   p->began = true;
   hx_code rc = hx_http_stream_begin(p->req, 200, "text/event-stream", NULL, 0);
   if (rc != HX_OK)
-    p->client_gone = true;
+    atomic_store(&p->client_gone, true);
   if (rc == HX_OK && p->anth)
     rc = api_anth_stream_start(p->anth, NULL);
   return rc;
@@ -125,17 +128,39 @@ static void px_stream_error(px_req *p, const char *type, const char *msg) {
 
 /* ------------------------------------------------------------ callbacks */
 
+/* The client hung up (monitor thread): stop the upstream call now. */
 static void px_on_cancel(void *ud) {
   px_req *p = ud;
-  p->client_gone = true;
-  hx_http_call *c = __atomic_load_n(&p->call, __ATOMIC_ACQUIRE);
-  if (c)
+  pthread_mutex_lock(&p->call_mu);
+  atomic_store(&p->client_gone, true);
+  if (p->call)
+    hx_http_call_cancel(p->call);
+  pthread_mutex_unlock(&p->call_mu);
+}
+
+/* Makes c the running call; cancels it at once when the client already
+ * hung up (so a hang-up never slips between attach and run). */
+static void px_call_attach(px_req *p, hx_http_call *c) {
+  pthread_mutex_lock(&p->call_mu);
+  p->call = c;
+  if (atomic_load(&p->client_gone))
     hx_http_call_cancel(c);
+  pthread_mutex_unlock(&p->call_mu);
+}
+
+/* Takes the call back; after this the cancel callback cannot reach it, so
+ * it may go back to the pool (upstream.c frees it when cancelled). */
+static hx_http_call *px_call_detach(px_req *p) {
+  pthread_mutex_lock(&p->call_mu);
+  hx_http_call *c = p->call;
+  p->call = NULL;
+  pthread_mutex_unlock(&p->call_mu);
+  return c;
 }
 
 static int px_keepalive(void *ud) {
   px_req *p = ud;
-  if (hx_http_req_cancelled(p->req) || p->client_gone)
+  if (hx_http_req_cancelled(p->req) || atomic_load(&p->client_gone))
     return 1;
   if (!p->stream || p->count_tokens)
     return 0;
@@ -234,7 +259,7 @@ static int px_on_data(void *ud, const char *chunk, size_t len) {
 
 static int px_on_tick(void *ud) {
   px_req *p = ud;
-  if (p->client_gone)
+  if (atomic_load(&p->client_gone))
     return 1;
   if (p->anth && p->began && p->stream &&
       hx_time_mono_ns() - p->last_write_ns > (uint64_t)PX_PING_MS * 1000000u) {
@@ -332,17 +357,29 @@ static void px_run(px_req *p) {
       px_metrics(p, outcome);
       if (p->began)
         px_stream_error(p, api_anth_error_type(px_status_of(rc)), err.msg);
-      else if (!p->client_gone)
+      else if (!atomic_load(&p->client_gone))
         gw_respond_error(p->req, p->anthropic, px_status_of(rc), "%s", err.msg);
       if (p->began)
         hx_http_stream_end(p->req);
-      else if (p->client_gone)
+      else if (atomic_load(&p->client_gone))
         hx_http_respond(p->req, 499, "text/plain", "", 0, NULL, 0);
       return;
     }
     if (p->count_tokens) {
       px_count_tokens(p);
       gw_release(p->gw, &p->lease, true);
+      return;
+    }
+    hx_http_call *call = gw_upstream_take(p->gw, p->lease.neuron);
+    if (!call) {
+      gw_release(p->gw, &p->lease, true);
+      px_metrics(p, "error");
+      if (p->began) {
+        px_stream_error(p, "api_error", "out of memory");
+        hx_http_stream_end(p->req);
+      } else {
+        gw_respond_error(p->req, p->anthropic, 500, "out of memory");
+      }
       return;
     }
     json_object_set_new(p->body, "model", json_string(p->lease.upstream_id));
@@ -370,11 +407,15 @@ static void px_run(px_req *p) {
     hx_http_response rs;
     p->up_status = 0;
     hx_buf_reset(&p->errbody);
-    hx_http_call_run(p->call, &rq, &rs, &err);
+    px_call_attach(p, call);
+    hx_http_call_run(call, &rq, &rs, &err);
+    px_call_detach(p);
+    bool cancelled = hx_http_call_cancelled(call);
+    gw_upstream_put(p->gw, p->lease.neuron, call);
     hx_buf_free(&rs.body);
     free(body);
     rc = err.code;
-    if (hx_http_call_cancelled(p->call) || p->client_gone) {
+    if (cancelled || atomic_load(&p->client_gone)) {
       gw_release(p->gw, &p->lease, true);
       px_metrics(p, "cancelled");
       if (p->began)
@@ -481,7 +522,7 @@ static void *px_thread(void *arg) {
   hx_log_set_request_id(hx_http_req_id(p->req));
   px_run(p);
   /* the request is finished: nothing may touch p->req now */
-  hx_http_call_free(p->call);
+  pthread_mutex_destroy(&p->call_mu);
   hx_sse_parser_free(&p->sse);
   api_anth_stream_free(p->anth);
   hx_buf_free(&p->errbody);
@@ -591,6 +632,8 @@ static void px_handle(hx_http_req *req, gateway *gw, bool anthropic, bool count,
   p->count_tokens = count;
   p->kind = kind;
   p->t0_ns = hx_http_req_start_ns(req);
+  pthread_mutex_init(&p->call_mu, NULL);
+  atomic_init(&p->client_gone, false);
   hx_buf_init(&p->errbody, PX_UPSTREAM_MAX_BYTES);
   hx_sse_parser_init(&p->sse, 16u << 20, px_on_event, p);
   hx_code rc;
@@ -623,9 +666,8 @@ static void px_handle(hx_http_req *req, gateway *gw, bool anthropic, bool count,
       snprintf(p->msg_id, sizeof p->msg_id, "msg_%s", hx_http_req_id(req) + 4);
       p->anth = api_anth_stream_new(&p->ainfo, p->msg_id, px_anth_emit, p);
     }
-    p->call = hx_http_call_new();
     long n = atomic_fetch_add(&gw->streams, 1);
-    if (!p->call || (anthropic && !count && !p->anth)) {
+    if (anthropic && !count && !p->anth) {
       gw_respond_error(req, anthropic, 500, "out of memory");
       atomic_fetch_sub(&gw->streams, 1);
     } else if (n >= (long)gw->cfg->gateway.max_streams) {
@@ -649,7 +691,7 @@ static void px_handle(hx_http_req *req, gateway *gw, bool anthropic, bool count,
       gw_respond_error(req, anthropic, 503, "cannot start a worker thread");
     }
   }
-  hx_http_call_free(p->call);
+  pthread_mutex_destroy(&p->call_mu);
   hx_sse_parser_free(&p->sse);
   api_anth_stream_free(p->anth);
   hx_buf_free(&p->errbody);

@@ -37,6 +37,7 @@ class State:
         self.loads = []
         self.unloads = []
         self.chats = 0
+        self.chat_conns = 0  # connections that carried at least one chat request
         self.cancelled = 0
         self.completed = 0
         self.last_request = None
@@ -67,6 +68,7 @@ class Handler(BaseHTTPRequestHandler):
         super().setup()
         import socket
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.chatted = False
 
     def send_json(self, code, obj):
         b = json.dumps(obj).encode()
@@ -98,6 +100,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/_debug/stats":
             with st.lock:
                 return self.send_json(200, {"loads": st.loads, "unloads": st.unloads, "chats": st.chats,
+                                            "chat_conns": st.chat_conns,
                                             "cancelled": st.cancelled, "completed": st.completed,
                                             "last_request": st.last_request})
         self.send_json(404, {"error": {"message": "no route", "type": "not_found", "code": 404}})
@@ -140,6 +143,9 @@ class Handler(BaseHTTPRequestHandler):
         model = b.get("model")
         with st.lock:
             st.chats += 1
+            if not self.chatted:
+                st.chat_conns += 1
+                self.chatted = True
             st.last_request = b
             if st.loaded.get(model) != "ready":
                 return self.send_json(404, {"error": {"message": f"model {model} not loaded",

@@ -224,3 +224,45 @@ def test_graceful_drain(tmp_path):
         assert f.cortex.wait(20) == 0
     finally:
         f.stop()
+
+
+def test_upstream_connections_are_reused(pair):
+    f = pair
+    o = oai(f)
+    for i in range(20):
+        r = o.chat.completions.create(model="small", messages=[{"role": "user", "content": "hi"}])
+        assert r.choices[0].message.content.startswith("Hello from m1")
+        if i % 2:
+            n = sum(1 for ch in o.chat.completions.create(
+                model="small", stream=True, messages=[{"role": "user", "content": "hi"}])
+                if ch.choices and ch.choices[0].delta.content)
+            assert n == 4
+    s = [f.stats(n) for n in ("a", "b")]
+    assert sum(x["chats"] for x in s) == 30
+    # sequential requests ride one keep-alive connection (a new one each
+    # time would make this 30)
+    assert sum(x["chat_conns"] for x in s) <= 2
+
+
+def test_pooled_connection_to_restarted_neuron(tmp_path):
+    """A neuron that restarts on the same port leaves dead connections in the
+    pool: the next request reconnects instead of failing."""
+    import subprocess
+    import sys
+    f = Fleet(str(tmp_path), [{"name": "a", "models": "m1:100", "budget": 300, "preload": "m1"}], MODELS)
+    try:
+        assert ask(f, "small") == "Hello from m1 (a)"
+        n = f.neurons["a"]
+        n["proc"].kill()
+        n["proc"].wait()
+        p = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "fake_neuron.py"),
+                              "--port", str(n["port"]), "--name", "a", "--models", "m1:100",
+                              "--budget", "300", "--preload", "m1"], stdout=subprocess.PIPE)
+        p.stdout.readline()
+        n["proc"] = p
+        f.procs.append(p)
+        for _ in range(3):
+            assert ask(f, "small") == "Hello from m1 (a)"
+        assert f.stats("a")["chats"] == 3
+    finally:
+        assert f.stop() == 0
