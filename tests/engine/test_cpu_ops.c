@@ -219,10 +219,128 @@ static void test_ops(void **state) {
   hx_backend_cpu_free(&e.b);
 }
 
+/* Random Q4_K / Q8_K data for the repacked-kernel tests: rows of weights with
+ * per-row and per-column magnitudes, activations with outliers. */
+static void *rand_rows(quant_type t, int64_t rows, int64_t n, float amp, size_t *row_bytes) {
+  assert_true(quant_row_bytes(t, n, row_bytes));
+  char *q = malloc(*row_bytes * (size_t)rows);
+  float *f = malloc((size_t)n * sizeof *f);
+  for (int64_t r = 0; r < rows; r++) {
+    for (int64_t i = 0; i < n; i++)
+      f[i] = frand() * amp * (1 + (float)((r + i / 32) % 5)) + (i % 97 == 0 ? 8 * amp : 0);
+    quant_row_quantize(t, f, q + (size_t)r * *row_bytes, n);
+  }
+  free(f);
+  return q;
+}
+
+/* Row-interleaved Q4_K kernels (cpu_repack.c) against the scalar reference. */
+static void test_repack_kernels(void **state) {
+  (void)state;
+  cpu_gemv8_fn gemv;
+  cpu_gemm4x8_fn gemm;
+  if (!cpu_repack_get(QUANT_Q4_K, &gemv, &gemm)) {
+    printf("repacked kernels: none on this CPU (needs AVX-512 VNNI + VBMI)\n");
+    return;
+  }
+  assert_null(cpu_repack_get(QUANT_Q8_0, &gemv, &gemm) ? (void *)1 : NULL);
+  assert_int_equal(cpu_repack_bytes(QUANT_Q4_K, 7, 256), 0);
+  assert_int_equal(cpu_repack_bytes(QUANT_Q4_K, 8, 300), 0);
+  assert_true(cpu_repack_get(QUANT_Q4_K, &gemv, &gemm));
+  cpu_dot_fn ref = cpu_dot_get(QUANT_Q4_K, CPU_ISA_SCALAR);
+  const int64_t sizes[] = {256, 1024, 2816};
+  for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+    const int64_t n = sizes[si], rows = 16;
+    size_t wb, xb;
+    char *w = rand_rows(QUANT_Q4_K, rows, n, 1.0f, &wb);
+    char *x = rand_rows(QUANT_Q8_K, 4, n, 3.0f, &xb);
+    const size_t gb = cpu_repack_bytes(QUANT_Q4_K, 8, n);
+    assert_int_equal(cpu_repack_bytes(QUANT_Q4_K, 19, n), 2 * gb);
+    char *rp = aligned_alloc(64, 2 * gb);
+    cpu_repack_rows(QUANT_Q4_K, w, wb, n, 0, 2, rp);
+    for (int g = 0; g < 2; g++) {
+      float got4[4][8];
+      gemm(rp + g * gb, x, xb, n, got4);
+      for (int t = 0; t < 4; t++) {
+        float got[8];
+        gemv(rp + g * gb, x + t * xb, n, got);
+        for (int r = 0; r < 8; r++) {
+          const float want = ref(w + (size_t)(8 * g + r) * wb, x + t * xb, n);
+          const double tol = 1e-5 * (fabs(want) + 1) * sqrt((double)n);
+          if (fabs(got[r] - want) > tol || fabs(got4[t][r] - want) > tol) {
+            fprintf(stderr, "q4_K x8 n=%lld row %d tok %d: gemv %.8g gemm %.8g scalar %.8g\n",
+                    (long long)n, 8 * g + r, t, (double)got[r], (double)got4[t][r], (double)want);
+            fail();
+          }
+        }
+      }
+    }
+    free(w), free(x), free(rp);
+  }
+}
+
+/* The backend's matmul on Q4_K weights with a row count that is not a
+ * multiple of 8 (repacked groups + row-kernel tail), 1..9 tokens, with bias,
+ * wrapped and uploaded weights, twice (the repacked copy is reused). */
+static void test_matmul_q4_k(void **state) {
+  (void)state;
+  env e;
+  hx_err err;
+  assert_int_equal(hx_backend_cpu_init(&e.b, 2, &err), HX_OK);
+  const hx_backend_ops *op = e.b.ops;
+  enum { ROWS = 43, N = 512, TOK = 9 };
+  assert_int_equal(op->reserve(e.b.be, TOK, N, 16, &err), HX_OK);
+  size_t wb, xb;
+  char *w = rand_rows(QUANT_Q4_K, ROWS, N, 0.5f, &wb);
+  float x[TOK][N], bias[ROWS], y[TOK][ROWS];
+  for (int t = 0; t < TOK; t++)
+    for (int i = 0; i < N; i++)
+      x[t][i] = frand() * (1 + t % 3);
+  for (int r = 0; r < ROWS; r++)
+    bias[r] = frand();
+  char *xq = malloc(quant_row_bytes(QUANT_Q8_K, N, &xb) ? xb : 0);
+  cpu_dot_fn ref = cpu_dot_get(QUANT_Q4_K, CPU_ISA_SCALAR);
+  hx_tensor tw_up = mk(&e, QUANT_Q4_K, N, ROWS, w);
+  hx_tensor tw_wrap = tw_up;
+  tw_wrap.buf = op->buf_wrap_host(e.b.be, w, wb * ROWS);
+  assert_non_null(tw_wrap.buf);
+  hx_tensor tb = mk(&e, QUANT_F32, ROWS, 1, bias);
+  const int n_toks[] = {1, 3, 4, 5, 9};
+  for (int pass = 0; pass < 4; pass++) {
+    const hx_tensor tw = pass % 2 ? tw_wrap : tw_up;
+    for (size_t k = 0; k < sizeof n_toks / sizeof n_toks[0]; k++) {
+      const int nt = n_toks[k];
+      hx_tensor tx = mk(&e, QUANT_F32, N, nt, x), ty = mk(&e, QUANT_F32, ROWS, nt, NULL);
+      op->matmul(e.b.be, ty, tw, tx, pass < 2 ? tb : (hx_tensor){0});
+      get(&e, ty, y);
+      for (int t = 0; t < nt; t++) {
+        quant_row_quantize(QUANT_Q8_K, x[t], xq, N);
+        for (int r = 0; r < ROWS; r++) {
+          const float want = ref(w + (size_t)r * wb, xq, N) + (pass < 2 ? bias[r] : 0);
+          if (fabs(y[t][r] - want) > 1e-4 * (fabs(want) + 1)) {
+            fprintf(stderr, "matmul q4_K pass %d tokens %d: y[%d][%d] = %.8g, scalar %.8g\n", pass,
+                    nt, t, r, (double)y[t][r], (double)want);
+            fail();
+          }
+        }
+      }
+      op->buf_free(e.b.be, tx.buf);
+      op->buf_free(e.b.be, ty.buf);
+    }
+  }
+  op->buf_free(e.b.be, tw_up.buf);
+  op->buf_free(e.b.be, tw_wrap.buf);
+  op->buf_free(e.b.be, tb.buf);
+  hx_backend_cpu_free(&e.b);
+  free(w), free(xq);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_dot_paths),
       cmocka_unit_test(test_ops),
+      cmocka_unit_test(test_repack_kernels),
+      cmocka_unit_test(test_matmul_q4_k),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

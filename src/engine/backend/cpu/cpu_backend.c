@@ -10,15 +10,27 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/log.h"
 #include "base/pool.h"
 #include "engine/backend.h"
 #include "engine/backend/cpu/cpu_impl.h"
 #include "engine/quant.h"
 
+/* A row-interleaved copy of a weight tensor in a buffer (cpu_repack.c), made
+ * at the tensor's first matmul and kept until the buffer is freed. */
+typedef struct cpu_repacked {
+  struct cpu_repacked *next;
+  size_t offset; /* the tensor's offset in the buffer */
+  uint32_t type;
+  int64_t n_cols, n_rows8; /* rows covered: a multiple of 8 */
+  void *data;              /* cpu_repack_bytes(type, n_rows8, n_cols) bytes */
+} cpu_repacked;
+
 struct hx_bbuf {
   void *data;
   size_t n_bytes;
-  int owned; /* allocated here (freed by buf_free) vs wrapped */
+  int owned;        /* allocated here (freed by buf_free) vs wrapped */
+  cpu_repacked *rp; /* repacked weight views of this buffer */
 };
 
 typedef struct cpu_be {
@@ -31,6 +43,8 @@ typedef struct cpu_be {
   int64_t max_ctx;
   cpu_dot_fn dot[QUANT_TYPE_COUNT];
   cpu_dot4_fn dot4[QUANT_TYPE_COUNT];
+  cpu_gemv8_fn gemv8[QUANT_TYPE_COUNT]; /* repacked 8-row kernels, or NULL */
+  cpu_gemm4x8_fn gemm8[QUANT_TYPE_COUNT];
 } cpu_be;
 
 static inline char *tptr(hx_tensor t) {
@@ -83,6 +97,12 @@ static void cpu_buf_free(void *bev, hx_bbuf *b) {
   (void)bev;
   if (!b)
     return;
+  while (b->rp) {
+    cpu_repacked *next = b->rp->next;
+    free(b->rp->data);
+    free(b->rp);
+    b->rp = next;
+  }
   if (b->owned)
     free(b->data);
   free(b);
@@ -153,15 +173,51 @@ typedef struct mm_ctx {
   int64_t chunk;    /* output rows per task */
   cpu_dot_fn dot;
   cpu_dot4_fn dot4; /* 4 tokens per weight row (prefill), or NULL */
+  /* rows [0, n_rows8) from the repacked copy when rp != NULL */
+  const cpu_repacked *rp;
+  cpu_gemv8_fn gemv8;
+  cpu_gemm4x8_fn gemm8;
 } mm_ctx;
+
+/* Rows [r0, r1) (whole groups of 8) from the repacked copy, every token. */
+static void mm_rows_repacked(const mm_ctx *c, int64_t r0, int64_t r1) {
+  const int64_t n_in = c->w.n_cols, n_tok = c->x.n_rows;
+  const size_t group_bytes = cpu_repack_bytes((quant_type)c->w.type, 8, n_in);
+  const float *bias = c->bias.buf ? (const float *)tptr(c->bias) : NULL;
+  HX_ASSERT(r0 % 8 == 0 && r1 % 8 == 0 && r1 <= c->rp->n_rows8 && group_bytes > 0);
+  for (int64_t r = r0; r < r1; r += 8) {
+    const char *wg = (const char *)c->rp->data + (size_t)(r / 8) * group_bytes;
+    int64_t t = 0;
+    float v[4][8];
+    for (; c->gemm8 && t + 4 <= n_tok; t += 4) {
+      c->gemm8(wg, c->xq + (size_t)t * c->xq_stride, c->xq_stride, n_in, v);
+      for (int k = 0; k < 4; k++) {
+        float *y = (float *)trow(c->y, t + k) + r;
+        for (int i = 0; i < 8; i++)
+          y[i] = bias ? v[k][i] + bias[r + i] : v[k][i];
+      }
+    }
+    for (; t < n_tok; t++) {
+      c->gemv8(wg, c->xq + (size_t)t * c->xq_stride, n_in, v[0]);
+      float *y = (float *)trow(c->y, t) + r;
+      for (int i = 0; i < 8; i++)
+        y[i] = bias ? v[0][i] + bias[r + i] : v[0][i];
+    }
+  }
+}
 
 static void mm_task(void *ctxv, size_t task, int worker) {
   (void)worker;
   const mm_ctx *c = ctxv;
   const int64_t n_out = c->w.n_rows, n_in = c->w.n_cols, n_tok = c->x.n_rows;
-  const int64_t r0 = (int64_t)task * c->chunk;
+  int64_t r0 = (int64_t)task * c->chunk;
   const int64_t r1 = r0 + c->chunk < n_out ? r0 + c->chunk : n_out;
   const float *bias = c->bias.buf ? (const float *)tptr(c->bias) : NULL;
+  if (c->rp && r0 < c->rp->n_rows8) {
+    const int64_t e = r1 < c->rp->n_rows8 ? r1 : c->rp->n_rows8;
+    mm_rows_repacked(c, r0, e);
+    r0 = e;
+  }
   int64_t t0 = 0;
   if (c->dot4)
     for (; t0 + 4 <= n_tok; t0 += 4) {
@@ -184,6 +240,59 @@ static void mm_task(void *ctxv, size_t task, int worker) {
       yr[r] = bias ? v + bias[r] : v;
     }
   }
+}
+
+typedef struct repack_ctx {
+  const cpu_repacked *rp;
+  hx_tensor w;
+  int64_t groups_per_task;
+} repack_ctx;
+
+static void repack_task(void *ctxv, size_t task, int worker) {
+  (void)worker;
+  const repack_ctx *c = ctxv;
+  const int64_t n_groups = c->rp->n_rows8 / 8;
+  const int64_t g0 = (int64_t)task * c->groups_per_task;
+  const int64_t g1 = g0 + c->groups_per_task < n_groups ? g0 + c->groups_per_task : n_groups;
+  cpu_repack_rows((quant_type)c->w.type, tptr(c->w), c->w.row_bytes, c->w.n_cols, g0, g1,
+                  c->rp->data);
+}
+
+/* The repacked copy of weight w: found in its buffer, or made now (the
+ * tensor's first matmul; weights never change while the buffer lives). NULL
+ * when w has no repacked form or memory is short (the caller then uses the
+ * row kernels). */
+static const cpu_repacked *mm_repacked(cpu_be *be, hx_tensor w) {
+  if (!be->gemv8[w.type] || w.n_rows < 8)
+    return NULL;
+  for (const cpu_repacked *r = w.buf->rp; r; r = r->next)
+    if (r->offset == w.offset && r->type == w.type && r->n_cols == w.n_cols &&
+        r->n_rows8 == w.n_rows / 8 * 8)
+      return r;
+  const size_t n_bytes = cpu_repack_bytes((quant_type)w.type, w.n_rows, w.n_cols);
+  if (n_bytes == 0)
+    return NULL;
+  cpu_repacked *rp = calloc(1, sizeof *rp);
+  void *data = aligned_alloc(64, (n_bytes + 63) & ~(size_t)63);
+  if (!rp || !data) {
+    free(rp);
+    free(data);
+    HX_WARN("cpu backend: no memory for a repacked %lldx%lld weight (%zu bytes); using row kernels",
+            (long long)w.n_rows, (long long)w.n_cols, n_bytes);
+    return NULL;
+  }
+  *rp = (cpu_repacked){.next = w.buf->rp,
+                       .offset = w.offset,
+                       .type = w.type,
+                       .n_cols = w.n_cols,
+                       .n_rows8 = w.n_rows / 8 * 8,
+                       .data = data};
+  repack_ctx rc = {.rp = rp, .w = w, .groups_per_task = 16};
+  const int64_t n_groups = rp->n_rows8 / 8;
+  hx_pool_parallel_for(be->pool, (size_t)((n_groups + rc.groups_per_task - 1) / rc.groups_per_task),
+                       repack_task, &rc);
+  w.buf->rp = rp;
+  return rp;
 }
 
 /* Sets up one weight's share of a matmul: activations in its dot format
@@ -212,10 +321,15 @@ static void mm_prepare(cpu_be *be, mm_ctx *c, hx_tensor y, hx_tensor w, hx_tenso
     c->xq = xq_by_type[dt];
     c->xq_stride = rb;
   }
-  /* enough chunks for load balance across threads, rows a multiple of 4 */
+  if (dt == QUANT_Q8_K && (c->rp = mm_repacked(be, w)) != NULL) {
+    c->gemv8 = be->gemv8[w.type];
+    c->gemm8 = be->gemm8[w.type];
+  }
+  /* enough chunks for load balance across threads, rows a multiple of 8 (a
+   * repacked group; 4 for the dot4 kernels) */
   const int64_t n_chunks = (int64_t)be->n_threads * 8;
   int64_t chunk = (w.n_rows + n_chunks - 1) / n_chunks;
-  c->chunk = chunk < 4 ? 4 : (chunk + 3) & ~(int64_t)3;
+  c->chunk = chunk < 8 ? 8 : (chunk + 7) & ~(int64_t)7;
 }
 
 typedef struct mm_multi {
@@ -587,6 +701,7 @@ hx_code hx_backend_cpu_init(hx_backend *out, int n_threads, hx_err *err) {
   for (int t = 0; t < QUANT_TYPE_COUNT; t++) {
     be->dot[t] = cpu_dot_best((quant_type)t);
     be->dot4[t] = cpu_dot4_get((quant_type)t, cpu_isa_best());
+    cpu_repack_get((quant_type)t, &be->gemv8[t], &be->gemm8[t]);
   }
   out->ops = &cpu_ops;
   out->be = be;

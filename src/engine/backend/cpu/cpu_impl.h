@@ -67,4 +67,24 @@ void cpu_zero(void *be, hx_tensor t);
 /* f16 row → f32 (F16C when available). */
 void cpu_f16_to_f32_row(const uint16_t *src, float *dst, int64_t n);
 
+/* ---- row-interleaved weights (cpu_repack.c) ----
+ * Q4_K matrices are copied once into groups of 8 interleaved rows for the
+ * AVX-512 VNNI kernels. A group's kernels take the repacked group (n columns,
+ * cpu_repack_bytes(t, 8, n) bytes) and Q8_K activations. */
+#include <stdbool.h>
+typedef void (*cpu_gemv8_fn)(const void *w_group, const void *x, int64_t n, float out[8]);
+typedef void (*cpu_gemm4x8_fn)(const void *w_group, const void *x, size_t x_stride, int64_t n,
+                               float out[4][8]);
+/* The kernels for weight type t on this CPU; false (and NULLs) when t has no
+ * repacked form or the CPU lacks AVX-512 VNNI/VBMI (or HX_CPU_ISA caps it, or
+ * HX_CPU_REPACK=0). */
+bool cpu_repack_get(quant_type t, cpu_gemv8_fn *gemv, cpu_gemm4x8_fn *gemm);
+/* Bytes of the repacked form of the first n_rows / 8 * 8 rows; 0 if t has
+ * none, fewer than 8 rows, n_cols not whole super-blocks, or overflow. */
+size_t cpu_repack_bytes(quant_type t, int64_t n_rows, int64_t n_cols);
+/* Repacks groups [g0, g1) (rows 8·g0 .. 8·g1−1) of the matrix w (rows
+ * row_bytes apart) into dst, which holds the whole repacked matrix. */
+void cpu_repack_rows(quant_type t, const void *w, size_t row_bytes, int64_t n_cols, int64_t g0,
+                     int64_t g1, void *dst);
+
 #endif
