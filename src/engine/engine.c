@@ -355,6 +355,8 @@ hx_code hx_engine_generate(hx_engine *e, hx_engine_slot *s, const int32_t *promp
   int common = 0;
   while (common < s->n_tokens && common < n_prompt - 1 && s->tokens[common] == prompt[common])
     common++;
+  if (e->model->ops->cache_reusable) /* recurrent state: only some prefixes can be kept */
+    common = e->model->ops->cache_reusable(e->model, s->cache, common);
   rc = e->model->ops->cache_truncate(e->model, s->cache, common, err);
   if (rc != HX_OK)
     goto out;

@@ -31,6 +31,10 @@ typedef struct hx_model_ops {
   /* Keeps only the first n_keep positions (attention-only: nothing to do but
    * remember; recurrent arches would restore a snapshot). */
   hx_code (*cache_truncate)(hx_model *m, hx_model_cache *c, int n_keep, hx_err *err);
+  /* Optional (NULL: any n ≤ the cached length can be kept): the longest
+   * prefix ≤ n_common of the cached tokens that cache_truncate can keep.
+   * Recurrent arches can keep everything, their snapshot's prefix, or nothing. */
+  int (*cache_reusable)(const hx_model *m, const hx_model_cache *c, int n_common);
   /* Runs tokens[0..n) (n ≤ max_batch) at positions pos0..pos0+n-1. Writes
    * the last token's logits to logits_last (n_vocab floats) if non-NULL, and
    * every token's to logits_all (n * n_vocab) if non-NULL. With argmax_last
