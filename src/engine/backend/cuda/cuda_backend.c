@@ -118,7 +118,7 @@ typedef struct cuda_be {
   cudaGraphExec_t graph_exec;
   bool use_graphs;
   bool use_fusion; /* HX_CUDA_FUSION=0 turns the one-token fusions off */
-  bool pdl;        /* programmatic dependent launch (sm_90+; HX_CUDA_PDL=0 off) */
+  bool pdl;        /* programmatic dependent launch (sm_90+, HX_CUDA_PDL=1) */
   long n_replayed, n_captured;
   /* profiling (HX_CUDA_PROFILE=1): ops run without graphs, timed with events */
   bool profile;
@@ -859,8 +859,9 @@ hx_code hx_backend_cuda_init(hx_backend *out, int device, hx_err *err) {
   cublasSetMathMode(be->cublas, CUBLAS_DEFAULT_MATH);
   int cc_major = 0;
   cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, device);
+  /* Opt-in until it has been measured and checked on a GPU (docs/benchmarks.md). */
   const char *pdl = getenv("HX_CUDA_PDL");
-  be->pdl = cc_major >= 9 && !(pdl && strcmp(pdl, "0") == 0);
+  be->pdl = cc_major >= 9 && pdl && strcmp(pdl, "1") == 0;
   out->ops = &cuda_ops;
   out->be = be;
   return HX_OK;

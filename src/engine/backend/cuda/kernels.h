@@ -107,6 +107,54 @@ void launch_matvec_multi(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const 
 void hx_cuda_fill_random(void *dev, int type, size_t n_elems, size_t n_bytes, uint64_t seed,
                          float scale, hx_stream st);
 
+/* moe.cu: routing, the expert matmul selected by device-side ids, combine
+ * (backend.h MoE ops). One job per weight (gate, up) sharing x and ids. */
+typedef struct cu_moe_job {
+  float *y;         /* [n*k][n_out] f32 */
+  size_t y_stride;  /* floats between rows of y */
+  const uint8_t *w; /* stacked experts [n_expert * n_out][n_in] */
+  int type;         /* weight type */
+  int64_t n_out;    /* rows per expert */
+  size_t row_bytes; /* of w */
+} cu_moe_job;
+void launch_moe_route(float *weights, size_t w_stride, int32_t *ids, size_t i_stride,
+                      const float *logits, size_t l_stride, int64_t n_exp, int64_t n_rows, int k,
+                      int renorm, hx_stream st);
+/* x has n_x_rows = n (one input per token) or n * k (one per slot) rows;
+ * q8 (q8_bytes) is scratch for the quantized activations of the decode form. */
+void launch_moe_matmul_id(const cu_moe_job *jobs, int n_jobs, const float *x, size_t x_stride,
+                          int64_t n_x_rows, int64_t n_in, const int32_t *ids, size_t ids_stride,
+                          int64_t n, int k, int64_t n_expert, void *q8, size_t q8_bytes,
+                          hx_stream st);
+void launch_moe_combine(float *out, size_t o_stride, const float *y, size_t y_stride,
+                        const float *w, size_t w_stride, const float *sh, size_t sh_stride,
+                        const float *sg, size_t sg_stride, int64_t d, int64_t n_rows, int k,
+                        hx_stream st);
+
+/* ssm.cu: Gated DeltaNet (backend.h DeltaNet ops). Strides in floats. */
+void launch_ssm_conv(float *out, size_t o_stride, const float *x, size_t x_stride, const float *w,
+                     size_t w_stride, float *state, size_t s_stride, int64_t n_channels,
+                     int64_t n_tokens, int K, hx_stream st);
+typedef struct cu_delta_args {
+  float *out;
+  const float *q, *k, *v, *a, *b, *ssm_a, *dt_bias;
+  float *state;
+  size_t out_stride, q_stride, k_stride, v_stride, a_stride, b_stride;
+  size_t state_stride; /* floats between value heads' matrices */
+  int64_t n;           /* tokens */
+  int n_k_heads, n_v_heads, d_k, d_v, kv_tiled;
+  float eps; /* of the q/k L2 norm */
+} cu_delta_args;
+void launch_delta_rule(const cu_delta_args *a, hx_stream st);
+void launch_gated_norm(float *out, size_t o_stride, const float *x, size_t x_stride,
+                       const float *z, size_t z_stride, const float *w, int64_t n_cols,
+                       int64_t n_rows, int head_dim, float eps, hx_stream st);
+void launch_sigmoid_mul(float *out, size_t o_stride, const float *x, size_t x_stride,
+                        const float *g, size_t g_stride, int broadcast, int64_t n_cols,
+                        int64_t n_rows, hx_stream st);
+void launch_zero_rows(void *p, size_t row_bytes, size_t width_bytes, int64_t n_rows,
+                      hx_stream st);
+
 #ifdef __cplusplus
 }
 #endif
