@@ -17,17 +17,14 @@
 #include "engine/backend/cpu/cpu_impl.h"
 #include "engine/quant.h"
 
-/* Backend buffers are host memory: the first field of the CPU's hx_bbuf is
- * the data pointer (cpu_backend.c). Views below read through it. */
-struct hx_bbuf {
-  void *data;
-  size_t n_bytes;
-  int owned;
-};
-
+/* Backend buffers are host memory, and the CPU's struct hx_bbuf
+ * (cpu_backend.c) has the data pointer as its first member: a pointer to the
+ * struct, converted, points to that member (C17 6.7.2.1p15). Only that is
+ * relied on here, not the rest of the layout. */
 static inline char *moe_row(hx_tensor t, int64_t r) {
   HX_ASSERT(t.buf != NULL);
-  return (char *)t.buf->data + t.offset + (size_t)r * t.row_bytes;
+  char *data = *(char *const *)(const void *)t.buf;
+  return data + t.offset + (size_t)r * t.row_bytes;
 }
 
 /* ---- routing ------------------------------------------------------------- */
