@@ -1,17 +1,20 @@
 /* cpu_ssm.c — the Gated DeltaNet ops of the CPU backend (backend.h "linear
  * attention"): the causal conv1d with its rolling window, the gated delta
- * rule in its recurrent (decode) and chunked (prefill) forms, the per-head
- * gated RMS norm, the sigmoid gate and the state reset.
+ * rule in its recurrent and chunked forms, the per-head gated RMS norm, the
+ * sigmoid gate and the state reset.
  *
  * The delta rule runs one value head per pool task: a head's state matrix
  * (d_k x d_v f32, 64 KiB at 128 x 128) stays in that core's cache for all n
- * tokens. The recurrent form makes two passes over the state per token
- * (decay + read S^T k, then update + read S^T q). The chunked form follows
+ * tokens. The recurrent form makes two passes over the state per token (read
+ * S^T k; then S = exp(g) S + k delta^T fused with the read of S^T q), with
+ * AVX2 + FMA inner loops where the CPU has them. The chunked form follows
  * transformers' torch_chunk_gated_delta_rule: per chunk of L tokens it solves
  * the unit lower-triangular UT system by forward substitution and touches the
- * state three times per chunk instead of twice per token; its scratch is a
- * fixed-size array on the worker's stack (≤ 4 * 64 * 256 + 64 * 64 floats,
- * 272 KiB at the limits). Nothing is allocated. */
+ * state three times per chunk; on a CPU it does about as many flops as the
+ * recurrent form and runs slower (models/qwen35.c asks for it only on other
+ * backends), but it is the reference the GPU kernels are checked against.
+ * Its scratch is a fixed-size array on the worker's stack (≤ 336 KiB at the
+ * limits: 5 x 64 x 256 + 64 x 64 floats). Nothing is allocated. */
 #include <math.h>
 #include <string.h>
 
@@ -94,10 +97,22 @@ void cpu_ssm_conv(void *be, hx_tensor out, hx_tensor x, hx_tensor w, hx_tensor s
 
 /* ---- gated delta rule --------------------------------------------------------- */
 
+/* The two inner loops of the delta rule, over one state row (or one output
+ * row) of n elements; baseline C and AVX2 + FMA builds (GCC's -O2 does not
+ * vectorize loops of unknown trip count). Pointers distinct. */
+typedef struct delta_kern {
+  /* y += a * x */
+  void (*axpy)(float *restrict y, const float *restrict x, float a, int n);
+  /* row = row * eg + ki * delta;  o += row * qi */
+  void (*update)(float *restrict row, const float *restrict delta, float *restrict o, float eg,
+                 float ki, float qi, int n);
+} delta_kern;
+
 typedef struct delta_ctx {
   hx_tensor out, q, k, v, a, b, state;
   const float *ssm_a, *dt_bias;
   hx_delta_params p;
+  delta_kern kern;
 } delta_ctx;
 
 /* The key head a value head reads (hx_delta_params.kv_tiled). */
@@ -124,6 +139,71 @@ static void delta_gates(const delta_ctx *c, int64_t t, int h, float *g, float *b
   *beta = sigmoid(b);
 }
 
+static void axpy_c(float *restrict y, const float *restrict x, float a, int n) {
+  for (int j = 0; j < n; j++)
+    y[j] += a * x[j];
+}
+
+static void update_c(float *restrict row, const float *restrict delta, float *restrict o, float eg,
+                     float ki, float qi, int n) {
+  for (int j = 0; j < n; j++) {
+    const float sv = row[j] * eg + ki * delta[j];
+    row[j] = sv;
+    o[j] += sv * qi;
+  }
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+__attribute__((target("avx2,fma"))) static void axpy_avx2(float *restrict y,
+                                                          const float *restrict x, float a, int n) {
+  const __m256 va = _mm256_set1_ps(a);
+  int j = 0;
+  for (; j + 8 <= n; j += 8)
+    _mm256_storeu_ps(y + j, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + j), _mm256_loadu_ps(y + j)));
+  for (; j < n; j++)
+    y[j] += a * x[j];
+}
+
+__attribute__((target("avx2,fma"))) static void update_avx2(float *restrict row,
+                                                            const float *restrict delta,
+                                                            float *restrict o, float eg, float ki,
+                                                            float qi, int n) {
+  const __m256 veg = _mm256_set1_ps(eg), vk = _mm256_set1_ps(ki), vq = _mm256_set1_ps(qi);
+  int j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 sv = _mm256_fmadd_ps(vk, _mm256_loadu_ps(delta + j),
+                                      _mm256_mul_ps(_mm256_loadu_ps(row + j), veg));
+    _mm256_storeu_ps(row + j, sv);
+    _mm256_storeu_ps(o + j, _mm256_fmadd_ps(sv, vq, _mm256_loadu_ps(o + j)));
+  }
+  for (; j < n; j++) {
+    const float sv = row[j] * eg + ki * delta[j];
+    row[j] = sv;
+    o[j] += sv * qi;
+  }
+}
+#endif
+
+/* One recurrent step of one head. S [dk][dv] is decayed lazily: S^T k is read
+ * before the decay and scaled by exp(g) (the same product), then one pass
+ * writes S = exp(g) S + k delta^T and reads S^T q. */
+static void delta_step(const delta_kern *kr, float *S, const float *qn, const float *kn,
+                       const float *v, float *o, float *kv, float *delta, float eg, float beta,
+                       int dk, int dv) {
+  for (int j = 0; j < dv; j++)
+    kv[j] = 0.0f;
+  for (int i = 0; i < dk; i++)
+    kr->axpy(kv, S + (size_t)i * dv, kn[i], dv);
+  for (int j = 0; j < dv; j++)
+    delta[j] = (v[j] - eg * kv[j]) * beta;
+  for (int j = 0; j < dv; j++)
+    o[j] = 0.0f;
+  for (int i = 0; i < dk; i++)
+    kr->update(S + (size_t)i * dv, delta, o, eg, kn[i], qn[i], dv);
+}
+
 static void delta_recurrent_head(const delta_ctx *c, int h) {
   const hx_delta_params *p = &c->p;
   const int dk = p->d_k, dv = p->d_v, kh = delta_k_head(p, h);
@@ -132,41 +212,14 @@ static void delta_recurrent_head(const delta_ctx *c, int h) {
   float qn[HX_BACKEND_SSM_HEAD_DIM_MAX], kn[HX_BACKEND_SSM_HEAD_DIM_MAX];
   float kv[HX_BACKEND_SSM_HEAD_DIM_MAX], delta[HX_BACKEND_SSM_HEAD_DIM_MAX];
   for (int64_t t = 0; t < c->q.n_rows; t++) {
-    const float *qr = (const float *)ssm_row(c->q, t) + (size_t)kh * dk;
-    const float *kr = (const float *)ssm_row(c->k, t) + (size_t)kh * dk;
-    const float *vr = (const float *)ssm_row(c->v, t) + (size_t)h * dv;
-    float *o = (float *)ssm_row(c->out, t) + (size_t)h * dv;
-    l2norm_scaled(qn, qr, dk, p->eps_l2, 1.0f);
+    l2norm_scaled(qn, (const float *)ssm_row(c->q, t) + (size_t)kh * dk, dk, p->eps_l2, 1.0f);
     for (int i = 0; i < dk; i++)
       qn[i] *= qscale;
-    l2norm_scaled(kn, kr, dk, p->eps_l2, 1.0f);
+    l2norm_scaled(kn, (const float *)ssm_row(c->k, t) + (size_t)kh * dk, dk, p->eps_l2, 1.0f);
     float g, beta;
     delta_gates(c, t, h, &g, &beta);
-    const float eg = expf(g);
-    /* pass 1: decay the state and read it with k */
-    for (int j = 0; j < dv; j++)
-      kv[j] = 0.0f;
-    for (int i = 0; i < dk; i++) {
-      float *restrict row = S + (size_t)i * dv;
-      const float ki = kn[i];
-      for (int j = 0; j < dv; j++) {
-        row[j] *= eg;
-        kv[j] += row[j] * ki;
-      }
-    }
-    for (int j = 0; j < dv; j++)
-      delta[j] = (vr[j] - kv[j]) * beta;
-    /* pass 2: write k delta^T and read the new state with q */
-    for (int j = 0; j < dv; j++)
-      o[j] = 0.0f;
-    for (int i = 0; i < dk; i++) {
-      float *restrict row = S + (size_t)i * dv;
-      const float ki = kn[i], qi = qn[i];
-      for (int j = 0; j < dv; j++) {
-        row[j] += ki * delta[j];
-        o[j] += row[j] * qi;
-      }
-    }
+    delta_step(&c->kern, S, qn, kn, (const float *)ssm_row(c->v, t) + (size_t)h * dv,
+               (float *)ssm_row(c->out, t) + (size_t)h * dv, kv, delta, expf(g), beta, dk, dv);
   }
 }
 
@@ -176,16 +229,27 @@ enum { CH = HX_BACKEND_SSM_CHUNK_MAX, DM = HX_BACKEND_SSM_HEAD_DIM_MAX };
 typedef struct delta_chunk {
   float q[CH][DM];  /* normalized, scaled queries */
   float k[CH][DM];  /* normalized keys */
+  float kt[DM][CH]; /* the keys transposed: row products as axpys */
   float kc[CH][DM]; /* k_cumdecay: L^-1 (beta * exp(G) * k) */
   float u[CH][DM];  /* v * beta, then L^-1 of it, then v_new */
-  float a[CH][CH];  /* the UT system's strict lower part, then the intra-chunk attention */
+  float a[CH][CH];  /* k_i . k_j (j < i), then q_i . k_j (j ≤ i) */
   float gc[CH];     /* cumulative log decay within the chunk */
   float beta[CH];
 } delta_chunk;
 
+/* out[0..n_j) = x . k_j for the first n_j keys, as axpys over the transposed keys. */
+static void rows_dot_keys(const delta_kern *kr, float *out, const float *x, const delta_chunk *w,
+                          int dk, int n_j) {
+  for (int j = 0; j < n_j; j++)
+    out[j] = 0.0f;
+  for (int d = 0; d < dk; d++)
+    kr->axpy(out, w->kt[d], x[d], n_j);
+}
+
 static void delta_chunk_run(const delta_ctx *c, int h, int64_t t0, int L, float *S,
                             delta_chunk *w) {
   const hx_delta_params *p = &c->p;
+  const delta_kern *kr = &c->kern;
   const int dk = p->d_k, dv = p->d_v, kh = delta_k_head(p, h);
   const float qscale = 1.0f / sqrtf((float)dk);
   float gsum = 0.0f;
@@ -195,6 +259,8 @@ static void delta_chunk_run(const delta_ctx *c, int h, int64_t t0, int L, float 
     for (int d = 0; d < dk; d++)
       w->q[i][d] *= qscale;
     l2norm_scaled(w->k[i], (const float *)ssm_row(c->k, t) + (size_t)kh * dk, dk, p->eps_l2, 1.0f);
+    for (int d = 0; d < dk; d++)
+      w->kt[d][i] = w->k[i][d];
     float g;
     delta_gates(c, t, h, &g, &w->beta[i]);
     gsum += g;
@@ -207,68 +273,46 @@ static void delta_chunk_run(const delta_ctx *c, int h, int64_t t0, int L, float 
       w->kc[i][d] = w->k[i][d] * eb;
   }
   /* forward substitution through (I + strict_lower(A)), A[i][j] = beta_i k_i.k_j exp(G_i - G_j) */
-  for (int i = 0; i < L; i++) {
+  for (int i = 1; i < L; i++) {
+    rows_dot_keys(kr, w->a[i], w->k[i], w, dk, i);
     for (int j = 0; j < i; j++) {
-      float dot = 0.0f;
-      for (int d = 0; d < dk; d++)
-        dot += w->k[i][d] * w->k[j][d];
-      const float aij = w->beta[i] * dot * expf(w->gc[i] - w->gc[j]);
-      for (int d = 0; d < dv; d++)
-        w->u[i][d] -= aij * w->u[j][d];
-      for (int d = 0; d < dk; d++)
-        w->kc[i][d] -= aij * w->kc[j][d];
+      const float aij = w->beta[i] * w->a[i][j] * expf(w->gc[i] - w->gc[j]);
+      kr->axpy(w->u[i], w->u[j], -aij, dv);
+      kr->axpy(w->kc[i], w->kc[j], -aij, dk);
     }
   }
   /* v_new = u - kc S */
   for (int i = 0; i < L; i++)
-    for (int d = 0; d < dk; d++) {
-      const float kcd = w->kc[i][d];
-      const float *restrict srow = S + (size_t)d * dv;
-      for (int j = 0; j < dv; j++)
-        w->u[i][j] -= kcd * srow[j];
-    }
+    for (int d = 0; d < dk; d++)
+      kr->axpy(w->u[i], S + (size_t)d * dv, -w->kc[i][d], dv);
   /* out_i = exp(G_i) q_i S + sum_{j<=i} (q_i.k_j) exp(G_i - G_j) v_new_j */
   for (int i = 0; i < L; i++) {
     float *o = (float *)ssm_row(c->out, t0 + i) + (size_t)h * dv;
     const float eg = expf(w->gc[i]);
     for (int j = 0; j < dv; j++)
       o[j] = 0.0f;
-    for (int d = 0; d < dk; d++) {
-      const float qd = w->q[i][d] * eg;
-      const float *restrict srow = S + (size_t)d * dv;
-      for (int j = 0; j < dv; j++)
-        o[j] += qd * srow[j];
-    }
-    for (int j = 0; j <= i; j++) {
-      float dot = 0.0f;
-      for (int d = 0; d < dk; d++)
-        dot += w->q[i][d] * w->k[j][d];
-      const float aij = dot * expf(w->gc[i] - w->gc[j]);
-      for (int e = 0; e < dv; e++)
-        o[e] += aij * w->u[j][e];
-    }
+    for (int d = 0; d < dk; d++)
+      kr->axpy(o, S + (size_t)d * dv, w->q[i][d] * eg, dv);
+    rows_dot_keys(kr, w->a[i], w->q[i], w, dk, i + 1);
+    for (int j = 0; j <= i; j++)
+      kr->axpy(o, w->u[j], w->a[i][j] * expf(w->gc[i] - w->gc[j]), dv);
   }
   /* S = S exp(G_last) + sum_i exp(G_last - G_i) k_i v_new_i^T */
   const float glast = w->gc[L - 1], elast = expf(glast);
-  for (int i = 0; i < L; i++) {
-    const float f = expf(glast - w->gc[i]);
-    for (int d = 0; d < dk; d++)
-      w->k[i][d] *= f;
-  }
+  float f[CH];
+  for (int i = 0; i < L; i++)
+    f[i] = expf(glast - w->gc[i]);
   for (int d = 0; d < dk; d++) {
-    float *restrict srow = S + (size_t)d * dv;
+    float *srow = S + (size_t)d * dv;
     for (int j = 0; j < dv; j++)
       srow[j] *= elast;
-    for (int i = 0; i < L; i++) {
-      const float kd = w->k[i][d];
-      for (int j = 0; j < dv; j++)
-        srow[j] += kd * w->u[i][j];
-    }
+    for (int i = 0; i < L; i++)
+      kr->axpy(srow, w->u[i], w->k[i][d] * f[i], dv);
   }
 }
 
 static void delta_chunked_head(const delta_ctx *c, int h) {
-  delta_chunk w; /* ~272 KiB at the limits: see the file header */
+  delta_chunk w; /* ~336 KiB at the limits: see the file header */
   float *S = (float *)ssm_row(c->state, h);
   const int64_t n = c->q.n_rows;
   for (int64_t t0 = 0; t0 < n; t0 += c->p.chunk) {
@@ -305,6 +349,11 @@ void cpu_delta_rule(void *be, hx_tensor out, hx_tensor q, hx_tensor k, hx_tensor
   delta_ctx c = {.out = out, .q = q, .k = k, .v = v, .a = a, .b = b, .state = state, .p = *p};
   c.ssm_a = (const float *)ssm_row(ssm_a, 0);
   c.dt_bias = (const float *)ssm_row(dt_bias, 0);
+  c.kern = (delta_kern){axpy_c, update_c};
+#if defined(__x86_64__)
+  if (cpu_isa_best() >= CPU_ISA_AVX2)
+    c.kern = (delta_kern){axpy_avx2, update_avx2};
+#endif
   hx_pool_parallel_for(cpu_be_pool(be), (size_t)p->n_v_heads, delta_task, &c);
 }
 
