@@ -180,11 +180,61 @@ static void test_engine_info(void **state) {
   hx_engine_close(e);
 }
 
+/* A config whose mlp_only_layers names a layer that does not exist, or
+ * whose decoder_sparse_step is 0, is refused with a message naming the key. */
+static void test_bad_sparse_config(void **state) {
+  (void)state;
+  static const struct {
+    const char *from, *to, *msg;
+  } cases[] = {
+      {"\"mlp_only_layers\": [\n    3\n  ]", "\"mlp_only_layers\": [9]", "mlp_only_layers[0]"},
+      {"\"mlp_only_layers\": [\n    3\n  ]", "\"mlp_only_layers\": 3", "mlp_only_layers"},
+      {"\"decoder_sparse_step\": 2", "\"decoder_sparse_step\": 0", "decoder_sparse_step"},
+  };
+  FILE *f = fopen(DIR "qwen3moe-dense-f32/config.json", "rb");
+  assert_non_null(f);
+  char cfg[4096];
+  const size_t len = fread(cfg, 1, sizeof cfg - 1, f);
+  fclose(f);
+  cfg[len] = 0;
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char dir[] = "/tmp/helexa-moecfg-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[256], target[512];
+    const char *at = strstr(cfg, cases[i].from);
+    assert_non_null(at);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    f = fopen(path, "wb");
+    assert_non_null(f);
+    fprintf(f, "%.*s%s%s", (int)(at - cfg), cfg, cases[i].to, at + strlen(cases[i].from));
+    fclose(f);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    snprintf(target, sizeof target, "%s/" DIR "qwen3moe-dense-f32/model.safetensors",
+             HELEXA_SOURCE_DIR);
+    assert_int_equal(symlink(target, path), 0);
+    hx_engine_opts o;
+    hx_engine_opts_default(&o);
+    o.n_threads = 1;
+    o.n_ctx = 32;
+    hx_engine *e = NULL;
+    hx_err err = {0};
+    assert_int_not_equal(hx_engine_open(dir, &o, &e, &err), HX_OK);
+    assert_null(e);
+    printf("  refused: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, cases[i].msg));
+    unlink(path);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    unlink(path);
+    rmdir(dir);
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_qwen3moe_f32),
       cmocka_unit_test(test_qwen3moe_dense_layers),
       cmocka_unit_test(test_engine_info),
+      cmocka_unit_test(test_bad_sparse_config),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
