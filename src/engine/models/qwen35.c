@@ -701,6 +701,10 @@ hx_code qwen35_model_load(const model_file *mf, hx_backend backend, int n_ctx, i
   hx_code rc = q35_check(mf, hp, n_ctx, max_batch, err);
   if (rc != HX_OK)
     return rc;
+  const hx_backend_ops *bo = backend.ops;
+  if (!bo->ssm_conv || !bo->delta_rule || !bo->gated_norm || !bo->sigmoid_mul || !bo->zero)
+    return hx_err_set(err, HX_EUNSUPPORTED, "%s: the %s backend lacks the DeltaNet ops",
+                      model_file_path(mf), bo->name);
   q35_model *m = calloc(1, sizeof *m);
   if (!m)
     return hx_err_set(err, HX_ENOMEM, "qwen35: out of memory");
