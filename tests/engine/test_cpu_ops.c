@@ -335,12 +335,62 @@ static void test_matmul_q4_k(void **state) {
   free(w), free(xq);
 }
 
+/* Fused attention over an F16 cache (cpu_dot.c) against double-precision
+ * attention over the same f16 values: head sizes with and without a
+ * 16/32-column remainder, one to many positions, rows holding 3 heads. */
+static void test_attn_f16(void **state) {
+  (void)state;
+  cpu_attn_f16_fn f = cpu_attn_f16_get(cpu_isa_best());
+  if (!f) {
+    printf("fused f16 attention: none on this CPU (needs AVX2)\n");
+    return;
+  }
+  const int hds[] = {8, 72, 128};
+  const int64_t nkvs[] = {1, 5, 37};
+  for (size_t a = 0; a < 3; a++)
+    for (size_t b = 0; b < 3; b++) {
+      const int hd = hds[a];
+      const int64_t n_kv = nkvs[b];
+      const size_t stride = 3 * (size_t)hd;
+      uint16_t *k = malloc(stride * (size_t)n_kv * 2), *v = malloc(stride * (size_t)n_kv * 2);
+      float *q = malloc((size_t)hd * 4), *out = malloc((size_t)hd * 4);
+      float *scores = malloc((size_t)n_kv * 4);
+      double *sd = malloc((size_t)n_kv * sizeof *sd);
+      for (size_t i = 0; i < stride * (size_t)n_kv; i++)
+        k[i] = quant_f32_to_f16(2 * frand()), v[i] = quant_f32_to_f16(frand());
+      for (int i = 0; i < hd; i++)
+        q[i] = frand();
+      const uint16_t *kh = k + hd, *vh = v + hd; /* the middle head of each row */
+      f(q, kh, vh, stride, n_kv, hd, 0.2f, scores, out);
+      double mx = -1e30, sum = 0;
+      for (int64_t j = 0; j < n_kv; j++) {
+        sd[j] = 0;
+        for (int i = 0; i < hd; i++)
+          sd[j] += (double)q[i] * quant_f16_to_f32(kh[(size_t)j * stride + i]);
+        sd[j] *= 0.2;
+        mx = sd[j] > mx ? sd[j] : mx;
+      }
+      for (int64_t j = 0; j < n_kv; j++)
+        sum += (sd[j] = exp(sd[j] - mx));
+      for (int i = 0; i < hd; i++) {
+        double o = 0;
+        for (int64_t j = 0; j < n_kv; j++)
+          o += sd[j] / sum * quant_f16_to_f32(vh[(size_t)j * stride + i]);
+        if (fabs(o - out[i]) > 1e-5) {
+          fprintf(stderr, "attn f16 hd=%d n_kv=%lld: out[%d] = %.8g, want %.8g\n", hd,
+                  (long long)n_kv, i, (double)out[i], o);
+          fail();
+        }
+      }
+      free(k), free(v), free(q), free(out), free(scores), free(sd);
+    }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_dot_paths),
-      cmocka_unit_test(test_ops),
-      cmocka_unit_test(test_repack_kernels),
-      cmocka_unit_test(test_matmul_q4_k),
+      cmocka_unit_test(test_dot_paths),      cmocka_unit_test(test_ops),
+      cmocka_unit_test(test_repack_kernels), cmocka_unit_test(test_matmul_q4_k),
+      cmocka_unit_test(test_attn_f16),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

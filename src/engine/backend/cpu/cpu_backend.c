@@ -9,6 +9,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "base/log.h"
 #include "base/pool.h"
@@ -45,6 +46,7 @@ typedef struct cpu_be {
   cpu_dot4_fn dot4[QUANT_TYPE_COUNT];
   cpu_gemv8_fn gemv8[QUANT_TYPE_COUNT]; /* repacked 8-row kernels, or NULL */
   cpu_gemm4x8_fn gemm8[QUANT_TYPE_COUNT];
+  cpu_attn_f16_fn attn16; /* fused attention over an F16 cache, or NULL */
 } cpu_be;
 
 static inline char *tptr(hx_tensor t) {
@@ -273,7 +275,14 @@ static const cpu_repacked *mm_repacked(cpu_be *be, hx_tensor w) {
   if (n_bytes == 0)
     return NULL;
   cpu_repacked *rp = calloc(1, sizeof *rp);
-  void *data = aligned_alloc(64, (n_bytes + 63) & ~(size_t)63);
+  /* 2 MiB aligned and marked for transparent huge pages (THP "madvise" mode):
+   * the kernels stream the whole copy once per token, so 4 KiB pages would
+   * cost a TLB miss every 4 KiB, and faulting them in slows the first use */
+  const size_t huge = (size_t)2 << 20;
+  const size_t align = n_bytes >= huge ? huge : 64;
+  void *data = aligned_alloc(align, (n_bytes + align - 1) & ~(align - 1));
+  if (data && align == huge)
+    (void)madvise(data, (n_bytes + align - 1) & ~(align - 1), MADV_HUGEPAGE);
   if (!rp || !data) {
     free(rp);
     free(data);
@@ -505,8 +514,9 @@ typedef struct att_ctx {
   hx_tensor out, q, k, v;
   const int32_t *pos;
   const hx_attn_params *p;
-  size_t kv_head_bytes; /* bytes of one kv head's slice in a cache row */
-  cpu_dot_fn kdot;      /* f32-activation dot for F32/F16 caches; NULL = reference */
+  size_t kv_head_bytes;   /* bytes of one kv head's slice in a cache row */
+  cpu_dot_fn kdot;        /* f32-activation dot for F32/F16 caches; NULL = reference */
+  cpu_attn_f16_fn attn16; /* fused F16-cache head kernel, or NULL */
 } att_ctx;
 
 static void att_task(void *cv, size_t task, int worker) {
@@ -522,6 +532,13 @@ static void att_task(void *cv, size_t task, int worker) {
   float *tmp = scores + c->be->max_ctx;
   float *acc = tmp + HX_BACKEND_HEAD_DIM_MAX;
   const float *qh = (const float *)trow(c->q, t) + (size_t)h * hd;
+  if (c->attn16) {
+    c->attn16(qh, (const uint16_t *)(tptr(c->k) + (size_t)kvh * c->kv_head_bytes),
+              (const uint16_t *)(tptr(c->v) + (size_t)kvh * c->kv_head_bytes),
+              c->k.row_bytes / sizeof(uint16_t), n_kv, hd, p->scale, scores,
+              (float *)trow(c->out, t) + (size_t)h * hd);
+    return;
+  }
   const quant_type kt = (quant_type)c->k.type, vt = (quant_type)c->v.type;
   float mx = -INFINITY;
   for (int64_t j = 0; j < n_kv; j++) {
@@ -569,6 +586,9 @@ static void cpu_attention(void *bev, hx_tensor out, hx_tensor q, hx_tensor k, hx
   c.kv_head_bytes = hx_backend_row_bytes(k.type, p->head_dim);
   HX_ASSERT(c.kv_head_bytes > 0);
   c.kdot = (k.type == QUANT_F32 || k.type == QUANT_F16) ? be->dot[k.type] : NULL;
+  if (k.type == QUANT_F16 && p->head_dim % 8 == 0 && k.row_bytes == v.row_bytes &&
+      k.row_bytes % sizeof(uint16_t) == 0)
+    c.attn16 = be->attn16;
   hx_pool_parallel_for(be->pool, (size_t)q.n_rows * (size_t)p->n_heads, att_task, &c);
 }
 
@@ -703,6 +723,7 @@ hx_code hx_backend_cpu_init(hx_backend *out, int n_threads, hx_err *err) {
     be->dot4[t] = cpu_dot4_get((quant_type)t, cpu_isa_best());
     cpu_repack_get((quant_type)t, &be->gemv8[t], &be->gemm8[t]);
   }
+  be->attn16 = cpu_attn_f16_get(cpu_isa_best());
   out->ops = &cpu_ops;
   out->be = be;
   return HX_OK;

@@ -7,6 +7,7 @@
  * in f32. They compute the same sums as the scalar reference up to float
  * summation order. */
 #include <immintrin.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -565,6 +566,68 @@ AVX512 static float dot_avx512_q6_k(const void *wv, const void *xv, int64_t n) {
     acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(tot), acc);
   }
   return _mm512_reduce_add_ps(acc);
+}
+
+/* ---- attention over an F16 cache ---------------------------------------- */
+
+/* One query head against positions 0..n_kv-1 of one kv head of an F16 cache
+ * (rows `stride` halves apart): out = softmax(q·Kᵀ·scale) · V, as the
+ * reference path in cpu_backend.c (exp in f32, sum in double, weights
+ * p_j = e_j / sum) with the f16 → f32 conversions fused into the FMAs.
+ * hd % 8 == 0; scores: n_kv floats of scratch. */
+AVX2 static void attn_head_f16_avx2(const float *q, const uint16_t *k, const uint16_t *v,
+                                    size_t stride, int64_t n_kv, int hd, float scale, float *scores,
+                                    float *out) {
+  HX_ASSERT(hd % 8 == 0 && hd > 0);
+  float mx = -INFINITY;
+  for (int64_t j = 0; j < n_kv; j++) {
+    const uint16_t *kr = k + (size_t)j * stride;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= hd; i += 16) {
+      a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kr + i))),
+                           _mm256_loadu_ps(q + i), a0);
+      a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kr + i + 8))),
+                           _mm256_loadu_ps(q + i + 8), a1);
+    }
+    if (i < hd)
+      a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kr + i))),
+                           _mm256_loadu_ps(q + i), a0);
+    const float sc = hsum256(_mm256_add_ps(a0, a1)) * scale;
+    scores[j] = sc;
+    mx = sc > mx ? sc : mx;
+  }
+  double sum = 0.0;
+  for (int64_t j = 0; j < n_kv; j++) {
+    scores[j] = expf(scores[j] - mx);
+    sum += scores[j];
+  }
+  const float inv = (float)(1.0 / sum);
+  for (int64_t j = 0; j < n_kv; j++)
+    scores[j] *= inv;
+  /* V: 32 columns per pass over the positions, accumulators in registers */
+  for (int c = 0; c < hd; c += 32) {
+    const int w = hd - c < 32 ? hd - c : 32;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                     _mm256_setzero_ps()};
+    for (int64_t j = 0; j < n_kv; j++) {
+      const uint16_t *vr = v + (size_t)j * stride + c;
+      const __m256 pj = _mm256_broadcast_ss(scores + j);
+      for (int u = 0; u < w / 8; u++)
+        acc[u] = _mm256_fmadd_ps(
+            pj, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vr + 8 * u))), acc[u]);
+    }
+    for (int u = 0; u < w / 8; u++)
+      _mm256_storeu_ps(out + c + 8 * u, acc[u]);
+  }
+}
+
+static int cpu_has_avx2(void);
+
+cpu_attn_f16_fn cpu_attn_f16_get(cpu_isa isa) {
+  if (isa < CPU_ISA_AVX2 || !cpu_has_avx2())
+    return NULL;
+  return attn_head_f16_avx2;
 }
 
 /* ---- f16 rows ----------------------------------------------------------- */

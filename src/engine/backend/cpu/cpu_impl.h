@@ -87,4 +87,12 @@ size_t cpu_repack_bytes(quant_type t, int64_t n_rows, int64_t n_cols);
 void cpu_repack_rows(quant_type t, const void *w, size_t row_bytes, int64_t n_cols, int64_t g0,
                      int64_t g1, void *dst);
 
+/* Attention of one query head over an F16 cache head slice (cpu_dot.c):
+ * q[hd] against rows 0..n_kv-1 of k and v (stride halves apart), out[hd] =
+ * softmax(q·Kᵀ·scale)·V; scores is n_kv floats of scratch; hd % 8 == 0.
+ * NULL below AVX2 (the caller then uses the reference path). */
+typedef void (*cpu_attn_f16_fn)(const float *q, const uint16_t *k, const uint16_t *v, size_t stride,
+                                int64_t n_kv, int hd, float scale, float *scores, float *out);
+cpu_attn_f16_fn cpu_attn_f16_get(cpu_isa isa);
+
 #endif

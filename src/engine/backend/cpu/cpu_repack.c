@@ -56,12 +56,6 @@ static void q4_k_scales(const uint8_t *s, uint8_t sc[8], uint8_t mn[8]) {
   }
 }
 
-/* 4-bit quant of element e (0..255) of a Q4_K super-block. */
-static inline uint8_t q4_k_nibble(const block_q4_K *b, int e) {
-  const int c = e / 64, l = e % 64;
-  return l < 32 ? b->qs[32 * c + l] & 0xF : b->qs[32 * c + l - 32] >> 4;
-}
-
 size_t cpu_repack_bytes(quant_type t, int64_t n_rows, int64_t n_cols) {
   if (t != QUANT_Q4_K || n_rows < 8 || n_cols <= 0 || n_cols % QK_K != 0)
     return 0;
@@ -80,7 +74,6 @@ void cpu_repack_rows(quant_type t, const void *w, size_t row_bytes, int64_t n_co
   for (int64_t g = g0; g < g1; g++)
     for (int64_t i = 0; i < nb; i++) {
       blk_q4_kx8 *o = out + g * nb + i;
-      memset(o, 0, sizeof *o);
       for (int r = 0; r < 8; r++) {
         const block_q4_K *b =
             (const block_q4_K *)((const char *)w + (size_t)(8 * g + r) * row_bytes) + i;
@@ -92,10 +85,21 @@ void cpu_repack_rows(quant_type t, const void *w, size_t row_bytes, int64_t n_co
           o->sc[j][r] = sc[j];
           o->mn[r][j] = mn[j];
         }
-        for (int e = 0; e < QK_K; e++) {
-          const int j = e / 32, s = (e % 32) / 8, p = (e % 8) / 4, bb = e % 4;
-          const int pos = 64 * (s / 2) + 4 * (2 * r + p) + bb;
-          o->qs[j][pos] |= (uint8_t)(q4_k_nibble(b, e) << (4 * (s % 2)));
+        /* Sub-block j is nibble j % 2 of source bytes 32(j / 2) .. +31; its
+         * column c = 8s + 4p + b goes to chunk s / 2, byte 4(2r + p) + b,
+         * nibble s % 2. So chunk h bytes 8r .. 8r + 7 take columns 16h .. +7
+         * (low nibbles) and 16h + 8 .. +7 (high nibbles). */
+        for (int j = 0; j < 8; j++) {
+          const uint8_t *src = b->qs + 32 * (j / 2);
+          const int sh = 4 * (j % 2);
+          for (int h = 0; h < 2; h++) {
+            uint64_t lo, hi;
+            memcpy(&lo, src + 16 * h, 8);
+            memcpy(&hi, src + 16 * h + 8, 8);
+            const uint64_t v =
+                ((lo >> sh) & 0x0F0F0F0F0F0F0F0Full) | (((hi >> sh) & 0x0F0F0F0F0F0F0F0Full) << 4);
+            memcpy(&o->qs[j][64 * h + 8 * r], &v, 8);
+          }
         }
       }
     }
