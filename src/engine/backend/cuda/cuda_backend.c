@@ -41,6 +41,18 @@ typedef enum {
   OP_MUL,
   OP_SOFTMAX,
   OP_TOPK,
+  /* MoE ops (moe.cu) */
+  OP_MOE_ROUTE,
+  OP_MOE_MM,  /* expert matmul; with two weights the second is the OP_MOE_MM2 after it */
+  OP_MOE_MM2, /* the second weight (gate + up) of the OP_MOE_MM before it: no launch of its own */
+  OP_MOE_COMBINE,
+  /* DeltaNet ops (ssm.cu) */
+  OP_SSM_CONV,
+  OP_DELTA,      /* out, q, k, v, state; the OP_DELTA_ARGS after it holds the rest */
+  OP_DELTA_ARGS, /* a, b, ssm_a, dt_bias of the OP_DELTA before it: no launch of its own */
+  OP_GATED_NORM,
+  OP_SIGMOID_MUL,
+  OP_ZERO,
   OP_KIND_COUNT
 } op_kind;
 
@@ -71,6 +83,16 @@ static const char *const prof_names[PROF_KINDS] = {"matmul (other)",
                                                    "mul",
                                                    "softmax",
                                                    "top_k",
+                                                   "moe_route",
+                                                   "moe_matmul_id",
+                                                   "moe_matmul_id (2nd)",
+                                                   "moe_combine",
+                                                   "ssm_conv",
+                                                   "delta_rule",
+                                                   "delta_rule (args)",
+                                                   "gated_norm",
+                                                   "sigmoid_mul",
+                                                   "zero",
                                                    "matvec Q4_K/Q5_K",
                                                    "matvec Q6_K",
                                                    "matvec Q8_0",
@@ -439,6 +461,137 @@ static void cu_top_k(void *p, hx_tensor vals, hx_tensor ids, hx_tensor x, int k)
   op->ival[0] = k;
 }
 
+/* ---- MoE ops (moe.cu) ---- */
+
+static void cu_moe_route(void *p, hx_tensor weights, hx_tensor ids, hx_tensor logits, int k,
+                         int renorm) {
+  HX_ASSERT(k >= 1 && k <= HX_BACKEND_TOPK_MAX && k <= logits.n_cols);
+  HX_ASSERT(weights.n_cols == k && ids.n_cols == k && weights.n_rows >= logits.n_rows &&
+            ids.n_rows >= logits.n_rows);
+  cu_op *op = rec(p, OP_MOE_ROUTE);
+  op->t[0] = weights;
+  op->t[1] = ids;
+  op->t[2] = logits;
+  op->ival[0] = k;
+  op->ival[1] = renorm;
+}
+
+static void cu_moe_matmul_id(void *p, int n_w, const hx_tensor *y, const hx_tensor *w, hx_tensor x,
+                             hx_tensor ids) {
+  HX_ASSERT(n_w >= 1 && n_w <= 2);
+  const int64_t n = ids.n_rows, k = ids.n_cols;
+  HX_ASSERT(n >= 1 && k >= 1 && k <= HX_BACKEND_TOPK_MAX && x.type == T_F32);
+  HX_ASSERT((x.n_rows == n || x.n_rows == n * k) && x.n_cols <= HX_BACKEND_MOE_N_IN_MAX);
+  const int64_t n_expert = w[0].n_rows / y[0].n_cols;
+  for (int i = 0; i < n_w; i++) {
+    HX_ASSERT(y[i].type == T_F32 && y[i].n_rows >= n * k && w[i].n_cols == x.n_cols);
+    HX_ASSERT(w[i].n_rows == n_expert * y[i].n_cols && !overlaps(y[i], x));
+  }
+  cu_op *op = rec(p, OP_MOE_MM);
+  op->t[0] = y[0];
+  op->t[1] = w[0];
+  op->t[2] = x;
+  op->t[3] = ids;
+  op->ival[0] = n_w;
+  if (n_w == 2) {
+    cu_op *op2 = rec(p, OP_MOE_MM2);
+    op2->t[0] = y[1];
+    op2->t[1] = w[1];
+  }
+}
+
+static void cu_moe_combine(void *p, hx_tensor out, hx_tensor y, hx_tensor weights, hx_tensor shared,
+                           hx_tensor shared_gate) {
+  HX_ASSERT(y.n_cols == out.n_cols && y.n_rows >= out.n_rows * weights.n_cols &&
+            weights.n_rows >= out.n_rows);
+  HX_ASSERT(!shared.buf || (shared.n_cols == out.n_cols && shared.n_rows >= out.n_rows &&
+                            shared_gate.buf && shared_gate.n_cols == 1));
+  cu_op *op = rec(p, OP_MOE_COMBINE);
+  op->t[0] = out;
+  op->t[1] = y;
+  op->t[2] = weights;
+  op->t[3] = shared;
+  op->t[4] = shared_gate;
+}
+
+/* ---- DeltaNet ops (ssm.cu) ---- */
+
+static void cu_ssm_conv(void *p, hx_tensor out, hx_tensor x, hx_tensor w, hx_tensor state) {
+  HX_ASSERT(w.n_cols >= 2 && w.n_cols <= HX_BACKEND_SSM_CONV_MAX && w.n_rows == x.n_cols);
+  HX_ASSERT(state.n_rows == w.n_cols - 1 && state.n_cols == x.n_cols);
+  HX_ASSERT(out.n_cols == x.n_cols && out.n_rows == x.n_rows && x.n_rows >= 1);
+  cu_op *op = rec(p, OP_SSM_CONV);
+  op->t[0] = out;
+  op->t[1] = x;
+  op->t[2] = w;
+  op->t[3] = state;
+}
+
+static void cu_delta_rule(void *p, hx_tensor out, hx_tensor q, hx_tensor k, hx_tensor v,
+                          hx_tensor a, hx_tensor b, hx_tensor ssm_a, hx_tensor dt_bias,
+                          hx_tensor state, const hx_delta_params *dp) {
+  HX_ASSERT(dp->n_k_heads > 0 && dp->n_v_heads % dp->n_k_heads == 0);
+  HX_ASSERT(dp->d_k > 0 && dp->d_k <= HX_BACKEND_SSM_HEAD_DIM_MAX && dp->d_v > 0 &&
+            dp->d_v <= HX_BACKEND_SSM_HEAD_DIM_MAX);
+  const int64_t n = q.n_rows;
+  HX_ASSERT(n >= 1 && k.n_rows == n && v.n_rows == n && a.n_rows == n && b.n_rows == n);
+  HX_ASSERT(out.n_rows == n && out.n_cols == (int64_t)dp->n_v_heads * dp->d_v);
+  HX_ASSERT(q.n_cols == (int64_t)dp->n_k_heads * dp->d_k && k.n_cols == q.n_cols);
+  HX_ASSERT(v.n_cols == out.n_cols && a.n_cols == dp->n_v_heads && b.n_cols == dp->n_v_heads);
+  HX_ASSERT(ssm_a.n_cols * ssm_a.n_rows == dp->n_v_heads &&
+            dt_bias.n_cols * dt_bias.n_rows == dp->n_v_heads);
+  HX_ASSERT(state.n_rows == dp->n_v_heads && state.n_cols == (int64_t)dp->d_k * dp->d_v);
+  cu_op *op = rec(p, OP_DELTA);
+  op->t[0] = out;
+  op->t[1] = q;
+  op->t[2] = k;
+  op->t[3] = v;
+  op->t[4] = state;
+  op->ival[0] = dp->n_k_heads;
+  op->ival[1] = dp->n_v_heads;
+  op->ival[2] = dp->d_k;
+  op->lval[0] = dp->d_v;
+  op->lval[1] = dp->kv_tiled;
+  op->lval[2] = dp->chunk; /* the recurrent form runs either way (ssm.cu) */
+  op->fval[0] = dp->eps_l2;
+  cu_op *args = rec(p, OP_DELTA_ARGS);
+  args->t[0] = a;
+  args->t[1] = b;
+  args->t[2] = ssm_a;
+  args->t[3] = dt_bias;
+}
+
+static void cu_gated_norm(void *p, hx_tensor out, hx_tensor x, hx_tensor z, hx_tensor w,
+                          int head_dim, float eps) {
+  HX_ASSERT(head_dim > 0 && x.n_cols % head_dim == 0 && w.n_cols * w.n_rows == head_dim);
+  HX_ASSERT(z.n_cols == x.n_cols && out.n_cols == x.n_cols && z.n_rows == x.n_rows &&
+            out.n_rows == x.n_rows);
+  cu_op *op = rec(p, OP_GATED_NORM);
+  op->t[0] = out;
+  op->t[1] = x;
+  op->t[2] = z;
+  op->t[3] = w;
+  op->ival[0] = head_dim;
+  op->fval[0] = eps;
+}
+
+static void cu_sigmoid_mul(void *p, hx_tensor out, hx_tensor x, hx_tensor g) {
+  HX_ASSERT(out.n_cols == x.n_cols && out.n_rows == x.n_rows && g.n_rows == x.n_rows);
+  HX_ASSERT(g.n_cols == x.n_cols || g.n_cols == 1);
+  cu_op *op = rec(p, OP_SIGMOID_MUL);
+  op->t[0] = out;
+  op->t[1] = x;
+  op->t[2] = g;
+}
+
+static void cu_zero(void *p, hx_tensor t) {
+  size_t width = hx_backend_row_bytes(t.type, t.n_cols);
+  HX_ASSERT(width > 0 && width <= t.row_bytes);
+  cu_op *op = rec(p, OP_ZERO);
+  op->t[0] = t;
+  op->lval[0] = (int64_t)width;
+}
+
 /* ---- execution ---- */
 
 static cudaDataType_t cublas_type(uint32_t t) {
@@ -570,6 +723,85 @@ static void exec_op(cuda_be *be, const cu_op *op) {
     launch_top_k((float *)ptr(t[0]), stride_f(t[0]), (int32_t *)ptr(t[1]),
                  t[1].row_bytes / sizeof(int32_t), (const float *)ptr(t[2]), stride_f(t[2]),
                  t[2].n_cols, t[2].n_rows, op->ival[0], st);
+    break;
+  case OP_MOE_ROUTE:
+    launch_moe_route((float *)ptr(t[0]), stride_f(t[0]), (int32_t *)ptr(t[1]),
+                     t[1].row_bytes / sizeof(int32_t), (const float *)ptr(t[2]), stride_f(t[2]),
+                     t[2].n_cols, t[2].n_rows, op->ival[0], op->ival[1], st);
+    break;
+  case OP_MOE_MM: {
+    cu_moe_job jobs[2];
+    const int n_w = op->ival[0];
+    HX_ASSERT(n_w == 1 || op[1].kind == OP_MOE_MM2);
+    for (int i = 0; i < n_w; i++) {
+      const hx_tensor *ti = op[i].t;
+      jobs[i] = (cu_moe_job){(float *)ptr(ti[0]), stride_f(ti[0]), ptr(ti[1]),
+                             (int)ti[1].type,     ti[0].n_cols,    ti[1].row_bytes};
+    }
+    launch_moe_matmul_id(jobs, n_w, (const float *)ptr(t[2]), stride_f(t[2]), t[2].n_rows,
+                         t[2].n_cols, (const int32_t *)ptr(t[3]), t[3].row_bytes / sizeof(int32_t),
+                         t[3].n_rows, (int)t[3].n_cols, t[1].n_rows / t[0].n_cols, be->q8,
+                         be->q8_bytes, st);
+    break;
+  }
+  case OP_MOE_MM2:
+  case OP_DELTA_ARGS:
+    break; /* read by the op before */
+  case OP_MOE_COMBINE:
+    launch_moe_combine((float *)ptr(t[0]), stride_f(t[0]), (const float *)ptr(t[1]), stride_f(t[1]),
+                       (const float *)ptr(t[2]), stride_f(t[2]), (const float *)ptr(t[3]),
+                       t[3].buf ? stride_f(t[3]) : 0, (const float *)ptr(t[4]),
+                       t[4].buf ? stride_f(t[4]) : 0, t[0].n_cols, t[0].n_rows, (int)t[2].n_cols,
+                       st);
+    break;
+  case OP_SSM_CONV:
+    launch_ssm_conv((float *)ptr(t[0]), stride_f(t[0]), (const float *)ptr(t[1]), stride_f(t[1]),
+                    (const float *)ptr(t[2]), stride_f(t[2]), (float *)ptr(t[3]), stride_f(t[3]),
+                    t[1].n_cols, t[1].n_rows, (int)t[2].n_cols, st);
+    break;
+  case OP_DELTA: {
+    HX_ASSERT(op[1].kind == OP_DELTA_ARGS);
+    const hx_tensor *ta = op[1].t;
+    cu_delta_args da = {
+        .out = (float *)ptr(t[0]),
+        .q = (const float *)ptr(t[1]),
+        .k = (const float *)ptr(t[2]),
+        .v = (const float *)ptr(t[3]),
+        .a = (const float *)ptr(ta[0]),
+        .b = (const float *)ptr(ta[1]),
+        .ssm_a = (const float *)ptr(ta[2]),
+        .dt_bias = (const float *)ptr(ta[3]),
+        .state = (float *)ptr(t[4]),
+        .out_stride = stride_f(t[0]),
+        .q_stride = stride_f(t[1]),
+        .k_stride = stride_f(t[2]),
+        .v_stride = stride_f(t[3]),
+        .a_stride = stride_f(ta[0]),
+        .b_stride = stride_f(ta[1]),
+        .state_stride = stride_f(t[4]),
+        .n = t[1].n_rows,
+        .n_k_heads = op->ival[0],
+        .n_v_heads = op->ival[1],
+        .d_k = op->ival[2],
+        .d_v = (int)op->lval[0],
+        .kv_tiled = (int)op->lval[1],
+        .eps = op->fval[0],
+    };
+    launch_delta_rule(&da, st);
+    break;
+  }
+  case OP_GATED_NORM:
+    launch_gated_norm((float *)ptr(t[0]), stride_f(t[0]), (const float *)ptr(t[1]), stride_f(t[1]),
+                      (const float *)ptr(t[2]), stride_f(t[2]), (const float *)ptr(t[3]),
+                      t[1].n_cols, t[1].n_rows, op->ival[0], op->fval[0], st);
+    break;
+  case OP_SIGMOID_MUL:
+    launch_sigmoid_mul((float *)ptr(t[0]), stride_f(t[0]), (const float *)ptr(t[1]), stride_f(t[1]),
+                       (const float *)ptr(t[2]), stride_f(t[2]), t[2].n_cols == 1, t[1].n_cols,
+                       t[1].n_rows, st);
+    break;
+  case OP_ZERO:
+    launch_zero_rows(ptr(t[0]), t[0].row_bytes, (size_t)op->lval[0], t[0].n_rows, st);
     break;
   case OP_KIND_COUNT:
     HX_ASSERT(!"not an op");
@@ -806,7 +1038,15 @@ static const hx_backend_ops cuda_ops = {
     .softmax = cu_softmax,
     .top_k = cu_top_k,
     /* MoE ops (moe.cu) */
+    .moe_route = cu_moe_route,
+    .moe_matmul_id = cu_moe_matmul_id,
+    .moe_combine = cu_moe_combine,
     /* DeltaNet ops (ssm.cu) */
+    .ssm_conv = cu_ssm_conv,
+    .delta_rule = cu_delta_rule,
+    .gated_norm = cu_gated_norm,
+    .sigmoid_mul = cu_sigmoid_mul,
+    .zero = cu_zero,
 };
 
 int hx_backend_cuda_device_count(void) {

@@ -146,14 +146,13 @@ typedef struct cu_delta_args {
   float eps; /* of the q/k L2 norm */
 } cu_delta_args;
 void launch_delta_rule(const cu_delta_args *a, hx_stream st);
-void launch_gated_norm(float *out, size_t o_stride, const float *x, size_t x_stride,
-                       const float *z, size_t z_stride, const float *w, int64_t n_cols,
-                       int64_t n_rows, int head_dim, float eps, hx_stream st);
+void launch_gated_norm(float *out, size_t o_stride, const float *x, size_t x_stride, const float *z,
+                       size_t z_stride, const float *w, int64_t n_cols, int64_t n_rows,
+                       int head_dim, float eps, hx_stream st);
 void launch_sigmoid_mul(float *out, size_t o_stride, const float *x, size_t x_stride,
                         const float *g, size_t g_stride, int broadcast, int64_t n_cols,
                         int64_t n_rows, hx_stream st);
-void launch_zero_rows(void *p, size_t row_bytes, size_t width_bytes, int64_t n_rows,
-                      hx_stream st);
+void launch_zero_rows(void *p, size_t row_bytes, size_t width_bytes, int64_t n_rows, hx_stream st);
 
 #ifdef __cplusplus
 }
