@@ -118,7 +118,13 @@ hx_code hx_engine_estimate(const char *path, const hx_engine_opts *opts, hx_engi
   }
   size_t kv_row =
       hx_backend_row_bytes(kv_quant_type(opts->kv_type), (int64_t)hp->n_head_kv * hp->head_dim_k);
-  out->kv_bytes_slot = 2ull * (uint64_t)hp->n_layer * (uint64_t)n_ctx * kv_row;
+  /* hybrid arches: K/V only for the full-attention layers, plus the recurrent
+   * state of the DeltaNet layers twice (live + prefix snapshot, models/qwen35.c) */
+  int n_attn = 0;
+  for (int l = 0; l < hp->n_layer; l++)
+    n_attn += !hp->layer_recurrent[l];
+  out->kv_bytes_slot = 2ull * (uint64_t)n_attn * (uint64_t)n_ctx * kv_row +
+                       2ull * model_file_memory_estimate(mf, n_ctx, 2).recurrent_bytes;
   const uint64_t B = opts->max_batch ? (uint64_t)opts->max_batch : 512;
   const uint64_t qd = (uint64_t)hp->n_head * (uint64_t)hp->head_dim_k;
   out->scratch_bytes = 4 * B * (2ull * (uint64_t)hp->n_embd + 2 * qd + 2ull * (uint64_t)hp->n_ff) +

@@ -221,6 +221,16 @@ static void check_model(const char *name) {
 static void test_qwen35(void **state) {
   (void)state;
   check_model("qwen35-tiny-f32");
+  /* a slot's cache: K/V of the one full-attention layer (f16, 128 positions,
+   * 2 kv heads x 32) + the three DeltaNet layers' conv window (3 x 160
+   * channels) and state (4 heads x 16 x 24), f32, live + snapshot */
+  hx_engine_opts o;
+  hx_engine_opts_default(&o);
+  o.n_ctx = 128;
+  hx_engine_mem mem;
+  hx_err err = {0};
+  assert_int_equal(hx_engine_estimate(DIR "qwen35-tiny-f32", &o, &mem, &err), HX_OK);
+  assert_int_equal(mem.kv_bytes_slot, 2 * 1 * 128 * 64 * 2 + 2 * 3 * 4 * (3 * 160 + 4 * 16 * 24));
 }
 
 static void test_qwen3next(void **state) {
