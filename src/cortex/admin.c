@@ -22,6 +22,7 @@ hx_code gw_metrics_init(gateway *gw, hx_err *err) {
   static const char *dev_l[] = {"neuron", "device"};
   static const char *n_l[] = {"neuron"};
   static const char *tr_l[] = {"neuron", "to"};
+  static const char *df_l[] = {"neuron", "device", "outcome"};
   static const double tok_s[] = {0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1};
   static const double load_s[] = {0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600};
   const double *lat = hx_metrics_buckets_latency_s;
@@ -56,6 +57,9 @@ hx_code gw_metrics_init(gateway *gw, hx_err *err) {
                                              "Neuron up/down transitions", tr_l, 2);
   m->inflight =
       hx_metrics_gauge(m->reg, "cortex_requests_in_flight", "Requests in flight", NULL, 0);
+  m->defrags =
+      hx_metrics_counter(m->reg, "cortex_defrag_total",
+                         "Device repacks after defrag_after_cycles load/evict cycles", df_l, 3);
   return HX_OK;
 }
 
@@ -93,6 +97,12 @@ json_t *gw_status_json(gateway *gw) {
                                     (json_int_t)n->ram_available_bytes, "memory_budget_bytes",
                                     (json_int_t)n->budget_bytes, "devices", devs, "loaded", loaded,
                                     "available", n->n_avail));
+    unsigned cycles = n->cycles; /* the most on any device, or the whole host */
+    for (int d = 0; d < GW_MAX_DEVICES; d++)
+      cycles = n->dev_cycles[d] > cycles ? n->dev_cycles[d] : cycles;
+    json_t *last = json_array_get(neurons, json_array_size(neurons) - 1);
+    json_object_set_new(last, "cycles", json_integer(cycles));
+    json_object_set_new(last, "repacking", json_boolean(n->repacking));
   }
   for (size_t i = 0; i < gw->n_models; i++) {
     const gw_model *m = &gw->models[i];

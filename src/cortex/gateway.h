@@ -65,7 +65,9 @@ typedef struct gw_neuron {
   int n_avail;
   long in_flight;  /* cortex requests being proxied to it */
   bool swapping;   /* a load/unload is in progress on it */
-  unsigned cycles; /* load/evict cycles since the last repack */
+  bool repacking;  /* defrag.c is unloading/reloading it: no new leases */
+  unsigned cycles; /* load/evict cycles since the last repack, whole host (CPU, unknown device) */
+  unsigned dev_cycles[GW_MAX_DEVICES]; /* the same per device index */
   /* idle upstream calls whose connection to this neuron stays open
    * (upstream.c); guarded by gateway.pool_mu */
   struct hx_http_call *idle_calls[GW_POOL_MAX];
@@ -88,7 +90,7 @@ typedef struct gw_metrics {
   hx_metrics *reg;
   hx_metric *requests, *prompt_tokens, *gen_tokens, *ttft, *itl, *e2e, *queue, *loads,
       *load_seconds, *evictions, *vram_used, *vram_total, *neuron_up, *neuron_transitions,
-      *inflight;
+      *inflight, *defrags;
 } gw_metrics;
 
 typedef struct gateway {
@@ -107,6 +109,9 @@ typedef struct gateway {
   atomic_long streams; /* requests being handled (max_streams) */
   pthread_t poller;
   bool poller_started;
+  pthread_t defrag_thread; /* the repack in progress (defrag.c), at most one */
+  bool defrag_started;     /* defrag_thread needs joining */
+  atomic_bool defrag_busy; /* it is still running */
   hx_http_server *api, *metrics_srv;
 } gateway;
 
@@ -117,6 +122,26 @@ void gw_poller_stop(gateway *gw);
 void gw_poll_neuron(gateway *gw, size_t idx);
 
 /* router.c */
+/* Public model state whose neuron-side id is uid, or NULL. Must hold gw->mu. */
+gw_model *gw_model_of_upstream(gateway *gw, const char *uid);
+/* POST /models/unload to neuron ni (without the lock). */
+hx_code gw_neuron_unload(gateway *gw, size_t ni, const char *uid, hx_err *err);
+/* POST /models/load to neuron ni with the profile's settings (pr may be
+ * NULL), onto device when ≥ 0, and wait until ready (without the lock). */
+hx_code gw_neuron_load(gateway *gw, size_t ni, const models_profile *pr, const char *name,
+                       const char *uid, int device, uint64_t deadline_ns, hx_err *err);
+
+/* defrag.c */
+/* Bit d set for each device index d (< 32) the loaded model holds. */
+uint32_t gw_loaded_devmask(const gw_loaded *l);
+/* Counts one load/evict cycle on the devices in devmask of neuron ni (the
+ * whole host when devmask is 0 or the host has no devices). Must hold gw->mu. */
+void gw_defrag_count(gateway *gw, size_t ni, uint32_t devmask);
+/* Starts a repack when a device is due and its neuron idle (poller thread;
+ * without the lock). */
+void gw_defrag_maybe(gateway *gw);
+/* Waits for a repack in progress (shutdown; after gw->stopping is set). */
+void gw_defrag_stop(gateway *gw);
 /* Neuron-side id of a public model: its profile path's file or directory
  * name without ".gguf", else the id itself. */
 void gw_upstream_id(const char *id, const models_profile *pr, char *out, size_t cap);

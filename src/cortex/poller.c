@@ -197,6 +197,7 @@ static void *poll_main(void *arg) {
       if (due)
         gw_poll_neuron(gw, i);
     }
+    gw_defrag_maybe(gw);
     hx_time_sleep_ms(50);
   }
   return NULL;
@@ -216,4 +217,5 @@ void gw_poller_stop(gateway *gw) {
   if (gw->poller_started)
     pthread_join(gw->poller, NULL);
   gw->poller_started = false;
+  gw_defrag_stop(gw); /* after the poller: nothing starts another */
 }

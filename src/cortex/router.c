@@ -134,8 +134,7 @@ static uint64_t router_need_bytes(gateway *gw, const gw_model *m, const char *ui
   return best;
 }
 
-/* The public model (state) that a neuron-side loaded id belongs to. */
-static gw_model *router_model_of(gateway *gw, const char *uid) {
+gw_model *gw_model_of_upstream(gateway *gw, const char *uid) {
   for (size_t i = 0; i < gw->n_models; i++) {
     char u[GW_ID_MAX];
     router_upstream_id(&gw->models[i], u, sizeof u);
@@ -148,6 +147,7 @@ static gw_model *router_model_of(gateway *gw, const char *uid) {
 typedef struct router_plan {
   int neuron;
   char victims[PLACE_MAX_LOADED][GW_ID_MAX];
+  uint32_t victim_devmask[PLACE_MAX_LOADED]; /* devices (by index) each victim held */
   size_t n_victims;
   bool wait; /* would fit once busy models go idle */
 } router_plan;
@@ -167,7 +167,7 @@ static void router_snapshot(gateway *gw, gw_model *m, const char *uid, uint64_t 
     p->in_flight = n->in_flight;
     for (int k = 0; k < n->n_loaded && p->n_loaded < PLACE_MAX_LOADED; k++) {
       gw_loaded *l = &n->loaded[k];
-      gw_model *lm = router_model_of(gw, l->id);
+      gw_model *lm = gw_model_of_upstream(gw, l->id);
       place_model *pm = &p->loaded[p->n_loaded++];
       pm->id = l->id;
       pm->bytes = l->bytes;
@@ -203,8 +203,11 @@ static hx_code router_plan_load(gateway *gw, gw_model *m, const char *uid, uint6
   hx_code rc = HX_OK;
   if (placement_choose(pn, gw->n_neurons, need, gw->cfg->eviction.strategy, &d)) {
     plan->neuron = d.neuron;
-    for (size_t k = 0; k < d.n_evict; k++)
+    for (size_t k = 0; k < d.n_evict; k++) {
       snprintf(plan->victims[k], GW_ID_MAX, "%s", pn[d.neuron].loaded[d.evict[k]].id);
+      const gw_loaded *v = router_find_loaded(&gw->neurons[d.neuron], plan->victims[k]);
+      plan->victim_devmask[k] = v ? gw_loaded_devmask(v) : 0;
+    }
     plan->n_victims = d.n_evict;
   } else if (!any_up) {
     rc = hx_err_set(err, HX_EBUSY, "no neuron is up to serve model \"%s\"", m->id);
@@ -273,45 +276,50 @@ static hx_code router_post(const gw_neuron *n, const char *path, const char *bod
   return rc;
 }
 
-/* Runs a planned swap on neuron ni without the lock: unload victims, load,
- * wait until ready. */
-static hx_code router_do_load(gateway *gw, gw_model *m, const char *uid, const router_plan *plan,
-                              uint64_t deadline_ns, router_ka *ka, hx_err *err) {
-  gw_neuron *n = &gw->neurons[plan->neuron];
-  int status;
-  char msg[256];
-  for (size_t k = 0; k < plan->n_victims; k++) {
-    char body[GW_ID_MAX + 32];
-    json_t *b = json_pack("{s:s}", "model", plan->victims[k]);
-    char *s = json_dumps(b, JSON_COMPACT);
-    snprintf(body, sizeof body, "%s", s ? s : "{}");
-    free(s);
-    json_decref(b);
-    HX_INFO("evicting %s from neuron %s to load %s", plan->victims[k], n->cfg->name, m->id);
-    hx_code rc = router_post(n, "/models/unload", body, 120000, ka, &status, msg, sizeof msg, err);
-    if (rc != HX_OK || status >= 300) {
-      if (rc == HX_OK)
-        hx_err_set(err, HX_EIO, "neuron %s refused to unload %s (HTTP %d): %s", n->cfg->name,
-                   plan->victims[k], status, msg);
-      return err ? err->code : HX_EIO;
-    }
-    const char *el[] = {plan->victims[k], n->cfg->name};
-    hx_metric_inc(gw->m.evictions, el);
-  }
+hx_code gw_neuron_unload(gateway *gw, size_t ni, const char *uid, hx_err *err) {
+  HX_ASSERT(ni < gw->n_neurons);
+  const gw_neuron *n = &gw->neurons[ni];
   json_t *b = json_pack("{s:s}", "model", uid);
-  if (m->profile && m->profile->context)
-    json_object_set_new(b, "context", json_integer(m->profile->context));
-  if (m->profile && m->profile->quant)
-    json_object_set_new(b, "quant", json_string(m->profile->quant));
-  if (m->profile && m->profile->tensor_parallel > 1)
-    json_object_set_new(b, "tensor_parallel", json_integer(m->profile->tensor_parallel));
   char *body = json_dumps(b, JSON_COMPACT);
   json_decref(b);
   if (!body)
     return hx_err_set(err, HX_ENOMEM, "out of memory");
-  HX_INFO("loading %s on neuron %s", m->id, n->cfg->name);
+  int status = 0;
+  char msg[256];
+  router_ka ka = {0};
+  hx_code rc = router_post(n, "/models/unload", body, 120000, &ka, &status, msg, sizeof msg, err);
+  free(body);
+  if (rc == HX_OK && status >= 300)
+    rc = hx_err_set(err, HX_EIO, "neuron %s refused to unload %s (HTTP %d): %s", n->cfg->name, uid,
+                    status, msg);
+  return rc;
+}
+
+/* POSTs /models/load for uid (with the profile's settings when pr is set; on
+ * device when ≥ 0) and polls the neuron until the model is ready. name is the
+ * public id for logs and metrics. Without the lock. */
+static hx_code router_load_one(gateway *gw, size_t ni, const models_profile *pr, const char *name,
+                               const char *uid, int device, uint64_t deadline_ns, router_ka *ka,
+                               hx_err *err) {
+  gw_neuron *n = &gw->neurons[ni];
+  json_t *b = json_pack("{s:s}", "model", uid);
+  if (pr && pr->context)
+    json_object_set_new(b, "context", json_integer(pr->context));
+  if (pr && pr->quant)
+    json_object_set_new(b, "quant", json_string(pr->quant));
+  if (pr && pr->tensor_parallel > 1)
+    json_object_set_new(b, "tensor_parallel", json_integer(pr->tensor_parallel));
+  if (device >= 0)
+    json_object_set_new(b, "devices", json_pack("[i]", device));
+  char *body = json_dumps(b, JSON_COMPACT);
+  json_decref(b);
+  if (!body)
+    return hx_err_set(err, HX_ENOMEM, "out of memory");
+  HX_INFO("loading %s on neuron %s", name, n->cfg->name);
   uint64_t t0 = hx_time_mono_ns();
-  long left_ms = (long)((deadline_ns - t0) / 1000000u);
+  long left_ms = deadline_ns > t0 ? (long)((deadline_ns - t0) / 1000000u) : 0;
+  int status = 0;
+  char msg[256];
   hx_code rc = router_post(n, "/models/load", body, left_ms > 1000 ? left_ms : 1000, ka, &status,
                            msg, sizeof msg, err);
   free(body);
@@ -320,14 +328,13 @@ static hx_code router_do_load(gateway *gw, gw_model *m, const char *uid, const r
                       status == 507   ? HX_ETOOLARGE
                       : status == 404 ? HX_ENOTFOUND
                                       : HX_EIO,
-                      "neuron %s could not load %s (HTTP %d): %s", n->cfg->name, m->id, status,
-                      msg);
+                      "neuron %s could not load %s (HTTP %d): %s", n->cfg->name, name, status, msg);
   }
   if (rc != HX_OK)
     return rc;
   /* wait for state ready */
   for (;;) {
-    gw_poll_neuron(gw, (size_t)plan->neuron);
+    gw_poll_neuron(gw, ni);
     pthread_mutex_lock(&gw->mu);
     gw_loaded *l = router_find_loaded(n, uid);
     char st[16] = "";
@@ -339,20 +346,49 @@ static hx_code router_do_load(gateway *gw, gw_model *m, const char *uid, const r
       break;
     if (strcmp(st, "failed") == 0 ||
         (!l && status < 300 && up && st[0] == '\0' && hx_time_mono_ns() - t0 > 2000000000ull))
-      return hx_err_set(err, HX_EIO, "neuron %s failed to load %s", n->cfg->name, m->id);
+      return hx_err_set(err, HX_EIO, "neuron %s failed to load %s", n->cfg->name, name);
     if (!up)
-      return hx_err_set(err, HX_EIO, "neuron %s went down while loading %s", n->cfg->name, m->id);
+      return hx_err_set(err, HX_EIO, "neuron %s went down while loading %s", n->cfg->name, name);
     if (hx_time_mono_ns() > deadline_ns)
-      return hx_err_set(err, HX_ETIMEOUT, "loading %s on %s timed out", m->id, n->cfg->name);
+      return hx_err_set(err, HX_ETIMEOUT, "loading %s on %s timed out", name, n->cfg->name);
+    if (atomic_load(&gw->stopping))
+      return hx_err_set(err, HX_ECANCELLED, "cortex is shutting down");
     if (router_tick(ka) != 0)
       return hx_err_set(err, HX_ECANCELLED, "client went away during load");
     hx_time_sleep_ms(ROUTER_LOAD_POLL_MS);
   }
   double secs = (double)(hx_time_mono_ns() - t0) / 1e9;
-  const char *ll[] = {m->id, n->cfg->name};
+  const char *ll[] = {name, n->cfg->name};
   hx_metric_observe(gw->m.load_seconds, ll, secs);
-  HX_INFO("loaded %s on neuron %s in %.2f s", m->id, n->cfg->name, secs);
+  HX_INFO("loaded %s on neuron %s in %.2f s", name, n->cfg->name, secs);
   return HX_OK;
+}
+
+hx_code gw_neuron_load(gateway *gw, size_t ni, const models_profile *pr, const char *name,
+                       const char *uid, int device, uint64_t deadline_ns, hx_err *err) {
+  router_ka ka = {0};
+  return router_load_one(gw, ni, pr, name, uid, device, deadline_ns, &ka, err);
+}
+
+/* Runs a planned swap on neuron ni without the lock: unload victims, load,
+ * wait until ready. Each victim counts one load/evict cycle on the devices
+ * it held (defrag.c). */
+static hx_code router_do_load(gateway *gw, gw_model *m, const char *uid, const router_plan *plan,
+                              uint64_t deadline_ns, router_ka *ka, hx_err *err) {
+  gw_neuron *n = &gw->neurons[plan->neuron];
+  for (size_t k = 0; k < plan->n_victims; k++) {
+    HX_INFO("evicting %s from neuron %s to load %s", plan->victims[k], n->cfg->name, m->id);
+    hx_code rc = gw_neuron_unload(gw, (size_t)plan->neuron, plan->victims[k], err);
+    if (rc != HX_OK)
+      return rc;
+    const char *el[] = {plan->victims[k], n->cfg->name};
+    hx_metric_inc(gw->m.evictions, el);
+    pthread_mutex_lock(&gw->mu);
+    gw_defrag_count(gw, (size_t)plan->neuron, plan->victim_devmask[k]);
+    pthread_mutex_unlock(&gw->mu);
+  }
+  return router_load_one(gw, (size_t)plan->neuron, m->profile, m->id, uid, -1, deadline_ns, ka,
+                         err);
 }
 
 static void router_lease(gateway *gw, gw_model *m, size_t ni, const char *uid, gw_lease *out) {
@@ -395,7 +431,8 @@ hx_code gw_acquire(gateway *gw, const char *model, uint64_t exclude, gw_keepaliv
     for (size_t i = 0; i < gw->n_neurons; i++) {
       gw_neuron *n = &gw->neurons[i];
       gw_loaded *l = router_find_loaded(n, uid);
-      if (!l || strcmp(l->state, "ready") != 0 || !router_usable(n, now, exclude, i))
+      if (!l || strcmp(l->state, "ready") != 0 || !router_usable(n, now, exclude, i) ||
+          n->repacking)
         continue;
       if (best_if < 0 || n->in_flight < best_if) {
         best_if = n->in_flight;
@@ -438,7 +475,6 @@ hx_code gw_acquire(gateway *gw, const char *model, uint64_t exclude, gw_keepaliv
         m->loading = false;
         m->loading_neuron = -1;
         gw->neurons[plan.neuron].swapping = false;
-        gw->neurons[plan.neuron].cycles++;
         m->load_generation++;
         seen_gen = m->load_generation;
         const char *ll[] = {m->id, gw->neurons[plan.neuron].cfg->name,
@@ -539,20 +575,16 @@ hx_code gw_admin_unload(gateway *gw, const char *model, hx_err *err) {
     pthread_mutex_unlock(&gw->mu);
     if (!has)
       continue;
-    json_t *b = json_pack("{s:s}", "model", uid);
-    char *body = json_dumps(b, JSON_COMPACT);
-    json_decref(b);
-    int status = 0;
-    char msg[256];
-    router_ka ka = {0};
-    hx_code rc = router_post(&gw->neurons[i], "/models/unload", body ? body : "{}", 120000, &ka,
-                             &status, msg, sizeof msg, err);
-    free(body);
+    pthread_mutex_lock(&gw->mu);
+    const gw_loaded *l = router_find_loaded(&gw->neurons[i], uid);
+    uint32_t mask = l ? gw_loaded_devmask(l) : 0;
+    pthread_mutex_unlock(&gw->mu);
+    hx_code rc = gw_neuron_unload(gw, i, uid, err);
     if (rc != HX_OK)
       return rc;
-    if (status >= 300)
-      return hx_err_set(err, HX_EIO, "neuron %s refused to unload %s (HTTP %d): %s",
-                        gw->neurons[i].cfg->name, uid, status, msg);
+    pthread_mutex_lock(&gw->mu);
+    gw_defrag_count(gw, i, mask);
+    pthread_mutex_unlock(&gw->mu);
     gw_poll_neuron(gw, i);
     done++;
   }

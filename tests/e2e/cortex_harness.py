@@ -41,7 +41,8 @@ def wait_http(url, timeout=10.0, want=200, proc=None):
 
 
 class Fleet:
-    def __init__(self, tmp, neurons, models_toml, strategy="lru", keys="", extra_gateway=""):
+    def __init__(self, tmp, neurons, models_toml, strategy="lru", keys="", extra_gateway="",
+                 extra_eviction=""):
         """neurons: list of dicts {name, models, budget, preload?, load_ms?}."""
         self.procs = []
         self.neurons = {}
@@ -62,7 +63,7 @@ class Fleet:
             f.write(models_toml)
         cfg = (f'[gateway]\nlisten = "127.0.0.1:{self.port}"\nmetrics_listen = "127.0.0.1:{self.mport}"\n'
                f'models_file = "models.toml"\nheader_timeout_ms = 2000\n{extra_gateway}\n'
-               f'[eviction]\nstrategy = "{strategy}"\n\n')
+               f'[eviction]\nstrategy = "{strategy}"\n{extra_eviction}\n\n')
         for name, n in self.neurons.items():
             cfg += (f'[[neurons]]\nname = "{name}"\nendpoint = "{n["url"]}"\npoll_interval_ms = 200\n'
                     f'timeout_ms = 1000\n\n')

@@ -261,8 +261,53 @@ def test_pooled_connection_to_restarted_neuron(tmp_path):
         p.stdout.readline()
         n["proc"] = p
         f.procs.append(p)
+        t0 = time.time()  # the poller may have seen it down: wait until it is read again
+        while not (f.status()["neurons"][0]["up"] and f.status()["neurons"][0]["loaded"]):
+            assert time.time() - t0 < 5
+            time.sleep(0.05)
+        # the pool still holds the connection to the dead process
         for _ in range(3):
             assert ask(f, "small") == "Hello from m1 (a)"
         assert f.stats("a")["chats"] == 3
+    finally:
+        assert f.stop() == 0
+
+
+def test_defrag_repacks_after_cycles(tmp_path):
+    """defrag_after_cycles = 2: two evictions from the host, then (idle) every
+    model there is unloaded and loaded back pinned first, then largest first;
+    requests that arrive during the repack wait for it and succeed."""
+    f = Fleet(str(tmp_path), [{"name": "a", "models": "m1:60,m2:100,m3:40,m4:100", "budget": 200,
+                               "load_ms": 500}], MODELS, extra_eviction="defrag_after_cycles = 2")
+    try:
+        assert ask(f, "pin") == "Hello from m3 (a)"
+        assert ask(f, "small") == "Hello from m1 (a)"
+        assert ask(f, "med") == "Hello from m2 (a)"
+        assert f.status()["neurons"][0]["cycles"] == 0
+        assert ask(f, "other") == "Hello from m4 (a)"  # evicts m1 then m2: 2 cycles
+        t0 = time.time()
+        while not f.status()["neurons"][0]["repacking"]:
+            assert time.time() - t0 < 5, "no repack started"
+            time.sleep(0.02)
+        out, errs = [], []
+
+        def go(model):
+            try:
+                out.append(ask(f, model))
+            except Exception as e:  # noqa: BLE001
+                errs.append(e)
+        ts = [threading.Thread(target=go, args=(m,)) for m in ("other", "other", "pin", "other")]
+        [t.start() for t in ts]
+        [t.join() for t in ts]
+        assert errs == []
+        assert sorted(out) == ["Hello from m3 (a)"] + ["Hello from m4 (a)"] * 3
+        s = f.stats("a")
+        assert s["unloads"] == ["m1", "m2", "m3", "m4"]            # repack: everything out...
+        assert s["loads"] == ["m3", "m1", "m2", "m4", "m3", "m4"]  # ...back pinned, then largest
+        st = f.status()["neurons"][0]
+        assert st["cycles"] == 0 and not st["repacking"]
+        metrics = urllib.request.urlopen(f.metrics_url, timeout=5).read().decode()
+        assert 'cortex_defrag_total{neuron="a",device="all",outcome="ok"} 1' in metrics
+        assert "repacking neuron a device all after 2 load/evict cycles" in f.logs()
     finally:
         assert f.stop() == 0
