@@ -181,7 +181,8 @@ typedef struct hx_backend_ops {
    * n_in ≤ HX_BACKEND_MOE_N_IN_MAX. Only the selected experts' weights are
    * read; with n > 1 a backend may group the rows by expert (each output is
    * still one dot product of one weight row and one input row). Several
-   * weights (gate + up) share one input pass. y, w are arrays of handles read
+   * weights (gate + up) share one input pass; they must then have the same
+   * activation format (quant_type_dot_type). y, w are arrays of handles read
    * during the call; y must not alias x. */
   void (*moe_matmul_id)(void *be, int n_w, const hx_tensor *y, const hx_tensor *w, hx_tensor x,
                         hx_tensor ids);

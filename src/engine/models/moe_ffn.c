@@ -144,14 +144,6 @@ hx_code moe_ffn_layer_load(const moe_ffn *f, const model_file *mf, int layer, mo
       (rc = moe_load(f, mf, layer, "ffn_up_exps.weight", E, X * F, out, &out->up_exps, err)) ||
       (rc = moe_load(f, mf, layer, "ffn_down_exps.weight", F, X * E, out, &out->down_exps, err)))
     goto fail;
-  if (quant_type_dot_type(out->gate_exps.type) != quant_type_dot_type(out->up_exps.type)) {
-    rc = hx_err_set(err, HX_EUNSUPPORTED,
-                    "%s: blk.%d ffn_gate_exps (%s) and ffn_up_exps (%s) need different "
-                    "activation formats",
-                    model_file_path(mf), layer, quant_type_name(out->gate_exps.type),
-                    quant_type_name(out->up_exps.type));
-    goto fail;
-  }
   if (Fs &&
       ((rc = moe_load(f, mf, layer, "ffn_gate_inp_shexp.weight", E, 1, out, &out->shexp_gate,
                       err)) ||
@@ -198,7 +190,12 @@ void moe_ffn_forward(const moe_ffn *f, const moe_ffn_layer *L, hx_tensor out, hx
   }
   op->moe_route(be, weights, ids, logits, f->k, f->renorm);
   const hx_tensor gu_y[2] = {eg, eu}, gu_w[2] = {L->gate_exps, L->up_exps};
-  op->moe_matmul_id(be, 2, gu_y, gu_w, x, ids);
+  if (quant_type_dot_type(L->gate_exps.type) == quant_type_dot_type(L->up_exps.type)) {
+    op->moe_matmul_id(be, 2, gu_y, gu_w, x, ids); /* one input pass for both */
+  } else { /* e.g. Q8_0 beside a K-quant: different activation formats */
+    op->moe_matmul_id(be, 1, &gu_y[0], &gu_w[0], x, ids);
+    op->moe_matmul_id(be, 1, &gu_y[1], &gu_w[1], x, ids);
+  }
   op->swiglu(be, eg, eg, eu);
   op->moe_matmul_id(be, 1, &ed, &L->down_exps, eg, ids);
   if (shared) {
