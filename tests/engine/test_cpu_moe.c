@@ -202,12 +202,14 @@ static void test_matmul_id(void **state) {
   }
 }
 
-static void test_combine(void **state) {
-  (void)state;
+/* moe_combine for n rows of width d, k slots; with and without the shared
+ * expert (the latter written in place over shared). */
+static void check_combine(int n, int k, int d) {
   fx f;
   fx_init(&f);
-  const int n = 5, k = 3, d = 20;
-  float y[5 * 3 * 20], w[5 * 3], sh[5 * 20], g[5];
+  float *y = malloc(sizeof(float) * (size_t)(n * k * d)),
+        *w = malloc(sizeof(float) * (size_t)(n * k));
+  float *sh = malloc(sizeof(float) * (size_t)(n * d)), *g = malloc(sizeof(float) * (size_t)n);
   for (int i = 0; i < n * k * d; i++)
     y[i] = frand();
   for (int i = 0; i < n * k; i++)
@@ -219,7 +221,8 @@ static void test_combine(void **state) {
   hx_tensor yt = tens(&f, QUANT_F32, d, n * k, y), wt = tens(&f, QUANT_F32, k, n, w);
   hx_tensor st = tens(&f, QUANT_F32, d, n, sh), gt = tens(&f, QUANT_F32, 1, n, g);
   hx_tensor out = tens(&f, QUANT_F32, d, n, NULL), none = {0};
-  float got[5 * 20], got_sh[5 * 20];
+  float *got = malloc(sizeof(float) * (size_t)(n * d)),
+        *got_sh = malloc(sizeof(float) * (size_t)(n * d));
   f.b.ops->moe_combine(f.b.be, out, yt, wt, none, none);
   down(&f, out, got);
   f.b.ops->moe_combine(f.b.be, st, yt, wt, st, gt); /* out aliasing shared */
@@ -228,12 +231,19 @@ static void test_combine(void **state) {
     for (int i = 0; i < d; i++) {
       double acc = 0;
       for (int j = 0; j < k; j++)
-        acc += (double)w[t * k + j] * y[(t * k + j) * d + i];
+        acc += (double)w[t * k + j] * y[(size_t)(t * k + j) * (size_t)d + (size_t)i];
       assert_true(fabs(got[t * d + i] - acc) < 1e-5);
       const double with = acc + sh[t * d + i] / (1 + exp(-(double)g[t]));
       assert_true(fabs(got_sh[t * d + i] - with) < 1e-5);
     }
+  free(y), free(w), free(sh), free(g), free(got), free(got_sh);
   fx_free(&f);
+}
+
+static void test_combine(void **state) {
+  (void)state;
+  check_combine(5, 3, 20);   /* one task on the caller */
+  check_combine(40, 4, 512); /* split over the pool */
 }
 
 /* silu(a) * b */

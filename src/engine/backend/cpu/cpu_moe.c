@@ -217,28 +217,53 @@ void cpu_moe_matmul_id(void *be, int n_w, const hx_tensor *y, const hx_tensor *w
 
 /* ---- combine ------------------------------------------------------------- */
 
+typedef struct comb_ctx {
+  hx_tensor out, y, weights, shared, shared_gate;
+  int64_t k, d, rows_per_task;
+} comb_ctx;
+
+static void comb_task(void *cv, size_t task, int worker) {
+  (void)worker;
+  const comb_ctx *c = cv;
+  const int64_t t0 = (int64_t)task * c->rows_per_task;
+  const int64_t t1 = t0 + c->rows_per_task < c->out.n_rows ? t0 + c->rows_per_task : c->out.n_rows;
+  for (int64_t t = t0; t < t1; t++) {
+    const float *wt = (const float *)moe_row(c->weights, t);
+    float *o = (float *)moe_row(c->out, t);
+    float g = 0.0f;
+    const float *s = NULL;
+    if (c->shared.buf) { /* read before out (may alias shared) is written */
+      g = 1.0f / (1.0f + expf(-*(const float *)moe_row(c->shared_gate, t)));
+      s = (const float *)moe_row(c->shared, t);
+    }
+    for (int64_t i = 0; i < c->d; i++) {
+      float acc = 0.0f;
+      for (int64_t j = 0; j < c->k; j++)
+        acc += wt[j] * ((const float *)moe_row(c->y, t * c->k + j))[i];
+      o[i] = s ? acc + g * s[i] : acc;
+    }
+  }
+}
+
 void cpu_moe_combine(void *be, hx_tensor out, hx_tensor y, hx_tensor weights, hx_tensor shared,
                      hx_tensor shared_gate) {
-  (void)be;
   const int64_t n = out.n_rows, k = weights.n_cols, d = out.n_cols;
   HX_ASSERT(out.type == QUANT_F32 && y.type == QUANT_F32 && weights.type == QUANT_F32);
   HX_ASSERT(y.n_cols == d && y.n_rows >= n * k && weights.n_rows >= n);
   HX_ASSERT(!shared.buf || (shared.n_cols == d && shared.n_rows >= n && shared_gate.buf &&
                             shared_gate.n_cols == 1 && shared_gate.n_rows >= n));
-  for (int64_t t = 0; t < n; t++) {
-    const float *wt = (const float *)moe_row(weights, t);
-    float *o = (float *)moe_row(out, t);
-    float g = 0.0f;
-    const float *s = NULL;
-    if (shared.buf) { /* read before out (may alias shared) is written */
-      g = 1.0f / (1.0f + expf(-*(const float *)moe_row(shared_gate, t)));
-      s = (const float *)moe_row(shared, t);
-    }
-    for (int64_t i = 0; i < d; i++) {
-      float acc = 0.0f;
-      for (int64_t j = 0; j < k; j++)
-        acc += wt[j] * ((const float *)moe_row(y, t * k + j))[i];
-      o[i] = s ? acc + g * s[i] : acc;
-    }
-  }
+  comb_ctx c = {.out = out,
+                .y = y,
+                .weights = weights,
+                .shared = shared,
+                .shared_gate = shared_gate,
+                .k = k,
+                .d = d};
+  /* rows in tasks of ~64k multiply-adds; a decode row stays on the caller */
+  c.rows_per_task = 65536 / (d * k + 1) + 1;
+  const int64_t n_tasks = (n + c.rows_per_task - 1) / c.rows_per_task;
+  if (n_tasks == 1)
+    comb_task(&c, 0, 0);
+  else
+    hx_pool_parallel_for(cpu_be_pool(be), (size_t)n_tasks, comb_task, &c);
 }
