@@ -234,7 +234,8 @@ static void *rand_rows(quant_type t, int64_t rows, int64_t n, float amp, size_t 
   return q;
 }
 
-/* Row-interleaved Q4_K kernels (cpu_repack.c) against the scalar reference. */
+/* Row-interleaved Q4_K / Q6_K kernels (cpu_repack.c) against the scalar
+ * reference. */
 static void test_repack_kernels(void **state) {
   (void)state;
   cpu_gemv8_fn gemv;
@@ -243,47 +244,52 @@ static void test_repack_kernels(void **state) {
     printf("repacked kernels: none on this CPU (needs AVX-512 VNNI + VBMI)\n");
     return;
   }
-  assert_null(cpu_repack_get(QUANT_Q8_0, &gemv, &gemm) ? (void *)1 : NULL);
-  assert_int_equal(cpu_repack_bytes(QUANT_Q4_K, 7, 256), 0);
-  assert_int_equal(cpu_repack_bytes(QUANT_Q4_K, 8, 300), 0);
-  assert_true(cpu_repack_get(QUANT_Q4_K, &gemv, &gemm));
-  cpu_dot_fn ref = cpu_dot_get(QUANT_Q4_K, CPU_ISA_SCALAR);
-  const int64_t sizes[] = {256, 1024, 2816};
-  for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
-    const int64_t n = sizes[si], rows = 16;
-    size_t wb, xb;
-    char *w = rand_rows(QUANT_Q4_K, rows, n, 1.0f, &wb);
-    char *x = rand_rows(QUANT_Q8_K, 4, n, 3.0f, &xb);
-    const size_t gb = cpu_repack_bytes(QUANT_Q4_K, 8, n);
-    assert_int_equal(cpu_repack_bytes(QUANT_Q4_K, 19, n), 2 * gb);
-    char *rp = aligned_alloc(64, 2 * gb);
-    cpu_repack_rows(QUANT_Q4_K, w, wb, n, 0, 2, rp);
-    for (int g = 0; g < 2; g++) {
-      float got4[4][8];
-      gemm(rp + g * gb, x, xb, n, got4);
-      for (int t = 0; t < 4; t++) {
-        float got[8];
-        gemv(rp + g * gb, x + t * xb, n, got);
-        for (int r = 0; r < 8; r++) {
-          const float want = ref(w + (size_t)(8 * g + r) * wb, x + t * xb, n);
-          const double tol = 1e-5 * (fabs(want) + 1) * sqrt((double)n);
-          if (fabs(got[r] - want) > tol || fabs(got4[t][r] - want) > tol) {
-            fprintf(stderr, "q4_K x8 n=%lld row %d tok %d: gemv %.8g gemm %.8g scalar %.8g\n",
-                    (long long)n, 8 * g + r, t, (double)got[r], (double)got4[t][r], (double)want);
-            fail();
+  assert_false(cpu_repack_get(QUANT_Q8_0, &gemv, &gemm));
+  assert_null(gemv);
+  const quant_type types[] = {QUANT_Q4_K, QUANT_Q6_K};
+  for (size_t ti = 0; ti < 2; ti++) {
+    const quant_type qt = types[ti];
+    assert_int_equal(cpu_repack_bytes(qt, 7, 256), 0);
+    assert_int_equal(cpu_repack_bytes(qt, 8, 300), 0);
+    assert_true(cpu_repack_get(qt, &gemv, &gemm));
+    cpu_dot_fn ref = cpu_dot_get(qt, CPU_ISA_SCALAR);
+    const int64_t sizes[] = {256, 1024, 2816};
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+      const int64_t n = sizes[si], rows = 16;
+      size_t wb, xb;
+      char *w = rand_rows(qt, rows, n, 1.0f, &wb);
+      char *x = rand_rows(QUANT_Q8_K, 4, n, 3.0f, &xb);
+      const size_t gb = cpu_repack_bytes(qt, 8, n);
+      assert_int_equal(cpu_repack_bytes(qt, 19, n), 2 * gb);
+      char *rp = aligned_alloc(64, 2 * gb);
+      cpu_repack_rows(qt, w, wb, n, 0, 2, rp);
+      for (int g = 0; g < 2; g++) {
+        float got4[4][8];
+        gemm(rp + g * gb, x, xb, n, got4);
+        for (int t = 0; t < 4; t++) {
+          float got[8];
+          gemv(rp + g * gb, x + t * xb, n, got);
+          for (int r = 0; r < 8; r++) {
+            const float want = ref(w + (size_t)(8 * g + r) * wb, x + t * xb, n);
+            const double tol = 1e-5 * (fabs(want) + 1) * sqrt((double)n);
+            if (fabs(got[r] - want) > tol || fabs(got4[t][r] - want) > tol) {
+              fprintf(stderr, "%s x8 n=%lld row %d tok %d: gemv %.8g gemm %.8g scalar %.8g\n",
+                      quant_type_name(qt), (long long)n, 8 * g + r, t, (double)got[r],
+                      (double)got4[t][r], (double)want);
+              fail();
+            }
           }
         }
       }
+      free(w), free(x), free(rp);
     }
-    free(w), free(x), free(rp);
   }
 }
 
-/* The backend's matmul on Q4_K weights with a row count that is not a
- * multiple of 8 (repacked groups + row-kernel tail), 1..9 tokens, with bias,
- * wrapped and uploaded weights, twice (the repacked copy is reused). */
-static void test_matmul_q4_k(void **state) {
-  (void)state;
+/* The backend's matmul on Q4_K / Q6_K weights with a row count that is not
+ * a multiple of 8 (repacked groups + row-kernel tail), 1..9 tokens, with
+ * bias, wrapped and uploaded weights, twice (the repacked copy is reused). */
+static void matmul_check(quant_type qt) {
   env e;
   hx_err err;
   assert_int_equal(hx_backend_cpu_init(&e.b, 2, &err), HX_OK);
@@ -291,7 +297,7 @@ static void test_matmul_q4_k(void **state) {
   enum { ROWS = 43, N = 512, TOK = 9 };
   assert_int_equal(op->reserve(e.b.be, TOK, N, 16, &err), HX_OK);
   size_t wb, xb;
-  char *w = rand_rows(QUANT_Q4_K, ROWS, N, 0.5f, &wb);
+  char *w = rand_rows(qt, ROWS, N, 0.5f, &wb);
   float x[TOK][N], bias[ROWS], y[TOK][ROWS];
   for (int t = 0; t < TOK; t++)
     for (int i = 0; i < N; i++)
@@ -299,8 +305,8 @@ static void test_matmul_q4_k(void **state) {
   for (int r = 0; r < ROWS; r++)
     bias[r] = frand();
   char *xq = malloc(quant_row_bytes(QUANT_Q8_K, N, &xb) ? xb : 0);
-  cpu_dot_fn ref = cpu_dot_get(QUANT_Q4_K, CPU_ISA_SCALAR);
-  hx_tensor tw_up = mk(&e, QUANT_Q4_K, N, ROWS, w);
+  cpu_dot_fn ref = cpu_dot_get(qt, CPU_ISA_SCALAR);
+  hx_tensor tw_up = mk(&e, qt, N, ROWS, w);
   hx_tensor tw_wrap = tw_up;
   tw_wrap.buf = op->buf_wrap_host(e.b.be, w, wb * ROWS);
   assert_non_null(tw_wrap.buf);
@@ -318,8 +324,8 @@ static void test_matmul_q4_k(void **state) {
         for (int r = 0; r < ROWS; r++) {
           const float want = ref(w + (size_t)r * wb, xq, N) + (pass < 2 ? bias[r] : 0);
           if (fabs(y[t][r] - want) > 1e-4 * (fabs(want) + 1)) {
-            fprintf(stderr, "matmul q4_K pass %d tokens %d: y[%d][%d] = %.8g, scalar %.8g\n", pass,
-                    nt, t, r, (double)y[t][r], (double)want);
+            fprintf(stderr, "matmul %s pass %d tokens %d: y[%d][%d] = %.8g, scalar %.8g\n",
+                    quant_type_name(qt), pass, nt, t, r, (double)y[t][r], (double)want);
             fail();
           }
         }
@@ -333,6 +339,12 @@ static void test_matmul_q4_k(void **state) {
   op->buf_free(e.b.be, tb.buf);
   hx_backend_cpu_free(&e.b);
   free(w), free(xq);
+}
+
+static void test_matmul_k_quants(void **state) {
+  (void)state;
+  matmul_check(QUANT_Q4_K);
+  matmul_check(QUANT_Q6_K);
 }
 
 /* Fused attention over an F16 cache (cpu_dot.c) against double-precision
@@ -389,7 +401,7 @@ static void test_attn_f16(void **state) {
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_dot_paths),      cmocka_unit_test(test_ops),
-      cmocka_unit_test(test_repack_kernels), cmocka_unit_test(test_matmul_q4_k),
+      cmocka_unit_test(test_repack_kernels), cmocka_unit_test(test_matmul_k_quants),
       cmocka_unit_test(test_attn_f16),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

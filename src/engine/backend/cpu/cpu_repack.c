@@ -42,6 +42,23 @@ typedef struct blk_q4_kx8 {
 
 _Static_assert(sizeof(blk_q4_kx8) == 1184, "blk_q4_kx8 is packed");
 
+/* Q6_K, 8 rows × one super-block, same lane scheme with 16-column
+ * sub-blocks k of 2 steps: ql of sub-block k, byte 4(2r+p)+b holds the low 4 bits of
+ * column 16k + 4p + b (step 0, low nibble) and 16k + 8 + 4p + b (step 1, high
+ * nibble); qh of sub-block pair m, byte 4(2r+p)+b, holds the high 2 bits of steps (2m, 0),
+ * (2m, 1), (2m+1, 0), (2m+1, 1) in bits 0-1, 2-3, 4-5, 6-7. 1696 bytes
+ * (+1% over 8 × 210). */
+typedef struct blk_q6_kx8 {
+  uint16_t d[16];   /* f16: d of row r in lanes 2r and 2r + 1 */
+  int8_t sc[16][8]; /* [sub-block k][row r] scales */
+  struct {
+    uint8_t qh[64];    /* sub-blocks 2m and 2m + 1 */
+    uint8_t ql[2][64]; /* sub-block 2m + k */
+  } q[8];              /* [sub-block pair m], in the order the kernels read */
+} blk_q6_kx8;
+
+_Static_assert(sizeof(blk_q6_kx8) == 1696, "blk_q6_kx8 is packed");
+
 /* The 8 scales and 8 mins of a Q4_K super-block (6 bits each), as quant.c's
  * get_scale_min_k4. */
 static void q4_k_scales(const uint8_t *s, uint8_t sc[8], uint8_t mn[8]) {
@@ -57,18 +74,60 @@ static void q4_k_scales(const uint8_t *s, uint8_t sc[8], uint8_t mn[8]) {
 }
 
 size_t cpu_repack_bytes(quant_type t, int64_t n_rows, int64_t n_cols) {
-  if (t != QUANT_Q4_K || n_rows < 8 || n_cols <= 0 || n_cols % QK_K != 0)
+  const size_t blk = t == QUANT_Q4_K   ? sizeof(blk_q4_kx8)
+                     : t == QUANT_Q6_K ? sizeof(blk_q6_kx8)
+                                       : 0;
+  if (blk == 0 || n_rows < 8 || n_cols <= 0 || n_cols % QK_K != 0)
     return 0;
   size_t n;
-  if (hx_size_mul((size_t)(n_rows / 8), (size_t)(n_cols / QK_K), &n) ||
-      hx_size_mul(n, sizeof(blk_q4_kx8), &n))
+  if (hx_size_mul((size_t)(n_rows / 8), (size_t)(n_cols / QK_K), &n) || hx_size_mul(n, blk, &n))
     return 0;
   return n;
 }
 
+static void repack_q6_k(const void *w, size_t row_bytes, int64_t n_cols, int64_t g0, int64_t g1,
+                        void *dst) {
+  const int64_t nb = n_cols / QK_K;
+  blk_q6_kx8 *out = dst;
+  for (int64_t g = g0; g < g1; g++)
+    for (int64_t i = 0; i < nb; i++) {
+      blk_q6_kx8 *o = out + g * nb + i;
+      for (int r = 0; r < 8; r++) {
+        const block_q6_K *b =
+            (const block_q6_K *)((const char *)w + (size_t)(8 * g + r) * row_bytes) + i;
+        uint8_t q[QK_K]; /* 6-bit values, unsigned (x = d·sc·(q − 32)) */
+        for (int n = 0; n < 2; n++) {
+          const uint8_t *ql = b->ql + 64 * n, *qh = b->qh + 32 * n;
+          for (int l = 0; l < 32; l++) {
+            q[128 * n + l] = (uint8_t)((ql[l] & 0xF) | ((qh[l] & 3) << 4));
+            q[128 * n + l + 32] = (uint8_t)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4));
+            q[128 * n + l + 64] = (uint8_t)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
+            q[128 * n + l + 96] = (uint8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
+          }
+        }
+        o->d[2 * r] = o->d[2 * r + 1] = b->d;
+        for (int k = 0; k < 16; k++) {
+          o->sc[k][r] = b->scales[k];
+          for (int c = 0; c < 8; c++)
+            o->q[k / 2].ql[k % 2][8 * r + c] =
+                (uint8_t)((q[16 * k + c] & 0xF) | (q[16 * k + 8 + c] << 4));
+        }
+        for (int m = 0; m < 8; m++)
+          for (int c = 0; c < 8; c++)
+            o->q[m].qh[8 * r + c] =
+                (uint8_t)((q[32 * m + c] >> 4) | ((q[32 * m + 8 + c] >> 4) << 2) |
+                          ((q[32 * m + 16 + c] >> 4) << 4) | ((q[32 * m + 24 + c] >> 4) << 6));
+      }
+    }
+}
+
 void cpu_repack_rows(quant_type t, const void *w, size_t row_bytes, int64_t n_cols, int64_t g0,
                      int64_t g1, void *dst) {
-  HX_ASSERT(t == QUANT_Q4_K && n_cols % QK_K == 0 && g0 >= 0 && g0 <= g1);
+  HX_ASSERT((t == QUANT_Q4_K || t == QUANT_Q6_K) && n_cols % QK_K == 0 && g0 >= 0 && g0 <= g1);
+  if (t == QUANT_Q6_K) {
+    repack_q6_k(w, row_bytes, n_cols, g0, g1, dst);
+    return;
+  }
   const int64_t nb = n_cols / QK_K;
   blk_q4_kx8 *out = dst;
   for (int64_t g = g0; g < g1; g++)
@@ -258,6 +317,152 @@ AVX512R static void gemm4_q4_kx8(const void *wv, const void *xv, size_t x_stride
     q4kx8_store(acc[t], out[t]);
 }
 
+/* ---- Q6_K ---- */
+
+#define Q6_SC_MASK 0x8888888888888888ull /* top byte of every int32 lane */
+
+typedef struct q6kx8_consts {
+  __m512i m4, m30; /* 0x0F, 0x30 bytes */
+  __m512i sc_idx;  /* vpermt2b index: byte 4(2r+p)+3 ← sc[0][r]; +8 per sub-block */
+} q6kx8_consts;
+
+AVX512R static inline q6kx8_consts q6kx8_consts_make(void) {
+  uint8_t sci[64] = {0};
+  for (int r = 0; r < 8; r++)
+    for (int p = 0; p < 2; p++)
+      sci[4 * (2 * r + p) + 3] = (uint8_t)r;
+  q6kx8_consts k;
+  k.m4 = _mm512_set1_epi8(0x0F);
+  k.m30 = _mm512_set1_epi8(0x30);
+  k.sc_idx = _mm512_loadu_si512((const void *)sci);
+  return k;
+}
+
+/* The 6-bit weights of sub-blocks 2m, 2m + 1: w[0], w[1] steps of 2m, w[2],
+ * w[3] of 2m + 1 (unsigned 0..63). (a & 0x0F) | h is one ternary-logic op. */
+AVX512R static inline void q6kx8_unpack(const q6kx8_consts *k, const blk_q6_kx8 *b, int m,
+                                        __m512i w[4]) {
+  const __m512i h = _mm512_loadu_si512((const void *)b->q[m].qh);
+  const __m512i l0 = _mm512_loadu_si512((const void *)b->q[m].ql[0]);
+  const __m512i l1 = _mm512_loadu_si512((const void *)b->q[m].ql[1]);
+  const __m512i h0 = _mm512_and_si512(_mm512_slli_epi16(h, 4), k->m30);
+  const __m512i h1 = _mm512_and_si512(_mm512_slli_epi16(h, 2), k->m30);
+  const __m512i h2 = _mm512_and_si512(h, k->m30);
+  const __m512i h3 = _mm512_and_si512(_mm512_srli_epi16(h, 2), k->m30);
+  w[0] = _mm512_ternarylogic_epi32(l0, k->m4, h0, 0xEA);
+  w[1] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(l0, 4), k->m4, h1, 0xEA);
+  w[2] = _mm512_ternarylogic_epi32(l1, k->m4, h2, 0xEA);
+  w[3] = _mm512_ternarylogic_epi32(_mm512_srli_epi16(l1, 4), k->m4, h3, 0xEA);
+}
+
+/* Lane k = −32 · (sum of the 16 activations of sub-block k): the q − 32
+ * offset, moved to lanes (r, 0) of sub-block k's sum before its scale. */
+AVX512R static inline __m512i q6kx8_corr(const block_q8_K *x) {
+  const __m512i bs = _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)x->bsums));
+  return _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(bs, 5));
+}
+
+/* Sub-blocks 2m, 2m + 1 of one activation row, scaled: Σ lanes (r, p). */
+AVX512R static inline __m512i q6kx8_pair(const __m512i w[4], const int8_t *q8, __m512i corr,
+                                         __m512i k0, __m512i k1, __m512i s0, __m512i s1) {
+  /* u6 × s8, 8 products per lane plus the offset: |.| ≤ 8·63·128 + 32·16·128 */
+  __m512i d0 =
+      _mm512_dpbusd_epi32(_mm512_maskz_permutexvar_epi32(0x5555, k0, corr), w[0], bcast8(q8));
+  d0 = _mm512_dpbusd_epi32(d0, w[1], bcast8(q8 + 8));
+  __m512i d1 =
+      _mm512_dpbusd_epi32(_mm512_maskz_permutexvar_epi32(0x5555, k1, corr), w[2], bcast8(q8 + 16));
+  d1 = _mm512_dpbusd_epi32(d1, w[3], bcast8(q8 + 24));
+  return _mm512_add_epi32(_mm512_mullo_epi32(d0, s0), _mm512_mullo_epi32(d1, s1));
+}
+
+/* The int8 scales of sub-block k of all 8 rows, sign-extended into int32
+ * lanes (r, p). */
+AVX512R static inline __m512i q6kx8_scale(__m512i idx, __m512i sc_lo, __m512i sc_hi) {
+  return _mm512_srai_epi32(_mm512_maskz_permutex2var_epi8(Q6_SC_MASK, sc_lo, idx, sc_hi), 24);
+}
+
+/* out[r] = acc(r, 0) + acc(r, 1). */
+AVX512R static inline void q6kx8_store(__m512 acc, float out[8]) {
+  const __m512 sum = _mm512_add_ps(acc, _mm512_permute_ps(acc, 0xB1));
+  _mm256_storeu_ps(out, _mm512_castps512_ps256(_mm512_maskz_compress_ps(0x5555, sum)));
+}
+
+AVX512R static void gemv_q6_kx8(const void *wv, const void *xv, int64_t n, float out[8]) {
+  const blk_q6_kx8 *w = wv;
+  const block_q8_K *x = xv;
+  const int64_t nb = n / QK_K;
+  const q6kx8_consts k = q6kx8_consts_make();
+  const __m512i eight = _mm512_set1_epi8(8);
+  const __m512i one = _mm512_set1_epi32(1), two = _mm512_set1_epi32(2);
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < nb; i++) {
+    const blk_q6_kx8 *b = w + i;
+    const __m512i corr = q6kx8_corr(x + i);
+    __m512i k0 = _mm512_setzero_si512();
+    const __m512i sc_lo = _mm512_loadu_si512((const void *)b->sc[0]);
+    const __m512i sc_hi = _mm512_loadu_si512((const void *)b->sc[8]);
+    __m512i idx = k.sc_idx, sumi = _mm512_setzero_si512();
+    for (int m = 0; m < 8; m++) {
+      __m512i wq[4];
+      q6kx8_unpack(&k, b, m, wq);
+      const __m512i s0 = q6kx8_scale(idx, sc_lo, sc_hi);
+      idx = _mm512_add_epi8(idx, eight);
+      const __m512i s1 = q6kx8_scale(idx, sc_lo, sc_hi);
+      idx = _mm512_add_epi8(idx, eight);
+      const __m512i k1 = _mm512_add_epi32(k0, one);
+      sumi = _mm512_add_epi32(sumi, q6kx8_pair(wq, x[i].qs + 32 * m, corr, k0, k1, s0, s1));
+      k0 = _mm512_add_epi32(k0, two);
+    }
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b->d));
+    acc = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(sumi), d), _mm512_set1_ps(x[i].d), acc);
+  }
+  q6kx8_store(acc, out);
+}
+
+AVX512R static void gemm4_q6_kx8(const void *wv, const void *xv, size_t x_stride, int64_t n,
+                                 float out[4][8]) {
+  const blk_q6_kx8 *w = wv;
+  const int64_t nb = n / QK_K;
+  const q6kx8_consts k = q6kx8_consts_make();
+  const __m512i eight = _mm512_set1_epi8(8);
+  const block_q8_K *xs[4];
+  for (int t = 0; t < 4; t++)
+    xs[t] = (const block_q8_K *)((const char *)xv + (size_t)t * x_stride);
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                   _mm512_setzero_ps()};
+  const __m512i one = _mm512_set1_epi32(1), two = _mm512_set1_epi32(2);
+  for (int64_t i = 0; i < nb; i++) {
+    const blk_q6_kx8 *b = w + i;
+    __m512i corr[4], k0 = _mm512_setzero_si512();
+    for (int t = 0; t < 4; t++)
+      corr[t] = q6kx8_corr(xs[t] + i);
+    const __m512i sc_lo = _mm512_loadu_si512((const void *)b->sc[0]);
+    const __m512i sc_hi = _mm512_loadu_si512((const void *)b->sc[8]);
+    __m512i idx = k.sc_idx;
+    __m512i sumi[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(),
+                       _mm512_setzero_si512()};
+    for (int m = 0; m < 8; m++) {
+      __m512i wq[4];
+      q6kx8_unpack(&k, b, m, wq);
+      const __m512i s0 = q6kx8_scale(idx, sc_lo, sc_hi);
+      idx = _mm512_add_epi8(idx, eight);
+      const __m512i s1 = q6kx8_scale(idx, sc_lo, sc_hi);
+      idx = _mm512_add_epi8(idx, eight);
+      const __m512i k1 = _mm512_add_epi32(k0, one);
+      for (int t = 0; t < 4; t++)
+        sumi[t] = _mm512_add_epi32(sumi[t],
+                                   q6kx8_pair(wq, xs[t][i].qs + 32 * m, corr[t], k0, k1, s0, s1));
+      k0 = _mm512_add_epi32(k0, two);
+    }
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b->d));
+    for (int t = 0; t < 4; t++)
+      acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(sumi[t]), d),
+                               _mm512_set1_ps(xs[t][i].d), acc[t]);
+  }
+  for (int t = 0; t < 4; t++)
+    q6kx8_store(acc[t], out[t]);
+}
+
 /* ---- dispatch ----------------------------------------------------------- */
 
 static int repack_cpu_ok(void) {
@@ -271,9 +476,9 @@ static int repack_cpu_ok(void) {
 bool cpu_repack_get(quant_type t, cpu_gemv8_fn *gemv, cpu_gemm4x8_fn *gemm) {
   *gemv = NULL;
   *gemm = NULL;
-  if (t != QUANT_Q4_K || !repack_cpu_ok())
+  if ((t != QUANT_Q4_K && t != QUANT_Q6_K) || !repack_cpu_ok())
     return false;
-  *gemv = gemv_q4_kx8;
-  *gemm = gemm4_q4_kx8;
+  *gemv = t == QUANT_Q4_K ? gemv_q4_kx8 : gemv_q6_kx8;
+  *gemm = t == QUANT_Q4_K ? gemm4_q4_kx8 : gemm4_q6_kx8;
   return true;
 }
