@@ -335,6 +335,19 @@ static bool is_stop(const hx_engine *e, const hx_sampling_params *p, int32_t id)
   return false;
 }
 
+/* Where a hybrid model's recurrent state is snapshotted for the next request
+ * (it cannot be rolled back): right after the prompt's last end-of-turn token
+ * — the end of its last message, which the next turn's prompt repeats even
+ * when the chat template drops the reasoning or renders the generation prompt
+ * differently — else at the end of the prompt. Only past the reused prefix. */
+static int snapshot_pos(const hx_engine *e, const int32_t *prompt, int n_prompt, int common) {
+  for (int i = n_prompt - 1; i >= common; i--)
+    for (int k = 0; k < e->info.n_eos; k++)
+      if (prompt[i] == e->info.eos_ids[k])
+        return i + 1;
+  return n_prompt;
+}
+
 hx_code hx_engine_generate(hx_engine *e, hx_engine_slot *s, const int32_t *prompt, int n_prompt,
                            const hx_sampling_params *params, hx_gen_cb cb, void *user,
                            const atomic_bool *cancel, hx_gen_result *res, hx_err *err) {
@@ -373,8 +386,20 @@ hx_code hx_engine_generate(hx_engine *e, hx_engine_slot *s, const int32_t *promp
   const bool dev = device_greedy(params);
   int32_t dev_id = -1;
   float dev_logit = 0.0f;
-  rc = eval_impl(e, s, prompt + common, n_prompt - common, dev ? NULL : e->logits, NULL,
-                 dev ? &dev_id : NULL, &dev_logit, cancel, err);
+  /* recurrent state: snapshot at snap, splitting the prefill there (at the end
+   * of the prompt: once the first sample is known to be healthy) */
+  int snap = e->model->ops->cache_snapshot ? snapshot_pos(e, prompt, n_prompt, common) : -1;
+  int first = common;
+  if (snap > common && snap < n_prompt) {
+    rc = eval_impl(e, s, prompt + common, snap - common, NULL, NULL, NULL, NULL, cancel, err);
+    if (rc == HX_OK)
+      rc = e->model->ops->cache_snapshot(e->model, s->cache, err);
+    first = snap;
+    snap = -1;
+  }
+  if (rc == HX_OK)
+    rc = eval_impl(e, s, prompt + first, n_prompt - first, dev ? NULL : e->logits, NULL,
+                   dev ? &dev_id : NULL, &dev_logit, cancel, err);
   if (rc == HX_ECANCELLED) {
     res->finish = HX_FINISH_CANCELLED;
     rc = HX_OK;
@@ -411,6 +436,11 @@ hx_code hx_engine_generate(hx_engine *e, hx_engine_slot *s, const int32_t *promp
     }
     if (!t_first)
       t_first = hx_time_mono_ns();
+    if (snap == n_prompt) { /* the first sample is healthy: the state covers the prompt */
+      snap = -1;
+      if ((rc = e->model->ops->cache_snapshot(e->model, s->cache, err)) != HX_OK)
+        goto out;
+    }
     if (is_stop(e, params, tok.id)) {
       res->finish = HX_FINISH_STOP;
       res->stop_token = tok.id;

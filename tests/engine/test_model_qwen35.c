@@ -16,7 +16,9 @@
  * the delta-rule state carried across, one piece a single token) and token by
  * token (recurrent form only) equal one prefill to 1e-4; a second turn whose
  * prompt extends the first reuses the snapshot of the first prompt and gives
- * the logits of a cold prefill (top log-probs to 1e-4). */
+ * the logits of a cold prefill (top log-probs to 1e-4); in chat-shaped turns
+ * (the generation prompt not repeated by the next turn) the snapshot sits at
+ * the end of the last message and is reused the same way. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -201,6 +203,60 @@ static void check_turns(const char *path, const ref *r) {
   hx_engine_close(e);
 }
 
+/* Chat-shaped turns, with EOT = the fixtures' end-of-turn id (383) standing
+ * for <|im_end|>: turn 1 = [user message, EOT, "assistant", "<think>"];
+ * turn 2 renders the same user message, then the answer echoed without the
+ * think block, EOT, a new user message, EOT, "assistant", "<think>" — so the
+ * prompts share the first message and "assistant" but not "<think>". The
+ * engine snapshots after the last EOT of turn 1 and turn 2 reuses exactly
+ * that; its log-probs match a cold slot. */
+static void check_chat_turns(const char *path, const ref *r) {
+  enum { EOT = 383, ASSISTANT = 50, THINK = 51 };
+  hx_engine *e = open_engine(path, HX_KV_F32, 16);
+  hx_engine_slot *warm = NULL, *cold = NULL;
+  hx_err err = {0};
+  assert_int_equal(hx_engine_get_info(e)->n_eos, 1);
+  assert_int_equal(hx_engine_get_info(e)->eos_ids[0], EOT);
+  assert_int_equal(hx_engine_slot_create(e, &warm, &err), HX_OK);
+  assert_int_equal(hx_engine_slot_create(e, &cold, &err), HX_OK);
+  int32_t p1[32], p2[64];
+  int n1 = 0, n2 = 0;
+  for (int i = 0; i < 20; i++)
+    p1[n1++] = r->prompt[i];
+  p1[n1++] = EOT;
+  const int stable = n1; /* the end of the last message */
+  p1[n1++] = ASSISTANT;
+  p1[n1++] = THINK;
+  lp_collect a, b;
+  hx_gen_result res;
+  gen_lp(e, warm, p1, n1, &a, &res);
+  memcpy(p2, p1, (size_t)stable * sizeof *p2);
+  n2 = stable;
+  p2[n2++] = ASSISTANT;
+  for (int i = 0; i < 5; i++) /* the answer, echoed without the reasoning */
+    p2[n2++] = a.ids[3 + i] == EOT ? 1 : a.ids[3 + i];
+  p2[n2++] = EOT;
+  for (int i = 20; i < 32; i++)
+    p2[n2++] = r->prompt[i];
+  p2[n2++] = EOT;
+  p2[n2++] = ASSISTANT;
+  p2[n2++] = THINK;
+  gen_lp(e, warm, p2, n2, &a, &res);
+  assert_int_equal(res.n_reused, stable);
+  gen_lp(e, cold, p2, n2, &b, &res);
+  assert_int_equal(res.n_reused, 0);
+  assert_memory_equal(a.ids, b.ids, sizeof a.ids);
+  double w = 0;
+  for (int t = 0; t < a.n; t++)
+    for (int i = 0; i < 4; i++)
+      w = fmax(w, fabs((double)a.top[t][i] - b.top[t][i]));
+  printf("  %-44s chat turn 2 reused %d of %d tokens, |dlogprob| %.2e\n", path, stable, n2, w);
+  assert_true(w < 1e-4);
+  hx_engine_slot_free(warm);
+  hx_engine_slot_free(cold);
+  hx_engine_close(e);
+}
+
 static void check_model(const char *name) {
   char path[256];
   snprintf(path, sizeof path, DIR "%s", name);
@@ -210,6 +266,7 @@ static void check_model(const char *name) {
   assert_true(run_logits(path, &r, HX_KV_F16) < 2e-3);
   check_greedy_and_pieces(path, &r);
   check_turns(path, &r);
+  check_chat_turns(path, &r);
   /* the llama.cpp converter's GGUF of the same fixture, when it has been made
    * (tools/reference/convert_llamacpp.py) */
   snprintf(path, sizeof path, DIR "%s.llamacpp.gguf", name);

@@ -86,7 +86,9 @@ def reference(model, prompt, vocab):
 
 BASE = dict(vocab_size=384, hidden_size=64, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=2, head_dim=32, max_position_embeddings=256, rms_norm_eps=1e-6,
-            tie_word_embeddings=False, bos_token_id=None, eos_token_id=None,
+            # an end-of-turn id for the engine's snapshot placement (the reference
+            # generation ignores it: eos_token_id=None there)
+            tie_word_embeddings=False, bos_token_id=None, eos_token_id=383,
             linear_conv_kernel_dim=4, linear_key_head_dim=16, linear_value_head_dim=24,
             linear_num_key_heads=2, linear_num_value_heads=4,
             # linear, linear, linear, full — as the released models (interval 4)

@@ -35,6 +35,10 @@ typedef struct hx_model_ops {
    * prefix ≤ n_common of the cached tokens that cache_truncate can keep.
    * Recurrent arches can keep everything, their snapshot's prefix, or nothing. */
   int (*cache_reusable)(const hx_model *m, const hx_model_cache *c, int n_common);
+  /* Optional (recurrent arches): saves the state as it is now, covering the
+   * cache's current tokens, so that cache_truncate can return to exactly
+   * that many tokens later; one snapshot, replacing the previous one. */
+  hx_code (*cache_snapshot)(hx_model *m, hx_model_cache *c, hx_err *err);
   /* Runs tokens[0..n) (n ≤ max_batch) at positions pos0..pos0+n-1. Writes
    * the last token's logits to logits_last (n_vocab floats) if non-NULL, and
    * every token's to logits_all (n * n_vocab) if non-NULL. With argmax_last

@@ -25,9 +25,9 @@
  * ([n_attn][n_ctx][n_kv_heads*hd]) and the recurrent state of every DeltaNet
  * layer (conv window [K-1][C] + delta-rule matrices [n_v][d_k*d_v], f32) in
  * one buffer of two rows: the live state and a snapshot. The recurrent state
- * cannot be rolled back, so after every multi-token forward (a prefill
- * chunk) the live row is copied to the snapshot row together with the token
- * count it covers; cache_truncate can keep everything, go back to the
+ * cannot be rolled back: cache_snapshot (which the engine calls at the end of
+ * the prompt's last message) copies the live row to the snapshot row with the
+ * token count it covers; cache_truncate can keep everything, go back to the
  * snapshot, or drop everything (cache_reusable says which prefix it can
  * keep). A forward at position 0 resets the state. */
 #include <math.h>
@@ -380,6 +380,23 @@ static hx_code q35_cache_truncate(hx_model *mb, hx_model_cache *c, int n_keep, h
   return HX_OK;
 }
 
+static hx_code q35_cache_snapshot(hx_model *mb, hx_model_cache *c, hx_err *err) {
+  const hx_backend *b = &mb->backend;
+  if (c->n_past < 0)
+    return hx_err_set(err, HX_EINVAL, "hybrid cache: no valid state to snapshot");
+  if (c->rbuf) {
+    b->ops->step_begin(b->be, 1);
+    b->ops->cache_copy(b->be, c->rec, 1, 0, 1);
+    hx_code rc = b->ops->step_end(b->be, err);
+    if (rc != HX_OK) {
+      c->snap_pos = -1;
+      return rc;
+    }
+  }
+  c->snap_pos = c->n_past;
+  return HX_OK;
+}
+
 static hx_tensor kv_layer(const hx_model *mb, const hx_model_cache *c, hx_bbuf *buf, int index) {
   hx_tensor t = {.buf = buf,
                  .offset = (size_t)index * c->layer_bytes,
@@ -494,8 +511,6 @@ static hx_code q35_forward(hx_model *mb, hx_model_cache *c, const int32_t *token
   const hx_tensor x = rows_of(m->x, 0, n), xb = rows_of(m->xb, 0, n);
   const hx_tensor hb = rows_of(m->hb, 0, n), hb2 = rows_of(m->hb2, 0, n);
   const hx_tensor none = {0};
-  const bool snapshot = n > 1 && c->rbuf;
-
   c->n_past = -1; /* until this step has succeeded */
   if (pos0 == 0)
     c->snap_pos = -1;
@@ -521,8 +536,6 @@ static hx_code q35_forward(hx_model *mb, hx_model_cache *c, const int32_t *token
       op->matmul(be, xb, L->w_down, hb, none);
     }
   }
-  if (snapshot)
-    op->cache_copy(be, c->rec, 1, 0, 1);
   op->rms_norm(be, xb, xb, x, m->output_norm, hp->rms_eps, 0);
   if (!logits_all)
     op->matmul(be, m->logits, m->output, rows_of(xb, n - 1, 1), none);
@@ -533,8 +546,6 @@ static hx_code q35_forward(hx_model *mb, hx_model_cache *c, const int32_t *token
   if (rc != HX_OK)
     return rc;
   c->n_past = pos0 + n;
-  if (snapshot)
-    c->snap_pos = pos0 + n;
   if (device_argmax) {
     rc = op->buf_download(be, m->top_id.buf, m->top_id.offset, argmax_last, sizeof(int32_t), err);
     if (rc == HX_OK)
@@ -569,6 +580,7 @@ static const hx_model_ops q35_ops = {
     .cache_bytes = q35_cache_bytes,
     .cache_truncate = q35_cache_truncate,
     .cache_reusable = q35_cache_reusable,
+    .cache_snapshot = q35_cache_snapshot,
     .forward = q35_forward,
 };
 
