@@ -24,6 +24,9 @@ replaced by a no-op; every tensor and hyper-parameter goes through the
 converter unchanged. MTP layers are left out (--no-mtp), as our engine
 ignores them.
 
+qwen3moe-dense-f32 is not converted: llama.cpp's converter cannot map
+Qwen3-MoE dense layers (decoder_sparse_step / mlp_only_layers).
+
 Run from the repo root:
   .venv/bin/python tools/reference/convert_llamacpp.py [name ...]
 With no names, every known fixture directory that exists is converted.
