@@ -337,14 +337,20 @@ static bool is_stop(const hx_engine *e, const hx_sampling_params *p, int32_t id)
 
 /* Where a hybrid model's recurrent state is snapshotted for the next request
  * (it cannot be rolled back): right after the prompt's last end-of-turn token
- * — the end of its last message, which the next turn's prompt repeats even
- * when the chat template drops the reasoning or renders the generation prompt
- * differently — else at the end of the prompt. Only past the reused prefix. */
-static int snapshot_pos(const hx_engine *e, const int32_t *prompt, int n_prompt, int common) {
-  for (int i = n_prompt - 1; i >= common; i--)
+ * (an eos id or a stop id of the request, e.g. <|im_end|>) — the end of its
+ * last message, which the next turn's prompt repeats even when the chat
+ * template drops the reasoning or renders the generation prompt differently —
+ * else at the end of the prompt. Only past the reused prefix. */
+static int snapshot_pos(const hx_engine *e, const hx_sampling_params *p, const int32_t *prompt,
+                        int n_prompt, int common) {
+  for (int i = n_prompt - 1; i >= common; i--) {
     for (int k = 0; k < e->info.n_eos; k++)
       if (prompt[i] == e->info.eos_ids[k])
         return i + 1;
+    for (int k = 0; k < p->n_stop_ids; k++)
+      if (prompt[i] == p->stop_ids[k])
+        return i + 1;
+  }
   return n_prompt;
 }
 
@@ -388,7 +394,7 @@ hx_code hx_engine_generate(hx_engine *e, hx_engine_slot *s, const int32_t *promp
   float dev_logit = 0.0f;
   /* recurrent state: snapshot at snap, splitting the prefill there (at the end
    * of the prompt: once the first sample is known to be healthy) */
-  int snap = e->model->ops->cache_snapshot ? snapshot_pos(e, prompt, n_prompt, common) : -1;
+  int snap = e->model->ops->cache_snapshot ? snapshot_pos(e, params, prompt, n_prompt, common) : -1;
   int first = common;
   if (snap > common && snap < n_prompt) {
     rc = eval_impl(e, s, prompt + common, snap - common, NULL, NULL, NULL, NULL, cancel, err);
