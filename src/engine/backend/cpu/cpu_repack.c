@@ -85,8 +85,20 @@ size_t cpu_repack_bytes(quant_type t, int64_t n_rows, int64_t n_cols) {
   return n;
 }
 
+static inline uint64_t load8(const uint8_t *p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
+}
+
+/* Q6_K element e = 128n + 32q + l (half n, quarter q, l < 32) has its low 4
+ * bits in nibble q / 2 of ql[64n + 32(q % 2) + l] and its high 2 bits in
+ * bits 2q, 2q + 1 of qh[32n + l]. Sub-block k lies in half k / 8, quarter
+ * (k % 8) / 2, l = 16(k % 2) .. +15; pair m = (2m, 2m + 1) is l = 0 .. 31 of
+ * quarter m % 4. Each output byte run of 8 is built from 8-byte words. */
 static void repack_q6_k(const void *w, size_t row_bytes, int64_t n_cols, int64_t g0, int64_t g1,
                         void *dst) {
+  const uint64_t m4 = 0x0F0F0F0F0F0F0F0Full, m2 = 0x0303030303030303ull;
   const int64_t nb = n_cols / QK_K;
   blk_q6_kx8 *out = dst;
   for (int64_t g = g0; g < g1; g++)
@@ -95,28 +107,23 @@ static void repack_q6_k(const void *w, size_t row_bytes, int64_t n_cols, int64_t
       for (int r = 0; r < 8; r++) {
         const block_q6_K *b =
             (const block_q6_K *)((const char *)w + (size_t)(8 * g + r) * row_bytes) + i;
-        uint8_t q[QK_K]; /* 6-bit values, unsigned (x = d·sc·(q − 32)) */
-        for (int n = 0; n < 2; n++) {
-          const uint8_t *ql = b->ql + 64 * n, *qh = b->qh + 32 * n;
-          for (int l = 0; l < 32; l++) {
-            q[128 * n + l] = (uint8_t)((ql[l] & 0xF) | ((qh[l] & 3) << 4));
-            q[128 * n + l + 32] = (uint8_t)((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4));
-            q[128 * n + l + 64] = (uint8_t)((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4));
-            q[128 * n + l + 96] = (uint8_t)((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4));
-          }
-        }
         o->d[2 * r] = o->d[2 * r + 1] = b->d;
         for (int k = 0; k < 16; k++) {
+          const int n = k / 8, q = (k % 8) / 2;
+          const uint8_t *src = b->ql + 64 * n + 32 * (q % 2) + 16 * (k % 2);
+          const int sh = 4 * (q / 2);
+          const uint64_t v = ((load8(src) >> sh) & m4) | (((load8(src + 8) >> sh) & m4) << 4);
           o->sc[k][r] = b->scales[k];
-          for (int c = 0; c < 8; c++)
-            o->q[k / 2].ql[k % 2][8 * r + c] =
-                (uint8_t)((q[16 * k + c] & 0xF) | (q[16 * k + 8 + c] << 4));
+          memcpy(&o->q[k / 2].ql[k % 2][8 * r], &v, 8);
         }
-        for (int m = 0; m < 8; m++)
-          for (int c = 0; c < 8; c++)
-            o->q[m].qh[8 * r + c] =
-                (uint8_t)((q[32 * m + c] >> 4) | ((q[32 * m + 8 + c] >> 4) << 2) |
-                          ((q[32 * m + 16 + c] >> 4) << 4) | ((q[32 * m + 24 + c] >> 4) << 6));
+        for (int m = 0; m < 8; m++) {
+          const uint8_t *src = b->qh + 32 * (m / 4);
+          const int sh = 2 * (m % 4);
+          const uint64_t v = ((load8(src) >> sh) & m2) | (((load8(src + 8) >> sh) & m2) << 2) |
+                             (((load8(src + 16) >> sh) & m2) << 4) |
+                             (((load8(src + 24) >> sh) & m2) << 6);
+          memcpy(&o->q[m].qh[8 * r], &v, 8);
+        }
       }
     }
 }
@@ -300,6 +307,7 @@ AVX512R static void gemm4_q4_kx8(const void *wv, const void *xv, size_t x_stride
       const __m512i w3 = _mm512_and_si512(_mm512_srli_epi16(cb, 4), k.m4);
       const __m512i s = _mm512_maskz_permutexvar_epi8(SC_MASK, idx, scv);
       idx = _mm512_add_epi8(idx, eight);
+#pragma GCC unroll 4
       for (int t = 0; t < 4; t++) {
         const int8_t *q8 = xs[t][i].qs + 32 * j;
         __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w0, bcast8(q8));
@@ -310,6 +318,7 @@ AVX512R static void gemm4_q4_kx8(const void *wv, const void *xv, size_t x_stride
       }
     }
     const __m512 dm = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b->dm));
+#pragma GCC unroll 4
     for (int t = 0; t < 4; t++)
       acc[t] = q4kx8_finish(sumi[t], q4kx8_mins(&k, mn0, mn1, xs[t] + i), dm, xs[t][i].d, acc[t]);
   }
@@ -434,6 +443,7 @@ AVX512R static void gemm4_q6_kx8(const void *wv, const void *xv, size_t x_stride
   for (int64_t i = 0; i < nb; i++) {
     const blk_q6_kx8 *b = w + i;
     __m512i corr[4], k0 = _mm512_setzero_si512();
+#pragma GCC unroll 4
     for (int t = 0; t < 4; t++)
       corr[t] = q6kx8_corr(xs[t] + i);
     const __m512i sc_lo = _mm512_loadu_si512((const void *)b->sc[0]);
@@ -449,12 +459,14 @@ AVX512R static void gemm4_q6_kx8(const void *wv, const void *xv, size_t x_stride
       const __m512i s1 = q6kx8_scale(idx, sc_lo, sc_hi);
       idx = _mm512_add_epi8(idx, eight);
       const __m512i k1 = _mm512_add_epi32(k0, one);
+#pragma GCC unroll 4
       for (int t = 0; t < 4; t++)
         sumi[t] = _mm512_add_epi32(sumi[t],
                                    q6kx8_pair(wq, xs[t][i].qs + 32 * m, corr[t], k0, k1, s0, s1));
       k0 = _mm512_add_epi32(k0, two);
     }
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b->d));
+#pragma GCC unroll 4
     for (int t = 0; t < 4; t++)
       acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(sumi[t]), d),
                                _mm512_set1_ps(xs[t][i].d), acc[t]);
