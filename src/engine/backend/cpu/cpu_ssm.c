@@ -16,6 +16,7 @@
  * Its scratch is a fixed-size array on the worker's stack (≤ 336 KiB at the
  * limits: 5 x 64 x 256 + 64 x 64 floats). Nothing is allocated. */
 #include <math.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "base/pool.h"
@@ -103,9 +104,11 @@ void cpu_ssm_conv(void *be, hx_tensor out, hx_tensor x, hx_tensor w, hx_tensor s
 typedef struct delta_kern {
   /* y += a * x */
   void (*axpy)(float *restrict y, const float *restrict x, float a, int n);
-  /* row = row * eg + ki * delta;  o += row * qi */
-  void (*update)(float *restrict row, const float *restrict delta, float *restrict o, float eg,
-                 float ki, float qi, int n);
+  /* row = row * eg + ki * delta;  o += row * qi;  kvn += row * kni (kvn may be
+   * NULL): the state update, the read with q and the next token's read with k
+   * in one pass */
+  void (*update)(float *restrict row, const float *restrict delta, float *restrict o,
+                 float *restrict kvn, float eg, float ki, float qi, float kni, int n);
 } delta_kern;
 
 typedef struct delta_ctx {
@@ -144,12 +147,14 @@ static void axpy_c(float *restrict y, const float *restrict x, float a, int n) {
     y[j] += a * x[j];
 }
 
-static void update_c(float *restrict row, const float *restrict delta, float *restrict o, float eg,
-                     float ki, float qi, int n) {
+static void update_c(float *restrict row, const float *restrict delta, float *restrict o,
+                     float *restrict kvn, float eg, float ki, float qi, float kni, int n) {
   for (int j = 0; j < n; j++) {
     const float sv = row[j] * eg + ki * delta[j];
     row[j] = sv;
     o[j] += sv * qi;
+    if (kvn)
+      kvn[j] += sv * kni;
   }
 }
 
@@ -166,64 +171,82 @@ __attribute__((target("avx2,fma"))) static void axpy_avx2(float *restrict y,
     y[j] += a * x[j];
 }
 
-__attribute__((target("avx2,fma"))) static void update_avx2(float *restrict row,
-                                                            const float *restrict delta,
-                                                            float *restrict o, float eg, float ki,
-                                                            float qi, int n) {
+__attribute__((target("avx2,fma"))) static void
+update_avx2(float *restrict row, const float *restrict delta, float *restrict o,
+            float *restrict kvn, float eg, float ki, float qi, float kni, int n) {
   const __m256 veg = _mm256_set1_ps(eg), vk = _mm256_set1_ps(ki), vq = _mm256_set1_ps(qi);
+  const __m256 vkn = _mm256_set1_ps(kni);
   int j = 0;
-  for (; j + 8 <= n; j += 8) {
-    const __m256 sv = _mm256_fmadd_ps(vk, _mm256_loadu_ps(delta + j),
-                                      _mm256_mul_ps(_mm256_loadu_ps(row + j), veg));
-    _mm256_storeu_ps(row + j, sv);
-    _mm256_storeu_ps(o + j, _mm256_fmadd_ps(sv, vq, _mm256_loadu_ps(o + j)));
-  }
+  if (kvn)
+    for (; j + 8 <= n; j += 8) {
+      const __m256 sv = _mm256_fmadd_ps(vk, _mm256_loadu_ps(delta + j),
+                                        _mm256_mul_ps(_mm256_loadu_ps(row + j), veg));
+      _mm256_storeu_ps(row + j, sv);
+      _mm256_storeu_ps(o + j, _mm256_fmadd_ps(sv, vq, _mm256_loadu_ps(o + j)));
+      _mm256_storeu_ps(kvn + j, _mm256_fmadd_ps(sv, vkn, _mm256_loadu_ps(kvn + j)));
+    }
+  else
+    for (; j + 8 <= n; j += 8) {
+      const __m256 sv = _mm256_fmadd_ps(vk, _mm256_loadu_ps(delta + j),
+                                        _mm256_mul_ps(_mm256_loadu_ps(row + j), veg));
+      _mm256_storeu_ps(row + j, sv);
+      _mm256_storeu_ps(o + j, _mm256_fmadd_ps(sv, vq, _mm256_loadu_ps(o + j)));
+    }
   for (; j < n; j++) {
     const float sv = row[j] * eg + ki * delta[j];
     row[j] = sv;
     o[j] += sv * qi;
+    if (kvn)
+      kvn[j] += sv * kni;
   }
 }
 #endif
 
-/* One recurrent step of one head. S [dk][dv] is decayed lazily: S^T k is read
- * before the decay and scaled by exp(g) (the same product), then one pass
- * writes S = exp(g) S + k delta^T and reads S^T q. */
-static void delta_step(const delta_kern *kr, float *S, const float *qn, const float *kn,
-                       const float *v, float *o, float *kv, float *delta, float eg, float beta,
-                       int dk, int dv) {
-  for (int j = 0; j < dv; j++)
-    kv[j] = 0.0f;
-  for (int i = 0; i < dk; i++)
-    kr->axpy(kv, S + (size_t)i * dv, kn[i], dv);
-  for (int j = 0; j < dv; j++)
-    delta[j] = (v[j] - eg * kv[j]) * beta;
-  for (int j = 0; j < dv; j++)
-    o[j] = 0.0f;
-  for (int i = 0; i < dk; i++)
-    kr->update(S + (size_t)i * dv, delta, o, eg, kn[i], qn[i], dv);
-}
+enum { CH = HX_BACKEND_SSM_CHUNK_MAX, DM = HX_BACKEND_SSM_HEAD_DIM_MAX };
 
+/* The recurrent form for one head. S [dk][dv] is decayed lazily: kv = S^T k
+ * is read before the decay and scaled by exp(g) (the same product); one pass
+ * per token then writes S = exp(g) S + k delta^T, reads S^T q, and already
+ * reads S^T k of the next token — a single sweep of the state per token. */
 static void delta_recurrent_head(const delta_ctx *c, int h) {
   const hx_delta_params *p = &c->p;
+  const delta_kern *kr = &c->kern;
   const int dk = p->d_k, dv = p->d_v, kh = delta_k_head(p, h);
   const float qscale = 1.0f / sqrtf((float)dk);
+  const int64_t n = c->q.n_rows;
   float *S = (float *)ssm_row(c->state, h);
-  float qn[HX_BACKEND_SSM_HEAD_DIM_MAX], kn[HX_BACKEND_SSM_HEAD_DIM_MAX];
-  float kv[HX_BACKEND_SSM_HEAD_DIM_MAX], delta[HX_BACKEND_SSM_HEAD_DIM_MAX];
-  for (int64_t t = 0; t < c->q.n_rows; t++) {
+  float qn[DM], kn[2][DM], kv[2][DM], delta[DM];
+  l2norm_scaled(kn[0], (const float *)ssm_row(c->k, 0) + (size_t)kh * dk, dk, p->eps_l2, 1.0f);
+  for (int j = 0; j < dv; j++)
+    kv[0][j] = 0.0f;
+  for (int i = 0; i < dk; i++)
+    kr->axpy(kv[0], S + (size_t)i * dv, kn[0][i], dv);
+  for (int64_t t = 0; t < n; t++) {
+    const int cur = (int)(t & 1), nxt = cur ^ 1;
+    const bool more = t + 1 < n;
     l2norm_scaled(qn, (const float *)ssm_row(c->q, t) + (size_t)kh * dk, dk, p->eps_l2, 1.0f);
     for (int i = 0; i < dk; i++)
       qn[i] *= qscale;
-    l2norm_scaled(kn, (const float *)ssm_row(c->k, t) + (size_t)kh * dk, dk, p->eps_l2, 1.0f);
+    if (more) {
+      l2norm_scaled(kn[nxt], (const float *)ssm_row(c->k, t + 1) + (size_t)kh * dk, dk, p->eps_l2,
+                    1.0f);
+      for (int j = 0; j < dv; j++)
+        kv[nxt][j] = 0.0f;
+    }
     float g, beta;
     delta_gates(c, t, h, &g, &beta);
-    delta_step(&c->kern, S, qn, kn, (const float *)ssm_row(c->v, t) + (size_t)h * dv,
-               (float *)ssm_row(c->out, t) + (size_t)h * dv, kv, delta, expf(g), beta, dk, dv);
+    const float eg = expf(g);
+    const float *v = (const float *)ssm_row(c->v, t) + (size_t)h * dv;
+    float *o = (float *)ssm_row(c->out, t) + (size_t)h * dv;
+    for (int j = 0; j < dv; j++) {
+      delta[j] = (v[j] - eg * kv[cur][j]) * beta;
+      o[j] = 0.0f;
+    }
+    for (int i = 0; i < dk; i++)
+      kr->update(S + (size_t)i * dv, delta, o, more ? kv[nxt] : NULL, eg, kn[cur][i], qn[i],
+                 more ? kn[nxt][i] : 0.0f, dv);
   }
 }
-
-enum { CH = HX_BACKEND_SSM_CHUNK_MAX, DM = HX_BACKEND_SSM_HEAD_DIM_MAX };
 
 /* Chunk scratch of one worker (on its stack). */
 typedef struct delta_chunk {
