@@ -5,9 +5,9 @@
  *
  * The delta rule runs one value head per pool task: a head's state matrix
  * (d_k x d_v f32, 64 KiB at 128 x 128) stays in that core's cache for all n
- * tokens. The recurrent form makes two passes over the state per token (read
- * S^T k; then S = exp(g) S + k delta^T fused with the read of S^T q), with
- * AVX2 + FMA inner loops where the CPU has them. The chunked form follows
+ * tokens. The recurrent form sweeps the state once per token (S = exp(g) S +
+ * k delta^T fused with the reads of S^T q and of the next token's S^T k),
+ * with AVX2 + FMA inner loops where the CPU has them. The chunked form follows
  * transformers' torch_chunk_gated_delta_rule: per chunk of L tokens it solves
  * the unit lower-triangular UT system by forward substitution and touches the
  * state three times per chunk; on a CPU it does about as many flops as the
@@ -382,40 +382,79 @@ void cpu_delta_rule(void *be, hx_tensor out, hx_tensor q, hx_tensor k, hx_tensor
 
 /* ---- gated norm, sigmoid gate, reset ----------------------------------------- */
 
-void cpu_gated_norm(void *be, hx_tensor out, hx_tensor x, hx_tensor z, hx_tensor w, int head_dim,
-                    float eps) {
-  (void)be;
-  assert_f32(out), assert_f32(x), assert_f32(z), assert_f32(w);
-  HX_ASSERT(head_dim > 0 && x.n_cols % head_dim == 0 && w.n_cols * w.n_rows == head_dim);
-  HX_ASSERT(z.n_cols == x.n_cols && out.n_cols == x.n_cols);
-  HX_ASSERT(z.n_rows == x.n_rows && out.n_rows == x.n_rows);
-  const float *wp = (const float *)ssm_row(w, 0);
-  for (int64_t t = 0; t < x.n_rows; t++) {
-    const float *xr = (const float *)ssm_row(x, t), *zr = (const float *)ssm_row(z, t);
-    float *orow = (float *)ssm_row(out, t);
-    for (int64_t h0 = 0; h0 < x.n_cols; h0 += head_dim) {
+/* Row-parallel elementwise ops: rows split over the pool when there is enough
+ * work to pay for waking it (prefill), else run on the caller (decode). */
+typedef struct rows_ctx {
+  hx_tensor out, x, z, w; /* z: gate (gated_norm) or g (sigmoid_mul) */
+  int head_dim;
+  float eps;
+  int64_t rows_per_task;
+} rows_ctx;
+
+static void rows_run(void *be, rows_ctx *c, hx_pool_fn fn) {
+  const int64_t n = c->x.n_rows;
+  if (n * c->x.n_cols < 65536 || n < 2) {
+    c->rows_per_task = n;
+    fn(c, 0, 0);
+    return;
+  }
+  const int64_t n_tasks = n < 4 * (int64_t)cpu_be_threads(be) ? n : 4 * cpu_be_threads(be);
+  c->rows_per_task = (n + n_tasks - 1) / n_tasks;
+  hx_pool_parallel_for(cpu_be_pool(be), (size_t)((n + c->rows_per_task - 1) / c->rows_per_task), fn,
+                       c);
+}
+
+static void gated_norm_task(void *cv, size_t task, int worker) {
+  (void)worker;
+  const rows_ctx *c = cv;
+  const int hd = c->head_dim;
+  const float *wp = (const float *)ssm_row(c->w, 0);
+  const int64_t t0 = (int64_t)task * c->rows_per_task;
+  const int64_t t1 = t0 + c->rows_per_task < c->x.n_rows ? t0 + c->rows_per_task : c->x.n_rows;
+  for (int64_t t = t0; t < t1; t++) {
+    const float *xr = (const float *)ssm_row(c->x, t), *zr = (const float *)ssm_row(c->z, t);
+    float *orow = (float *)ssm_row(c->out, t);
+    for (int64_t h0 = 0; h0 < c->x.n_cols; h0 += hd) {
       float ss = 0.0f;
-      for (int i = 0; i < head_dim; i++)
+      for (int i = 0; i < hd; i++)
         ss += xr[h0 + i] * xr[h0 + i];
-      const float r = 1.0f / sqrtf(ss / (float)head_dim + eps);
-      for (int i = 0; i < head_dim; i++)
+      const float r = 1.0f / sqrtf(ss / (float)hd + c->eps);
+      for (int i = 0; i < hd; i++)
         orow[h0 + i] = wp[i] * (xr[h0 + i] * r) * silu(zr[h0 + i]);
     }
   }
 }
 
+void cpu_gated_norm(void *be, hx_tensor out, hx_tensor x, hx_tensor z, hx_tensor w, int head_dim,
+                    float eps) {
+  assert_f32(out), assert_f32(x), assert_f32(z), assert_f32(w);
+  HX_ASSERT(head_dim > 0 && x.n_cols % head_dim == 0 && w.n_cols * w.n_rows == head_dim);
+  HX_ASSERT(z.n_cols == x.n_cols && out.n_cols == x.n_cols);
+  HX_ASSERT(z.n_rows == x.n_rows && out.n_rows == x.n_rows);
+  rows_ctx c = {.out = out, .x = x, .z = z, .w = w, .head_dim = head_dim, .eps = eps};
+  rows_run(be, &c, gated_norm_task);
+}
+
+static void sigmoid_mul_task(void *cv, size_t task, int worker) {
+  (void)worker;
+  const rows_ctx *c = cv;
+  const int64_t step = c->z.n_cols == 1 ? 0 : 1;
+  const int64_t t0 = (int64_t)task * c->rows_per_task;
+  const int64_t t1 = t0 + c->rows_per_task < c->x.n_rows ? t0 + c->rows_per_task : c->x.n_rows;
+  for (int64_t t = t0; t < t1; t++) {
+    const float *xr = (const float *)ssm_row(c->x, t), *gr = (const float *)ssm_row(c->z, t);
+    float *orow = (float *)ssm_row(c->out, t);
+    for (int64_t i = 0; i < c->x.n_cols; i++)
+      orow[i] = xr[i] * sigmoid(gr[i * step]);
+  }
+}
+
 void cpu_sigmoid_mul(void *be, hx_tensor out, hx_tensor x, hx_tensor g) {
-  (void)be;
   assert_f32(out), assert_f32(x), assert_f32(g);
   HX_ASSERT(out.n_cols == x.n_cols && out.n_rows == x.n_rows && g.n_rows == x.n_rows);
   HX_ASSERT(g.n_cols == x.n_cols || g.n_cols == 1);
-  const int64_t step = g.n_cols == 1 ? 0 : 1;
-  for (int64_t t = 0; t < x.n_rows; t++) {
-    const float *xr = (const float *)ssm_row(x, t), *gr = (const float *)ssm_row(g, t);
-    float *orow = (float *)ssm_row(out, t);
-    for (int64_t i = 0; i < x.n_cols; i++)
-      orow[i] = xr[i] * sigmoid(gr[i * step]);
-  }
+  rows_ctx c = {.out = out, .x = x, .z = g};
+  rows_run(be, &c, sigmoid_mul_task);
 }
 
 void cpu_zero(void *be, hx_tensor t) {
