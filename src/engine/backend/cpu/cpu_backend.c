@@ -47,6 +47,14 @@ typedef struct cpu_be {
   cpu_gemv8_fn gemv8[QUANT_TYPE_COUNT]; /* repacked 8-row kernels, or NULL */
   cpu_gemm4x8_fn gemm8[QUANT_TYPE_COUNT];
   cpu_attn_f16_fn attn16; /* fused attention over an F16 cache, or NULL */
+  /* RoPE tables of the last call: inv_freq for rope_p, cos/sin for position
+   * rope_pos (single-row calls: q and k of a decode step share them) */
+  hx_rope_params rope_p;
+  int rope_valid, rope_pos_valid;
+  int32_t rope_pos;
+  float rope_mscale;
+  float rope_inv_freq[HX_BACKEND_HEAD_DIM_MAX / 2];
+  float rope_cs[HX_BACKEND_HEAD_DIM_MAX / 2], rope_sn[HX_BACKEND_HEAD_DIM_MAX / 2];
 } cpu_be;
 
 static inline char *tptr(hx_tensor t) {
@@ -54,6 +62,33 @@ static inline char *tptr(hx_tensor t) {
   return (char *)t.buf->data + t.offset;
 }
 static inline char *trow(hx_tensor t, int64_t r) { return tptr(t) + (size_t)r * t.row_bytes; }
+
+/* Row-parallel helper for the per-token ops: fn(ctx, t0, t1) over rows
+ * [0, n), on the pool when there are rows to share (prefill), inline for a
+ * few rows (a decode step's single row is not worth a dispatch). */
+typedef void (*rows_fn)(void *ctx, int64_t t0, int64_t t1);
+typedef struct rows_job {
+  rows_fn fn;
+  void *ctx;
+  int64_t n, per_task;
+} rows_job;
+
+static void rows_task(void *jv, size_t task, int worker) {
+  (void)worker;
+  const rows_job *j = jv;
+  const int64_t t0 = (int64_t)task * j->per_task;
+  j->fn(j->ctx, t0, t0 + j->per_task < j->n ? t0 + j->per_task : j->n);
+}
+
+static void rows_run(hx_pool *pool, int n_threads, int64_t n, rows_fn fn, void *ctx) {
+  if (n < 4 || n_threads == 1) {
+    fn(ctx, 0, n);
+    return;
+  }
+  const int64_t n_tasks = n < 4 * (int64_t)n_threads ? n : 4 * (int64_t)n_threads;
+  rows_job j = {.fn = fn, .ctx = ctx, .n = n, .per_task = (n + n_tasks - 1) / n_tasks};
+  hx_pool_parallel_for(pool, (size_t)((n + j.per_task - 1) / j.per_task), rows_task, &j);
+}
 
 size_t hx_backend_row_bytes(uint32_t type, int64_t n_cols) {
   size_t out;
@@ -304,6 +339,19 @@ static const cpu_repacked *mm_repacked(cpu_be *be, hx_tensor w) {
   return rp;
 }
 
+typedef struct quant_ctx {
+  hx_tensor x;
+  quant_type dt;
+  char *q;
+  size_t rb;
+} quant_ctx;
+
+static void quant_rows(void *cv, int64_t t0, int64_t t1) {
+  const quant_ctx *c = cv;
+  for (int64_t t = t0; t < t1; t++)
+    quant_row_quantize(c->dt, (const float *)trow(c->x, t), c->q + (size_t)t * c->rb, c->x.n_cols);
+}
+
 /* Sets up one weight's share of a matmul: activations in its dot format
  * (quantized once per format into scratch slot q_slot) and its row chunks. */
 static void mm_prepare(cpu_be *be, mm_ctx *c, hx_tensor y, hx_tensor w, hx_tensor x, hx_tensor bias,
@@ -323,8 +371,8 @@ static void mm_prepare(cpu_be *be, mm_ctx *c, hx_tensor y, hx_tensor w, hx_tenso
     if (!xq_by_type[dt]) {
       HX_ASSERT(*q_slot < 2 && rb > 0 && rb * (size_t)x.n_rows <= be->act_q_bytes / 2);
       char *q = (char *)be->act_q + (size_t)(*q_slot)++ * (be->act_q_bytes / 2);
-      for (int64_t t = 0; t < x.n_rows; t++)
-        quant_row_quantize(dt, (const float *)trow(x, t), q + (size_t)t * rb, x.n_cols);
+      quant_ctx qc = {.x = x, .dt = dt, .q = q, .rb = rb};
+      rows_run(be->pool, be->n_threads, x.n_rows, quant_rows, &qc);
       xq_by_type[dt] = q;
     }
     c->xq = xq_by_type[dt];
@@ -399,32 +447,55 @@ static void rms_row(float *out, const float *x, const float *w, int64_t n, float
     out[i] = (x[i] * r) * (zc ? 1.0f + w[i] : w[i]);
 }
 
-static void cpu_rms_norm(void *bev, hx_tensor out, hx_tensor x, hx_tensor residual, hx_tensor w,
-                         float eps, int zero_centred) {
-  (void)bev;
-  HX_ASSERT(w.type == QUANT_F32 && w.n_cols * w.n_rows == x.n_cols && out.n_rows == x.n_rows);
-  const float *wp = (const float *)tptr(w);
-  for (int64_t t = 0; t < x.n_rows; t++) {
-    float *xr = (float *)trow(x, t);
-    if (residual.buf) {
-      float *rr = (float *)trow(residual, t);
-      for (int64_t i = 0; i < x.n_cols; i++)
+typedef struct norm_ctx {
+  hx_tensor out, x, residual;
+  const float *w;
+  float eps;
+  int zero_centred, head_dim;
+} norm_ctx;
+
+static void rms_norm_rows(void *cv, int64_t t0, int64_t t1) {
+  const norm_ctx *c = cv;
+  for (int64_t t = t0; t < t1; t++) {
+    float *xr = (float *)trow(c->x, t);
+    if (c->residual.buf) {
+      float *rr = (float *)trow(c->residual, t);
+      for (int64_t i = 0; i < c->x.n_cols; i++)
         rr[i] += xr[i];
       xr = rr;
     }
-    rms_row((float *)trow(out, t), xr, wp, x.n_cols, eps, zero_centred);
+    rms_row((float *)trow(c->out, t), xr, c->w, c->x.n_cols, c->eps, c->zero_centred);
+  }
+}
+
+static void cpu_rms_norm(void *bev, hx_tensor out, hx_tensor x, hx_tensor residual, hx_tensor w,
+                         float eps, int zero_centred) {
+  cpu_be *be = bev;
+  HX_ASSERT(w.type == QUANT_F32 && w.n_cols * w.n_rows == x.n_cols && out.n_rows == x.n_rows);
+  norm_ctx c = {.out = out,
+                .x = x,
+                .residual = residual,
+                .w = (const float *)tptr(w),
+                .eps = eps,
+                .zero_centred = zero_centred};
+  rows_run(be->pool, be->n_threads, x.n_rows, rms_norm_rows, &c);
+}
+
+static void rms_norm_heads_rows(void *cv, int64_t t0, int64_t t1) {
+  const norm_ctx *c = cv;
+  const int hd = c->head_dim;
+  for (int64_t t = t0; t < t1; t++) {
+    float *xr = (float *)trow(c->x, t);
+    for (int64_t h = 0; h < c->x.n_cols / hd; h++)
+      rms_row(xr + h * hd, xr + h * hd, c->w, hd, c->eps, 0);
   }
 }
 
 static void cpu_rms_norm_heads(void *bev, hx_tensor x, hx_tensor w, int head_dim, float eps) {
-  (void)bev;
+  cpu_be *be = bev;
   HX_ASSERT(head_dim > 0 && x.n_cols % head_dim == 0 && w.n_cols * w.n_rows == head_dim);
-  const float *wp = (const float *)tptr(w);
-  for (int64_t t = 0; t < x.n_rows; t++) {
-    float *xr = (float *)trow(x, t);
-    for (int64_t h = 0; h < x.n_cols / head_dim; h++)
-      rms_row(xr + h * head_dim, xr + h * head_dim, wp, head_dim, eps, 0);
-  }
+  norm_ctx c = {.x = x, .w = (const float *)tptr(w), .eps = eps, .head_dim = head_dim};
+  rows_run(be->pool, be->n_threads, x.n_rows, rms_norm_heads_rows, &c);
 }
 
 /* inv_freq[i] for i < n_rot/2 and the cos/sin multiplier, as transformers'
@@ -465,42 +536,94 @@ static float rope_inv_freq(const hx_rope_params *p, float *inv_freq) {
   return mscale;
 }
 
-static void cpu_rope(void *bev, hx_tensor x, hx_tensor pos, int head_dim, const hx_rope_params *p) {
-  (void)bev;
-  HX_ASSERT(p->n_rot > 0 && p->n_rot % 2 == 0 && p->n_rot <= head_dim);
-  HX_ASSERT(head_dim <= HX_BACKEND_HEAD_DIM_MAX && x.n_cols % head_dim == 0);
-  float inv_freq[HX_BACKEND_HEAD_DIM_MAX / 2];
-  const float mscale = rope_inv_freq(p, inv_freq);
-  const int half = p->n_rot / 2;
-  const int32_t *ps = (const int32_t *)tptr(pos);
-  float cs[HX_BACKEND_HEAD_DIM_MAX / 2], sn[HX_BACKEND_HEAD_DIM_MAX / 2];
-  for (int64_t t = 0; t < x.n_rows; t++) {
+static void rope_tables(const float *inv_freq, float mscale, int half, int32_t pos, float *cs,
+                        float *sn) {
+  for (int i = 0; i < half; i++) {
+    const float ang = (float)pos * inv_freq[i];
+    cs[i] = (float)cos((double)ang) * mscale;
+    sn[i] = (float)sin((double)ang) * mscale;
+  }
+}
+
+static void rope_apply(float *xr, int64_t n_heads, int head_dim, int half, const float *cs,
+                       const float *sn) {
+  for (int64_t h = 0; h < n_heads; h++) {
+    float *v = xr + h * head_dim;
     for (int i = 0; i < half; i++) {
-      const float ang = (float)ps[t] * inv_freq[i];
-      cs[i] = (float)cos((double)ang) * mscale;
-      sn[i] = (float)sin((double)ang) * mscale;
-    }
-    float *xr = (float *)trow(x, t);
-    for (int64_t h = 0; h < x.n_cols / head_dim; h++) {
-      float *v = xr + h * head_dim;
-      for (int i = 0; i < half; i++) {
-        const float a = v[i], b = v[i + half];
-        v[i] = a * cs[i] - b * sn[i];
-        v[i + half] = b * cs[i] + a * sn[i];
-      }
+      const float a = v[i], b = v[i + half];
+      v[i] = a * cs[i] - b * sn[i];
+      v[i + half] = b * cs[i] + a * sn[i];
     }
   }
 }
 
-static void cpu_cache_store(void *bev, hx_tensor cache, hx_tensor src, hx_tensor pos) {
-  (void)bev;
-  HX_ASSERT(src.n_cols == cache.n_cols && src.type == QUANT_F32);
-  const int32_t *ps = (const int32_t *)tptr(pos);
-  for (int64_t t = 0; t < src.n_rows; t++) {
-    HX_ASSERT(ps[t] >= 0 && ps[t] < cache.n_rows);
-    quant_row_quantize((quant_type)cache.type, (const float *)trow(src, t), trow(cache, ps[t]),
-                       src.n_cols);
+typedef struct rope_ctx {
+  hx_tensor x;
+  const int32_t *pos;
+  const float *inv_freq;
+  float mscale;
+  int head_dim, half;
+} rope_ctx;
+
+static void rope_rows(void *cv, int64_t t0, int64_t t1) {
+  const rope_ctx *c = cv;
+  float cs[HX_BACKEND_HEAD_DIM_MAX / 2], sn[HX_BACKEND_HEAD_DIM_MAX / 2];
+  for (int64_t t = t0; t < t1; t++) {
+    rope_tables(c->inv_freq, c->mscale, c->half, c->pos[t], cs, sn);
+    rope_apply((float *)trow(c->x, t), c->x.n_cols / c->head_dim, c->head_dim, c->half, cs, sn);
   }
+}
+
+static void cpu_rope(void *bev, hx_tensor x, hx_tensor pos, int head_dim, const hx_rope_params *p) {
+  cpu_be *be = bev;
+  HX_ASSERT(p->n_rot > 0 && p->n_rot % 2 == 0 && p->n_rot <= head_dim);
+  HX_ASSERT(head_dim <= HX_BACKEND_HEAD_DIM_MAX && x.n_cols % head_dim == 0);
+  /* the frequencies depend only on the model's parameters: kept across calls */
+  if (!be->rope_valid || memcmp(&be->rope_p, p, sizeof *p) != 0) {
+    be->rope_mscale = rope_inv_freq(p, be->rope_inv_freq);
+    be->rope_p = *p;
+    be->rope_valid = 1;
+    be->rope_pos_valid = 0;
+  }
+  const int half = p->n_rot / 2;
+  const int32_t *ps = (const int32_t *)tptr(pos);
+  if (x.n_rows == 1) { /* decode: q then k at the same position */
+    if (!be->rope_pos_valid || be->rope_pos != ps[0]) {
+      rope_tables(be->rope_inv_freq, be->rope_mscale, half, ps[0], be->rope_cs, be->rope_sn);
+      be->rope_pos = ps[0];
+      be->rope_pos_valid = 1;
+    }
+    rope_apply((float *)trow(x, 0), x.n_cols / head_dim, head_dim, half, be->rope_cs, be->rope_sn);
+    return;
+  }
+  rope_ctx c = {.x = x,
+                .pos = ps,
+                .inv_freq = be->rope_inv_freq,
+                .mscale = be->rope_mscale,
+                .head_dim = head_dim,
+                .half = half};
+  rows_run(be->pool, be->n_threads, x.n_rows, rope_rows, &c);
+}
+
+typedef struct store_ctx {
+  hx_tensor cache, src;
+  const int32_t *pos;
+} store_ctx;
+
+static void cache_store_rows(void *cv, int64_t t0, int64_t t1) {
+  const store_ctx *c = cv;
+  for (int64_t t = t0; t < t1; t++) {
+    HX_ASSERT(c->pos[t] >= 0 && c->pos[t] < c->cache.n_rows);
+    quant_row_quantize((quant_type)c->cache.type, (const float *)trow(c->src, t),
+                       trow(c->cache, c->pos[t]), c->src.n_cols);
+  }
+}
+
+static void cpu_cache_store(void *bev, hx_tensor cache, hx_tensor src, hx_tensor pos) {
+  cpu_be *be = bev;
+  HX_ASSERT(src.n_cols == cache.n_cols && src.type == QUANT_F32);
+  store_ctx c = {.cache = cache, .src = src, .pos = (const int32_t *)tptr(pos)};
+  rows_run(be->pool, be->n_threads, src.n_rows, cache_store_rows, &c);
 }
 
 static void cpu_cache_copy(void *bev, hx_tensor cache, int64_t dst, int64_t src, int64_t n) {
@@ -592,15 +715,25 @@ static void cpu_attention(void *bev, hx_tensor out, hx_tensor q, hx_tensor k, hx
   hx_pool_parallel_for(be->pool, (size_t)q.n_rows * (size_t)p->n_heads, att_task, &c);
 }
 
-static void cpu_swiglu(void *bev, hx_tensor out, hx_tensor g, hx_tensor u) {
-  (void)bev;
-  HX_ASSERT(g.n_cols == u.n_cols && g.n_rows == u.n_rows && out.n_cols == g.n_cols);
-  for (int64_t t = 0; t < g.n_rows; t++) {
-    const float *gr = (const float *)trow(g, t), *ur = (const float *)trow(u, t);
-    float *o = (float *)trow(out, t);
-    for (int64_t i = 0; i < g.n_cols; i++)
+typedef struct swiglu_ctx {
+  hx_tensor out, g, u;
+} swiglu_ctx;
+
+static void swiglu_rows(void *cv, int64_t t0, int64_t t1) {
+  const swiglu_ctx *c = cv;
+  for (int64_t t = t0; t < t1; t++) {
+    const float *gr = (const float *)trow(c->g, t), *ur = (const float *)trow(c->u, t);
+    float *o = (float *)trow(c->out, t);
+    for (int64_t i = 0; i < c->g.n_cols; i++)
       o[i] = gr[i] / (1.0f + expf(-gr[i])) * ur[i];
   }
+}
+
+static void cpu_swiglu(void *bev, hx_tensor out, hx_tensor g, hx_tensor u) {
+  cpu_be *be = bev;
+  HX_ASSERT(g.n_cols == u.n_cols && g.n_rows == u.n_rows && out.n_cols == g.n_cols);
+  swiglu_ctx c = {.out = out, .g = g, .u = u};
+  rows_run(be->pool, be->n_threads, g.n_rows, swiglu_rows, &c);
 }
 
 static void binop(hx_tensor out, hx_tensor a, hx_tensor b, int mul) {
