@@ -90,6 +90,29 @@ void launch_ssm_conv(float *out, size_t o_stride, const float *x, size_t x_strid
 
 enum { DR_WARPS = 8, DR_THREADS = DR_WARPS * 32, DR_DIM_MAX = 256 };
 
+// What one thread reads of one token: its q and k element (threads < d_k),
+// its v column and the head's two gates. Loaded a token ahead, so the global
+// loads overlap the previous token's arithmetic and barriers.
+struct dr_tok {
+  float q, k, v, a, b;
+};
+
+__device__ __forceinline__ dr_tok dr_load(const cu_delta_args &p, int64_t t, int kh, int h, int j,
+                                          bool jok) {
+  dr_tok x = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+  if (t >= p.n)
+    return x;
+  if ((int)threadIdx.x < p.d_k) {
+    x.q = p.q[(size_t)t * p.q_stride + (size_t)kh * p.d_k + threadIdx.x];
+    x.k = p.k[(size_t)t * p.k_stride + (size_t)kh * p.d_k + threadIdx.x];
+  }
+  if (jok)
+    x.v = p.v[(size_t)t * p.v_stride + (size_t)h * p.d_v + j];
+  x.a = p.a[(size_t)t * p.a_stride + h];
+  x.b = p.b[(size_t)t * p.b_stride + h];
+  return x;
+}
+
 // RPT: key rows per warp (d_k ≤ DR_WARPS * RPT). grid (cdiv(d_v, 32), n_v_heads).
 template <int RPT>
 __global__ static void __launch_bounds__(DR_THREADS) delta_rule_kernel(cu_delta_args p) {
@@ -111,12 +134,10 @@ __global__ static void __launch_bounds__(DR_THREADS) delta_rule_kernel(cu_delta_
   }
   const float qscale = 1.0f / sqrtf((float)p.d_k);
   const float A = p.ssm_a[h], dtb = p.dt_bias[h];
+  dr_tok cur = dr_load(p, 0, kh, h, j, jok);
   for (int64_t t = 0; t < p.n; t++) {
-    float qv = 0.0f, kv = 0.0f;
-    if (tid < p.d_k) {
-      qv = p.q[(size_t)t * p.q_stride + (size_t)kh * p.d_k + tid];
-      kv = p.k[(size_t)t * p.k_stride + (size_t)kh * p.d_k + tid];
-    }
+    const dr_tok nxt = dr_load(p, t + 1, kh, h, j, jok);
+    const float qv = cur.q, kv = cur.k;
     const float sq = warp_sum(qv * qv), sk = warp_sum(kv * kv);
     __syncthreads(); // the previous token's shared values are no longer read
     if (tid < p.d_k)
@@ -129,8 +150,8 @@ __global__ static void __launch_bounds__(DR_THREADS) delta_rule_kernel(cu_delta_
     for (int w = 0; w < DR_WARPS; w++)
       sum_q += ss_q[w], sum_k += ss_k[w];
     const float qinv = 1.0f / sqrtf(sum_q + p.eps), kinv = 1.0f / sqrtf(sum_k + p.eps);
-    const float g = A * ssm_softplus(p.a[(size_t)t * p.a_stride + h] + dtb);
-    const float beta = ssm_sigmoid(p.b[(size_t)t * p.b_stride + h]);
+    const float g = A * ssm_softplus(cur.a + dtb);
+    const float beta = ssm_sigmoid(cur.b);
     const float eg = expf(g);
     // decay, then read the state with k
     float part = 0.0f;
@@ -147,8 +168,7 @@ __global__ static void __launch_bounds__(DR_THREADS) delta_rule_kernel(cu_delta_
 #pragma unroll
     for (int w = 0; w < DR_WARPS; w++)
       kvj += red_kv[w][lane];
-    const float vj = jok ? p.v[(size_t)t * p.v_stride + (size_t)h * p.d_v + j] : 0.0f;
-    const float delta = (vj - kvj) * beta;
+    const float delta = (cur.v - kvj) * beta;
     // write k delta^T, then read the new state with q
     part = 0.0f;
 #pragma unroll
@@ -168,6 +188,7 @@ __global__ static void __launch_bounds__(DR_THREADS) delta_rule_kernel(cu_delta_
         o += red_o[w][lane];
       p.out[(size_t)t * p.out_stride + (size_t)h * p.d_v + j] = o;
     }
+    cur = nxt;
   }
 #pragma unroll
   for (int r = 0; r < RPT; r++) {
