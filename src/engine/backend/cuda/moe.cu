@@ -14,8 +14,11 @@
 //     scratch, use a dequantize-and-FMA dot on f32 activations.
 //   grouped form (prefill): one block per (expert, 64 output rows) gathers
 //     the (token, slot) pairs routed to its expert from ids and runs a small
-//     tiled f32 GEMM over them, so an expert's rows are read once per 32
-//     routed tokens. Experts nobody chose exit after the scan.
+//     tiled GEMM over them, so an expert's rows are read once per 32 routed
+//     tokens. Experts nobody chose exit after the scan. On tensor cores
+//     (WMMA, f32 accumulation) with weights dequantized and activations
+//     rounded to f16 — bf16 for BF16 weights — as the dense prefill GEMM
+//     does; F32 weights keep an f32 SIMT form.
 // Each output element is one dot product of one weight row and one input
 // row in both forms (backend.h contract).
 #include "common.cuh"
@@ -23,6 +26,7 @@
 #include "kernels.h"
 
 #include <math.h>
+#include <mma.h>
 
 // ---- routing -----------------------------------------------------------------
 
@@ -352,6 +356,88 @@ __global__ static void __launch_bounds__(MG_THREADS)
   }
 }
 
+// Tensor-core variant: the same tiles as moe_grouped_kernel, held as T (half
+// or bf16) in shared memory; warp w computes the 16x16 output fragment (rows
+// 16 * (w % 4), slots 16 * (w / 4)) with two 16-deep WMMA steps per MG_BK,
+// accumulating in f32; the 64 x 32 result goes through shared memory so the
+// stores to y are row-contiguous.
+enum { MG_LD = MG_BK + 8, MG_CLD = MG_BN + 4 };
+
+__device__ __forceinline__ void mg_store(half *p, float v) { *p = __float2half(v); }
+__device__ __forceinline__ void mg_store(__nv_bfloat16 *p, float v) { *p = __float2bfloat16(v); }
+
+template <typename T>
+__global__ static void __launch_bounds__(MG_THREADS)
+    moe_grouped_tc_kernel(moe_jobs jobs, const float *x, size_t x_stride, int64_t n_in,
+                          const int32_t *ids, size_t ids_stride, int64_t n, int k, int x_per_slot) {
+  namespace wmma = nvcuda::wmma;
+  pdl_trigger();
+  pdl_wait();
+  __shared__ __align__(32) T ws[MG_BM][MG_LD];
+  __shared__ __align__(32) T xs[MG_BN][MG_LD];
+  __shared__ __align__(32) float cs[MG_BM][MG_CLD];
+  __shared__ int list[MG_WINDOW];
+  __shared__ int count;
+  const cu_moe_job jb = blockIdx.z ? jobs.j[1] : jobs.j[0]; // no local copy of jobs
+  const int e = blockIdx.y;
+  const int64_t r0 = (int64_t)blockIdx.x * MG_BM;
+  if (r0 >= jb.n_out) // uniform over the block
+    return;
+  const int tid = threadIdx.x, warp = tid >> 5, fr = (warp % 4) * 16, fc = (warp / 4) * 16;
+  const uint8_t *wbase = jb.w + ((size_t)e * (size_t)jb.n_out + (size_t)r0) * jb.row_bytes;
+  const int64_t n_slots = n * k;
+  for (int64_t s0 = 0; s0 < n_slots; s0 += MG_WINDOW) {
+    __syncthreads(); // the previous window's list is no longer read
+    if (tid == 0)
+      count = 0;
+    __syncthreads();
+    for (int64_t s = s0 + tid; s < s0 + MG_WINDOW && s < n_slots; s += MG_THREADS)
+      if (ids[(size_t)(s / k) * ids_stride + (size_t)(s % k)] == e)
+        list[atomicAdd(&count, 1)] = (int)(s - s0);
+    __syncthreads();
+    const int cnt = count;
+    for (int b0 = 0; b0 < cnt; b0 += MG_BN) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::fill_fragment(acc, 0.0f);
+      for (int64_t k0 = 0; k0 < n_in; k0 += MG_BK) {
+        __syncthreads(); // the previous step's tiles are no longer read
+        for (int i = tid; i < MG_BM * MG_BK; i += MG_THREADS) {
+          const int rr = i / MG_BK, cc = i % MG_BK;
+          float v = 0.0f;
+          if (r0 + rr < jb.n_out && k0 + cc < n_in)
+            v = dequant1(wbase + (size_t)rr * jb.row_bytes, jb.type, k0 + cc);
+          mg_store(&ws[rr][cc], v);
+        }
+        for (int i = tid; i < MG_BN * MG_BK; i += MG_THREADS) {
+          const int bb = i / MG_BK, cc = i % MG_BK;
+          float v = 0.0f;
+          if (b0 + bb < cnt && k0 + cc < n_in) {
+            const int64_t s = s0 + list[b0 + bb];
+            v = x[(size_t)(x_per_slot ? s : s / k) * x_stride + (size_t)(k0 + cc)];
+          }
+          mg_store(&xs[bb][cc], v);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < MG_BK; kk += 16) {
+          wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
+          wmma::load_matrix_sync(fa, &ws[fr][kk], MG_LD);
+          wmma::load_matrix_sync(fb, &xs[fc][kk], MG_LD); // B[kk][slot] = xs[slot][kk]
+          wmma::mma_sync(acc, fa, fb, acc);
+        }
+      }
+      wmma::store_matrix_sync(&cs[fr][fc], acc, MG_CLD, wmma::mem_row_major);
+      __syncthreads();
+      for (int i = tid; i < MG_BM * MG_BN; i += MG_THREADS) {
+        const int bb = i / MG_BM, rr = i % MG_BM;
+        if (b0 + bb < cnt && r0 + rr < jb.n_out)
+          jb.y[(size_t)(s0 + list[b0 + bb]) * jb.y_stride + (size_t)(r0 + rr)] = cs[rr][bb];
+      }
+    }
+  }
+}
+
 void launch_moe_matmul_id(const cu_moe_job *jobs, int n_jobs, const float *x, size_t x_stride,
                           int64_t n_x_rows, int64_t n_in, const int32_t *ids, size_t ids_stride,
                           int64_t n, int k, int64_t n_expert, void *q8, size_t q8_bytes,
@@ -381,9 +467,21 @@ void launch_moe_matmul_id(const cu_moe_job *jobs, int n_jobs, const float *x, si
     cu_launch(moe_slot_kernel, grid, MS_WARPS * 32, 0, st, mj, xq, x, x_stride, n_in, ids,
               ids_stride, k, n_expert, x_per_slot);
   } else {
+    /* tensor cores unless a weight is F32 (kept exact) or BF16 and other
+       types are mixed in one call (one activation format per launch) */
+    int n_f32 = 0, n_bf16 = 0;
+    for (int i = 0; i < n_jobs; i++)
+      n_f32 += jobs[i].type == GT_F32, n_bf16 += jobs[i].type == GT_BF16;
     dim3 grid(cdiv(n_out_max, MG_BM), (unsigned)n_expert, (unsigned)n_jobs);
-    cu_launch(moe_grouped_kernel, grid, MG_THREADS, 0, st, mj, x, x_stride, n_in, ids, ids_stride,
-              n, k, x_per_slot);
+    if (n_f32 == 0 && n_bf16 == 0)
+      cu_launch(moe_grouped_tc_kernel<half>, grid, MG_THREADS, 0, st, mj, x, x_stride, n_in, ids,
+                ids_stride, n, k, x_per_slot);
+    else if (n_f32 == 0 && n_bf16 == n_jobs)
+      cu_launch(moe_grouped_tc_kernel<__nv_bfloat16>, grid, MG_THREADS, 0, st, mj, x, x_stride,
+                n_in, ids, ids_stride, n, k, x_per_slot);
+    else
+      cu_launch(moe_grouped_kernel, grid, MG_THREADS, 0, st, mj, x, x_stride, n_in, ids, ids_stride,
+                n, k, x_per_slot);
   }
   CUDA_LAUNCH_CHECK();
 }
