@@ -1,16 +1,27 @@
 """cortex_bench.py — what cortex adds on the request path, measured on
-loopback against a scripted upstream (tests/e2e/fake_neuron.py):
-  1. TTFT of streamed chat requests, straight to the upstream vs through
-     cortex (sequential, p50/p99), both OpenAI dialect;
-  2. requests/s for small non-streaming requests (C concurrent clients);
-  3. idle streams held open through cortex and cortex RSS per stream.
+loopback against a scripted fast upstream (tests/e2e/fake_neuron.py), next
+to LiteLLM's proxy in front of the same upstream in the same run:
+  1. TTFT of streamed chat requests (sequential, one keep-alive client
+     connection, p50/p99): straight to the upstream, through cortex, through
+     cortex with upstream keep-alive off (HELEXA_CORTEX_UPSTREAM_POOL=0, the
+     behaviour before the connection pool), through LiteLLM;
+  2. latency of small non-streaming requests (sequential, p50/p99), same four;
+  3. requests/s for small non-streaming requests (C concurrent clients, each
+     on its own keep-alive connection), same four;
+  4. idle streams held open through cortex and cortex RSS per stream.
+LiteLLM runs from its own venv (default .cache/litellm-venv, created and
+`pip install 'litellm[proxy]'`-ed on first use; never the project venv), one
+uvicorn worker, LITELLM_LOCAL_MODEL_COST_MAP=True (no network), a master key.
 Usage: HELEXA_BIN=build/bin .venv/bin/python bench/cortex_bench.py [--n 300]
-Prints a markdown table. Optional: --litellm PATH_TO_litellm to run the same
-requests/s test through LiteLLM's proxy."""
+  [--no-litellm] [--write-doc docs/benchmarks.md]
+Prints a markdown table; --write-doc replaces the text between the
+"cortex-bench" markers in that file."""
 import argparse
 import http.client
 import json
 import os
+import platform
+import re
 import socket
 import statistics
 import subprocess
@@ -19,58 +30,85 @@ import tempfile
 import threading
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "e2e"))
-from cortex_harness import Fleet  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.join(HERE, "..")
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+from cortex_harness import BIN, Fleet, free_port, wait_http  # noqa: E402
 
 MODELS = '[[models]]\nid = "small"\npath = "m1"\n'
+LITELLM_KEY = "sk-bench-0123456789abcdef"
 
 
 def connect(port):
     """Keep-alive connection with TCP_NODELAY (http.client writes headers and
     body separately; without it, delayed ACKs add ~40 ms to every request)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     conn.connect()
     conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return conn
 
 
-def ttft(port, n, body):
-    out = []
+def pct(xs):
+    xs = sorted(xs)
+    return statistics.median(xs), xs[max(int(len(xs) * 0.99) - 1, 0)]
+
+
+def ttft(port, n, body, headers, out=None):
+    out = [] if out is None else out
     conn = connect(port)
     for _ in range(n):
         t0 = time.perf_counter()
-        conn.request("POST", "/v1/chat/completions", body, {"content-type": "application/json"})
+        conn.request("POST", "/v1/chat/completions", body, headers)
         r = conn.getresponse()
+        got = False
         while True:
             line = r.readline()
-            if b'"content"' in line:
+            if not got and b'"content"' in line and b'"Hello' in line:
                 out.append((time.perf_counter() - t0) * 1000)
-                break
+                got = True
             if not line:
                 break
-        r.read()
+        if not got:
+            raise RuntimeError(f"port {port}: no content in the stream (HTTP {r.status})")
     conn.close()
-    out.sort()
-    return statistics.median(out), out[int(len(out) * 0.99) - 1]
+    return out
 
 
-def rps(port, body, conc, secs, path="/v1/chat/completions", headers=None):
+def latency(port, n, body, headers, out=None):
+    out = [] if out is None else out
+    conn = connect(port)
+    for _ in range(n):
+        t0 = time.perf_counter()
+        conn.request("POST", "/v1/chat/completions", body, headers)
+        r = conn.getresponse()
+        data = r.read()
+        if r.status != 200:
+            raise RuntimeError(f"port {port}: HTTP {r.status}: {data[:200]!r}")
+        out.append((time.perf_counter() - t0) * 1000)
+    conn.close()
+    return out
+
+
+def rps(port, body, conc, secs, headers):
     count = [0] * conc
+    fails = [0] * conc
     stop = time.time() + secs
 
     def worker(i):
         conn = connect(port)
         while time.time() < stop:
-            conn.request("POST", path, body, {"content-type": "application/json", **(headers or {})})
+            conn.request("POST", "/v1/chat/completions", body, headers)
             r = conn.getresponse()
             r.read()
             if r.status == 200:
                 count[i] += 1
+            else:
+                fails[i] += 1
         conn.close()
     ts = [threading.Thread(target=worker, args=(i,)) for i in range(conc)]
     [t.start() for t in ts]
     [t.join() for t in ts]
-    return sum(count) / secs
+    return sum(count) / secs, sum(fails)
 
 
 def rss_kb(pid):
@@ -107,29 +145,120 @@ def idle_streams(f, k):
     return held, base, peak
 
 
+def start_plain_cortex(f, tmp):
+    """A second cortex on the same upstream with upstream keep-alive off."""
+    port, mport = free_port(), free_port()
+    with open(f.cfg_path) as fh:
+        cfg = fh.read()
+    cfg = re.sub(r'listen = "127.0.0.1:\d+"', f'listen = "127.0.0.1:{port}"', cfg, count=1)
+    cfg = re.sub(r'metrics_listen = "127.0.0.1:\d+"', f'metrics_listen = "127.0.0.1:{mport}"', cfg)
+    path = os.path.join(tmp, "cortex-nopool.toml")
+    with open(path, "w") as fh:
+        fh.write(cfg)
+    log = open(os.path.join(tmp, "cortex-nopool.log"), "w")
+    p = subprocess.Popen([os.path.join(BIN, "cortex"), "serve", "--config", path], stdout=log,
+                         stderr=subprocess.STDOUT, env={**os.environ, "HELEXA_CORTEX_UPSTREAM_POOL": "0"})
+    wait_http(f"http://127.0.0.1:{port}/health", 15, proc=p)
+    for _ in range(100):  # the upstream's model shows up in the catalogue
+        try:
+            with urllib_open(f"http://127.0.0.1:{port}/v1/models") as r:
+                if b'"small"' in r.read():
+                    break
+        except Exception:
+            pass
+        time.sleep(0.1)
+    return p, port
+
+
+def urllib_open(url):
+    import urllib.request
+    return urllib.request.urlopen(url, timeout=5)
+
+
+def start_litellm(venv, upstream_port, tmp):
+    """Returns (proc, port, version, None) or (None, None, None, why)."""
+    exe = os.path.join(venv, "bin", "litellm")
+    if not os.path.exists(exe):
+        print(f"installing litellm[proxy] into {venv}", file=sys.stderr)
+        r = subprocess.run([sys.executable, "-m", "venv", venv], capture_output=True, text=True)
+        if r.returncode == 0:
+            r = subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", "litellm[proxy]"],
+                               capture_output=True, text=True)
+        if r.returncode != 0 or not os.path.exists(exe):
+            return None, None, None, "installing litellm[proxy] failed: " + (r.stderr or r.stdout)[-500:]
+    ver = subprocess.run([os.path.join(venv, "bin", "python"), "-c",
+                          "import importlib.metadata as m; print(m.version('litellm'))"],
+                         capture_output=True, text=True).stdout.strip()
+    port = free_port()
+    cfg = os.path.join(tmp, "litellm.yaml")
+    with open(cfg, "w") as fh:
+        fh.write("model_list:\n  - model_name: small\n    litellm_params:\n      model: openai/m1\n"
+                 f"      api_base: http://127.0.0.1:{upstream_port}/v1\n      api_key: x\n")
+    log = open(os.path.join(tmp, "litellm.log"), "w+")
+    env = {**os.environ, "LITELLM_MASTER_KEY": LITELLM_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+           "LITELLM_LOG": "ERROR"}
+    p = subprocess.Popen([exe, "--config", cfg, "--host", "127.0.0.1", "--port", str(port),
+                          "--num_workers", "1"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health/liveliness", 120, proc=p)
+    except Exception as e:  # noqa: BLE001
+        p.kill()
+        p.wait()
+        log.seek(0)
+        return None, None, ver, f"litellm proxy did not start: {e}: {log.read()[-500:]}"
+    return p, port, ver, None
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--conc", type=int, default=8)
     ap.add_argument("--secs", type=float, default=5)
     ap.add_argument("--streams", type=int, default=500)
+    ap.add_argument("--litellm-venv", default=os.path.join(ROOT, ".cache", "litellm-venv"))
+    ap.add_argument("--no-litellm", action="store_true")
+    ap.add_argument("--write-doc", default=None)
     args = ap.parse_args()
     tmp = tempfile.mkdtemp()
     f = Fleet(tmp, [{"name": "a", "models": "m1:100", "budget": 300, "preload": "m1"}], MODELS,
               extra_gateway="max_streams = 2048")
+    plain = ll = None
     try:
         up = f.neurons["a"]["port"]
-        sbody = json.dumps({"model": "m1", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
-        cbody = sbody.replace('"m1"', '"small"')
-        print("warm-up", file=sys.stderr)
-        ttft(up, 20, sbody), ttft(f.port, 20, cbody)  # warm up
-        print("ttft", file=sys.stderr)
-        d50, d99 = ttft(up, args.n, sbody)
-        c50, c99 = ttft(f.port, args.n, cbody)
-        nbody = json.dumps({"model": "m1", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]})
-        print("rps", file=sys.stderr)
-        r_direct = rps(up, nbody, args.conc, args.secs)
-        r_cortex = rps(f.port, nbody.replace('"m1"', '"small"'), args.conc, args.secs)
+        plain, plain_port = start_plain_cortex(f, tmp)
+        ll_why, ll_ver = "skipped (--no-litellm)", None
+        if not args.no_litellm:
+            ll, ll_port, ll_ver, ll_why = start_litellm(args.litellm_venv, up, tmp)
+        H = {"content-type": "application/json"}
+        targets = [("direct to upstream", up, "m1", H), ("through cortex", f.port, "small", H),
+                   ("cortex, upstream keep-alive off", plain_port, "small", H)]
+        if ll:
+            targets.append((f"through LiteLLM {ll_ver}", ll_port, "small",
+                            {**H, "authorization": f"Bearer {LITELLM_KEY}"}))
+        # interleaved rounds, so that drifting background load on the shared
+        # machine hits every path alike
+        res = {name: {"ttft": [], "lat": [], "rps": 0.0, "fails": 0} for name, *_ in targets}
+        bodies = {}
+        for name, port, model, hdr in targets:
+            bodies[name] = (json.dumps({"model": model, "stream": True,
+                                        "messages": [{"role": "user", "content": "hi"}]}),
+                            json.dumps({"model": model, "max_tokens": 4,
+                                        "messages": [{"role": "user", "content": "hi"}]}))
+            ttft(port, 20, bodies[name][0], hdr)  # warm up
+            latency(port, 20, bodies[name][1], hdr)
+        rounds = 5
+        for k in range(rounds):
+            print(f"round {k + 1}/{rounds}", file=sys.stderr)
+            for name, port, model, hdr in targets:
+                ttft(port, args.n // rounds, bodies[name][0], hdr, res[name]["ttft"])
+                latency(port, args.n // rounds, bodies[name][1], hdr, res[name]["lat"])
+            for name, port, model, hdr in targets:
+                r, fails = rps(port, bodies[name][1], args.conc, args.secs / rounds, hdr)
+                res[name]["rps"] += r / rounds
+                res[name]["fails"] += fails
+                time.sleep(0.3)  # let the upstream settle
+        for r in res.values():
+            r["ttft"], r["lat"] = pct(r["ttft"]), pct(r["lat"])
         print("idle streams", file=sys.stderr)
         for _ in range(100):  # the upstream may have been marked down while saturated
             n = f.status()["neurons"][0]
@@ -137,13 +266,43 @@ def main():
                 break
             time.sleep(0.2)
         held, base, peak = idle_streams(f, args.streams)
-        print(f"| measure | direct to upstream | through cortex |\n|---|---|---|")
-        print(f"| TTFT p50 (ms), n={args.n} | {d50:.2f} | {c50:.2f} (+{c50 - d50:.2f}) |")
-        print(f"| TTFT p99 (ms) | {d99:.2f} | {c99:.2f} (+{c99 - d99:.2f}) |")
-        print(f"| non-streaming req/s, {args.conc} clients, {args.secs:.0f} s | {r_direct:.0f} | {r_cortex:.0f} |")
-        print(f"\nidle streams held through cortex: {held}; cortex RSS {base / 1024:.1f} MiB idle → "
-              f"{peak / 1024:.1f} MiB with streams open = {(peak - base) / max(held, 1):.1f} KiB per stream")
+        d = res["direct to upstream"]
+        lines = ["| path | TTFT p50 ms | TTFT p99 ms | non-stream p50 ms | non-stream p99 ms | "
+                 f"req/s ({args.conc} clients, {args.secs:.0f} s) |", "|---|---|---|---|---|---|"]
+        for name, r in res.items():
+            add = "" if r is d else " (+{:.2f})"
+            lines.append(
+                f"| {name} | {r['ttft'][0]:.2f}{add.format(r['ttft'][0] - d['ttft'][0])} | "
+                f"{r['ttft'][1]:.2f}{add.format(r['ttft'][1] - d['ttft'][1])} | "
+                f"{r['lat'][0]:.2f}{add.format(r['lat'][0] - d['lat'][0])} | "
+                f"{r['lat'][1]:.2f}{add.format(r['lat'][1] - d['lat'][1])} | {r['rps']:.0f}"
+                + (f" ({r['fails']} non-200)" if r["fails"] else "") + " |")
+        if not ll:
+            lines.append(f"\nLiteLLM: not measured — {ll_why}")
+        lines.append(f"\nidle streams held through cortex: {held}; cortex RSS {base / 1024:.1f} MiB idle → "
+                     f"{peak / 1024:.1f} MiB with streams open = {(peak - base) / max(held, 1):.1f} KiB per stream")
+        with open("/proc/loadavg") as fh:
+            load = " ".join(fh.read().split()[:3])
+        lines.append(f"\n(run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.node()}, "
+                     f"{os.cpu_count()} CPUs, load average after the run {load}; "
+                     f"`--n {args.n} --conc {args.conc} --secs {args.secs:g} --streams {args.streams}`)")
+        text = "\n".join(lines)
+        print(text)
+        if args.write_doc:
+            with open(args.write_doc) as fh:
+                doc = fh.read()
+            a, b = "<!-- cortex-bench:begin -->\n", "<!-- cortex-bench:end -->"
+            i, j = doc.index(a) + len(a), doc.index(b)
+            with open(args.write_doc, "w") as fh:
+                fh.write(doc[:i] + text + "\n" + doc[j:])
     finally:
+        for p in (plain, ll):
+            if p and p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
         f.stop()
 
 
