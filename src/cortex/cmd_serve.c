@@ -4,6 +4,7 @@
  * get 503, streams in flight get up to 20 s to finish, the rest end with an
  * error event. */
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,7 +52,27 @@ static hx_http_server *serve_server(const char *host, uint16_t port, const corte
   return hx_http_server_create(&sc);
 }
 
+/* Raises the soft open-files limit to what the API listener may hold (its
+ * connection cap, plus upstream connections, pollers and files), up to the
+ * hard limit: a 1024 default would refuse clients long before the cap. */
+static void serve_raise_nofile(const cortex_config *cfg) {
+  rlim_t need = (rlim_t)cfg->gateway.max_streams * 4 + 64 /* api */ +
+                (rlim_t)cfg->gateway.max_streams + (rlim_t)cfg->n_neurons * (GW_POOL_MAX + 8) + 256;
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= need)
+    return;
+  rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= need ? need : rl.rlim_max;
+  rlim_t had = rl.rlim_cur;
+  rl.rlim_cur = want;
+  if (want > had && setrlimit(RLIMIT_NOFILE, &rl) != 0)
+    want = had;
+  if (want < need)
+    HX_WARN("open-files limit is %llu (hard limit); max_streams = %u may need %llu",
+            (unsigned long long)want, cfg->gateway.max_streams, (unsigned long long)need);
+}
+
 static int serve_run(cortex_config *cfg) {
+  serve_raise_nofile(cfg);
   gateway *gw = calloc(1, sizeof *gw);
   if (!gw)
     return 1;
