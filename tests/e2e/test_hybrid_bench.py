@@ -20,10 +20,10 @@ def run(*args):
     return p
 
 
-@pytest.mark.parametrize("preset,arch", [("tiny-qwen35", "qwen35"),
-                                         ("tiny-qwen3next", "qwen3next"),
-                                         ("tiny-qwen35moe", "qwen35moe")])
-@pytest.mark.parametrize("quant", ["Q4_K_M", "Q8_0"])
+@pytest.mark.parametrize("preset,arch,quant", [("tiny-qwen35", "qwen35", "Q4_K_M"),
+                                               ("tiny-qwen35", "qwen35", "Q8_0"),
+                                               ("tiny-qwen3next", "qwen3next", "Q4_K_M"),
+                                               ("tiny-qwen35moe", "qwen35moe", "Q4_K_M")])
 def test_synth_bench_hybrid(tmp_path, preset, arch, quant):
     out = tmp_path / f"{preset}.gguf"
     run("synth", "--shape", preset, "--quant", quant, "--out", str(out))
