@@ -347,7 +347,7 @@ static int q35_cache_reusable(const hx_model *mb, const hx_model_cache *c, int n
   (void)mb;
   if (c->n_past >= 0 && n_common >= c->n_past)
     return c->n_past;
-  if (c->snap_pos >= 0 && c->snap_pos <= n_common && c->n_past >= c->snap_pos)
+  if (c->snap_pos >= 0 && c->snap_pos <= n_common) /* valid even after a failed step */
     return c->snap_pos;
   return 0;
 }
@@ -362,7 +362,7 @@ static hx_code q35_cache_truncate(hx_model *mb, hx_model_cache *c, int n_keep, h
   }
   if (n_keep == c->n_past)
     return HX_OK;
-  if (n_keep != c->snap_pos || c->n_past < c->snap_pos)
+  if (n_keep != c->snap_pos)
     return hx_err_set(err, HX_EINVAL,
                       "hybrid cache: the recurrent state cannot go back to %d tokens (it covers "
                       "%d, its snapshot %d)",
