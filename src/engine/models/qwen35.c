@@ -537,7 +537,7 @@ static hx_code q35_forward(hx_model *mb, hx_model_cache *c, const int32_t *token
     }
   }
   op->rms_norm(be, xb, xb, x, m->output_norm, hp->rms_eps, 0);
-  if (!logits_all)
+  if (!logits_all && (logits_last || argmax_last)) /* a prefill piece wants no logits */
     op->matmul(be, m->logits, m->output, rows_of(xb, n - 1, 1), none);
   const bool device_argmax = argmax_last && !logits_last && !logits_all;
   if (device_argmax)
