@@ -234,7 +234,7 @@ static void *rand_rows(quant_type t, int64_t rows, int64_t n, float amp, size_t 
   return q;
 }
 
-/* Row-interleaved Q4_K / Q6_K kernels (cpu_repack.c) against the scalar
+/* Row-interleaved Q4_K / Q6_K / Q8_0 kernels (cpu_repack.c) against the scalar
  * reference. */
 static void test_repack_kernels(void **state) {
   (void)state;
@@ -244,10 +244,10 @@ static void test_repack_kernels(void **state) {
     printf("repacked kernels: none on this CPU (needs AVX-512 VNNI + VBMI)\n");
     return;
   }
-  assert_false(cpu_repack_get(QUANT_Q8_0, &gemv, &gemm));
+  assert_false(cpu_repack_get(QUANT_Q5_K, &gemv, &gemm));
   assert_null(gemv);
-  const quant_type types[] = {QUANT_Q4_K, QUANT_Q6_K};
-  for (size_t ti = 0; ti < 2; ti++) {
+  const quant_type types[] = {QUANT_Q4_K, QUANT_Q6_K, QUANT_Q8_0};
+  for (size_t ti = 0; ti < 3; ti++) {
     const quant_type qt = types[ti];
     assert_int_equal(cpu_repack_bytes(qt, 7, 256), 0);
     assert_int_equal(cpu_repack_bytes(qt, 8, 300), 0);
@@ -258,7 +258,7 @@ static void test_repack_kernels(void **state) {
       const int64_t n = sizes[si], rows = 16;
       size_t wb, xb;
       char *w = rand_rows(qt, rows, n, 1.0f, &wb);
-      char *x = rand_rows(QUANT_Q8_K, 4, n, 3.0f, &xb);
+      char *x = rand_rows(quant_type_dot_type(qt), 4, n, 3.0f, &xb);
       const size_t gb = cpu_repack_bytes(qt, 8, n);
       assert_int_equal(cpu_repack_bytes(qt, 19, n), 2 * gb);
       char *rp = aligned_alloc(64, 2 * gb);
@@ -286,7 +286,7 @@ static void test_repack_kernels(void **state) {
   }
 }
 
-/* The backend's matmul on Q4_K / Q6_K weights with a row count that is not
+/* The backend's matmul on Q4_K / Q6_K / Q8_0 weights with a row count that is not
  * a multiple of 8 (repacked groups + row-kernel tail), 1..9 tokens, with
  * bias, wrapped and uploaded weights, twice (the repacked copy is reused). */
 static void matmul_check(quant_type qt) {
@@ -304,7 +304,8 @@ static void matmul_check(quant_type qt) {
       x[t][i] = frand() * (1 + t % 3);
   for (int r = 0; r < ROWS; r++)
     bias[r] = frand();
-  char *xq = malloc(quant_row_bytes(QUANT_Q8_K, N, &xb) ? xb : 0);
+  const quant_type dt = quant_type_dot_type(qt);
+  char *xq = malloc(quant_row_bytes(dt, N, &xb) ? xb : 0);
   cpu_dot_fn ref = cpu_dot_get(qt, CPU_ISA_SCALAR);
   hx_tensor tw_up = mk(&e, qt, N, ROWS, w);
   hx_tensor tw_wrap = tw_up;
@@ -320,7 +321,7 @@ static void matmul_check(quant_type qt) {
       op->matmul(e.b.be, ty, tw, tx, pass < 2 ? tb : (hx_tensor){0});
       get(&e, ty, y);
       for (int t = 0; t < nt; t++) {
-        quant_row_quantize(QUANT_Q8_K, x[t], xq, N);
+        quant_row_quantize(dt, x[t], xq, N);
         for (int r = 0; r < ROWS; r++) {
           const float want = ref(w + (size_t)r * wb, xq, N) + (pass < 2 ? bias[r] : 0);
           if (fabs(y[t][r] - want) > 1e-4 * (fabs(want) + 1)) {
@@ -345,6 +346,7 @@ static void test_matmul_k_quants(void **state) {
   (void)state;
   matmul_check(QUANT_Q4_K);
   matmul_check(QUANT_Q6_K);
+  matmul_check(QUANT_Q8_0);
 }
 
 /* Fused attention over an F16 cache (cpu_dot.c) against double-precision

@@ -378,7 +378,7 @@ static void mm_prepare(cpu_be *be, mm_ctx *c, hx_tensor y, hx_tensor w, hx_tenso
     c->xq = xq_by_type[dt];
     c->xq_stride = rb;
   }
-  if (dt == QUANT_Q8_K && (c->rp = mm_repacked(be, w)) != NULL) {
+  if (dt != QUANT_F32 && (c->rp = mm_repacked(be, w)) != NULL) {
     c->gemv8 = be->gemv8[w.type];
     c->gemm8 = be->gemm8[w.type];
   }

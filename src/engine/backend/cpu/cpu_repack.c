@@ -59,6 +59,18 @@ typedef struct blk_q6_kx8 {
 
 _Static_assert(sizeof(blk_q6_kx8) == 1696, "blk_q6_kx8 is packed");
 
+/* Q8_0, 8 rows × 256 columns (8 blocks of 32; rows need n_cols % 256 == 0):
+ * block k is 4 steps of 8 columns, step s a 64-byte run whose byte
+ * 4(2r+p)+b is row r's column 32k + 8s + 4p + b, stored as q + 128 (u8 for
+ * VPDPBUSD; the kernels subtract 128 · the activations' sum). 2176 bytes,
+ * the same as 8 × 8 × 34. */
+typedef struct blk_q8_0x8 {
+  uint16_t d[8][8];     /* f16 [block k][row r] */
+  uint8_t qs[8][4][64]; /* [block k][step s] */
+} blk_q8_0x8;
+
+_Static_assert(sizeof(blk_q8_0x8) == 2176, "blk_q8_0x8 is packed");
+
 /* The 8 scales and 8 mins of a Q4_K super-block (6 bits each), as quant.c's
  * get_scale_min_k4. */
 static void q4_k_scales(const uint8_t *s, uint8_t sc[8], uint8_t mn[8]) {
@@ -76,6 +88,7 @@ static void q4_k_scales(const uint8_t *s, uint8_t sc[8], uint8_t mn[8]) {
 size_t cpu_repack_bytes(quant_type t, int64_t n_rows, int64_t n_cols) {
   const size_t blk = t == QUANT_Q4_K   ? sizeof(blk_q4_kx8)
                      : t == QUANT_Q6_K ? sizeof(blk_q6_kx8)
+                     : t == QUANT_Q8_0 ? sizeof(blk_q8_0x8)
                                        : 0;
   if (blk == 0 || n_rows < 8 || n_cols <= 0 || n_cols % QK_K != 0)
     return 0;
@@ -128,11 +141,36 @@ static void repack_q6_k(const void *w, size_t row_bytes, int64_t n_cols, int64_t
     }
 }
 
+static void repack_q8_0(const void *w, size_t row_bytes, int64_t n_cols, int64_t g0, int64_t g1,
+                        void *dst) {
+  const int64_t nb = n_cols / 256;
+  blk_q8_0x8 *out = dst;
+  for (int64_t g = g0; g < g1; g++)
+    for (int64_t i = 0; i < nb; i++) {
+      blk_q8_0x8 *o = out + g * nb + i;
+      for (int r = 0; r < 8; r++) {
+        const block_q8_0 *b =
+            (const block_q8_0 *)((const char *)w + (size_t)(8 * g + r) * row_bytes) + 8 * i;
+        for (int k = 0; k < 8; k++) {
+          o->d[k][r] = b[k].d;
+          for (int s = 0; s < 4; s++) /* columns 8s .. 8s + 7 → bytes 8r .. 8r + 7 */
+            for (int c = 0; c < 8; c++)
+              o->qs[k][s][8 * r + c] = (uint8_t)(b[k].qs[8 * s + c] + 128);
+        }
+      }
+    }
+}
+
 void cpu_repack_rows(quant_type t, const void *w, size_t row_bytes, int64_t n_cols, int64_t g0,
                      int64_t g1, void *dst) {
-  HX_ASSERT((t == QUANT_Q4_K || t == QUANT_Q6_K) && n_cols % QK_K == 0 && g0 >= 0 && g0 <= g1);
+  HX_ASSERT((t == QUANT_Q4_K || t == QUANT_Q6_K || t == QUANT_Q8_0) && n_cols % QK_K == 0 &&
+            g0 >= 0 && g0 <= g1);
   if (t == QUANT_Q6_K) {
     repack_q6_k(w, row_bytes, n_cols, g0, g1, dst);
+    return;
+  }
+  if (t == QUANT_Q8_0) {
+    repack_q8_0(w, row_bytes, n_cols, g0, g1, dst);
     return;
   }
   const int64_t nb = n_cols / QK_K;
@@ -475,6 +513,82 @@ AVX512R static void gemm4_q6_kx8(const void *wv, const void *xv, size_t x_stride
     q6kx8_store(acc[t], out[t]);
 }
 
+/* ---- Q8_0 ---- */
+
+/* Lanes (r, 0) = −128 · (sum of the 32 activations of block x), lanes
+ * (r, 1) = 0: removes the +128 of the stored weights. */
+AVX512R static inline __m512i q80x8_corr(const block_q8_0 *x) {
+  const __m256i v = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)x->qs),
+                                     _mm256_set1_epi8((char)0x80)); /* x + 128 as u8 */
+  const __m256i sad = _mm256_sad_epu8(v, _mm256_setzero_si256());
+  __m128i t = _mm_add_epi64(_mm256_castsi256_si128(sad), _mm256_extracti128_si256(sad, 1));
+  t = _mm_add_epi64(t, _mm_unpackhi_epi64(t, t));
+  const int sum = _mm_cvtsi128_si32(t) - 32 * 128;
+  return _mm512_maskz_set1_epi32(0x5555, -128 * sum);
+}
+
+/* d of block k of the 8 rows in lanes (r, p), f32. */
+AVX512R static inline __m512 q80x8_d(const blk_q8_0x8 *b, int k, __m512i dup_idx) {
+  const __m256 d8 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)b->d[k]));
+  return _mm512_permutexvar_ps(dup_idx, _mm512_castps256_ps512(d8));
+}
+
+AVX512R static inline __m512i q80x8_dup_idx(void) {
+  return _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+}
+
+AVX512R static void gemv_q8_0x8(const void *wv, const void *xv, int64_t n, float out[8]) {
+  const blk_q8_0x8 *w = wv;
+  const block_q8_0 *x = xv;
+  const int64_t nb = n / 256;
+  const __m512i dup = q80x8_dup_idx();
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < nb; i++)
+    for (int k = 0; k < 8; k++) {
+      const blk_q8_0x8 *b = w + i;
+      const block_q8_0 *xb = x + 8 * i + k;
+      __m512i d = q80x8_corr(xb);
+      for (int s = 0; s < 4; s++) /* (q + 128) u8 × s8, 16 products per lane */
+        d = _mm512_dpbusd_epi32(d, _mm512_loadu_si512((const void *)b->qs[k][s]),
+                                bcast8(xb->qs + 8 * s));
+      const __m512 dd = _mm512_mul_ps(q80x8_d(b, k, dup), _mm512_set1_ps(_cvtsh_ss(xb->d)));
+      acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), dd, acc);
+    }
+  q6kx8_store(acc, out); /* out[r] = acc(r, 0) + acc(r, 1) */
+}
+
+AVX512R static void gemm4_q8_0x8(const void *wv, const void *xv, size_t x_stride, int64_t n,
+                                 float out[4][8]) {
+  const blk_q8_0x8 *w = wv;
+  const int64_t nb = n / 256;
+  const __m512i dup = q80x8_dup_idx();
+  const block_q8_0 *xs[4];
+  for (int t = 0; t < 4; t++)
+    xs[t] = (const block_q8_0 *)((const char *)xv + (size_t)t * x_stride);
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                   _mm512_setzero_ps()};
+  for (int64_t i = 0; i < nb; i++)
+    for (int k = 0; k < 8; k++) {
+      const blk_q8_0x8 *b = w + i;
+      __m512i wq[4];
+      for (int s = 0; s < 4; s++)
+        wq[s] = _mm512_loadu_si512((const void *)b->qs[k][s]);
+      const __m512 dw = q80x8_d(b, k, dup);
+#pragma GCC unroll 4
+      for (int t = 0; t < 4; t++) {
+        const block_q8_0 *xb = xs[t] + 8 * i + k;
+        __m512i d = q80x8_corr(xb);
+        for (int s = 0; s < 4; s++)
+          d = _mm512_dpbusd_epi32(d, wq[s], bcast8(xb->qs + 8 * s));
+        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d),
+                                 _mm512_mul_ps(dw, _mm512_set1_ps(_cvtsh_ss(xb->d))), acc[t]);
+      }
+    }
+#pragma GCC unroll 4
+  for (int t = 0; t < 4; t++)
+    q6kx8_store(acc[t], out[t]);
+}
+
 /* ---- dispatch ----------------------------------------------------------- */
 
 static int repack_cpu_ok(void) {
@@ -488,9 +602,9 @@ static int repack_cpu_ok(void) {
 bool cpu_repack_get(quant_type t, cpu_gemv8_fn *gemv, cpu_gemm4x8_fn *gemm) {
   *gemv = NULL;
   *gemm = NULL;
-  if ((t != QUANT_Q4_K && t != QUANT_Q6_K) || !repack_cpu_ok())
+  if ((t != QUANT_Q4_K && t != QUANT_Q6_K && t != QUANT_Q8_0) || !repack_cpu_ok())
     return false;
-  *gemv = t == QUANT_Q4_K ? gemv_q4_kx8 : gemv_q6_kx8;
-  *gemm = t == QUANT_Q4_K ? gemm4_q4_kx8 : gemm4_q6_kx8;
+  *gemv = t == QUANT_Q4_K ? gemv_q4_kx8 : t == QUANT_Q6_K ? gemv_q6_kx8 : gemv_q8_0x8;
+  *gemm = t == QUANT_Q4_K ? gemm4_q4_kx8 : t == QUANT_Q6_K ? gemm4_q6_kx8 : gemm4_q8_0x8;
   return true;
 }
