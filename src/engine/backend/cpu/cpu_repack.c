@@ -153,9 +153,10 @@ static void repack_q8_0(const void *w, size_t row_bytes, int64_t n_cols, int64_t
             (const block_q8_0 *)((const char *)w + (size_t)(8 * g + r) * row_bytes) + 8 * i;
         for (int k = 0; k < 8; k++) {
           o->d[k][r] = b[k].d;
-          for (int s = 0; s < 4; s++) /* columns 8s .. 8s + 7 → bytes 8r .. 8r + 7 */
-            for (int c = 0; c < 8; c++)
-              o->qs[k][s][8 * r + c] = (uint8_t)(b[k].qs[8 * s + c] + 128);
+          for (int s = 0; s < 4; s++) { /* columns 8s .. 8s + 7 → bytes 8r .. 8r + 7 */
+            const uint64_t v = load8((const uint8_t *)b[k].qs + 8 * s) ^ 0x8080808080808080ull;
+            memcpy(&o->qs[k][s][8 * r], &v, 8); /* q + 128 = q ^ 0x80 as u8 */
+          }
         }
       }
     }
