@@ -8,7 +8,10 @@ to LiteLLM's proxy in front of the same upstream in the same run:
   2. latency of small non-streaming requests (sequential, p50/p99), same four;
   3. requests/s for small non-streaming requests (C concurrent clients, each
      on its own keep-alive connection), same four;
-  4. idle streams held open through cortex and cortex RSS per stream.
+  4. idle streams held open through cortex and cortex RSS per stream;
+  5. with --real: TTFT and small-request latency straight to a real
+     `neuron serve` (CPU, synthetic tiny Qwen3, bench/cortex_fault.py's
+     RealFleet) vs through cortex.
 LiteLLM runs from its own venv (default .cache/litellm-venv, created and
 `pip install 'litellm[proxy]'`-ed on first use; never the project venv), one
 uvicorn worker, LITELLM_LOCAL_MODEL_COST_MAP=True (no network), a master key.
@@ -37,6 +40,7 @@ from cortex_harness import BIN, Fleet, free_port, wait_http  # noqa: E402
 
 MODELS = '[[models]]\nid = "small"\npath = "m1"\n'
 LITELLM_KEY = "sk-bench-0123456789abcdef"
+CONTENT = re.compile(rb'"content": ?"[^"]')  # a chunk with non-empty content
 
 
 def connect(port):
@@ -63,7 +67,7 @@ def ttft(port, n, body, headers, out=None):
         got = False
         while True:
             line = r.readline()
-            if not got and b'"content"' in line and b'"Hello' in line:
+            if not got and CONTENT.search(line):
                 out.append((time.perf_counter() - t0) * 1000)
                 got = True
             if not line:
@@ -209,6 +213,46 @@ def start_litellm(venv, upstream_port, tmp):
     return p, port, ver, None
 
 
+def real_neuron(n):
+    """TTFT / latency to a real neuron, direct vs through cortex."""
+    sys.path.insert(0, HERE)
+    from cortex_fault import RealFleet
+    f = RealFleet(tempfile.mkdtemp())
+    try:
+        for _ in range(100):
+            st = json.loads(urllib_open(f.url + "/status").read())
+            if any(m["state"] == "ready" for m in st["neurons"][0]["loaded"]):
+                break
+            time.sleep(0.1)
+        H = {"content-type": "application/json"}
+        res = {}
+        targets = [("real neuron, direct", f.neurons["a"]["port"], "tiny"), ("real neuron, through cortex", f.port, "small")]
+        for name, port, model in targets:
+            sb = json.dumps({"model": model, "stream": True, "max_tokens": 2, "ignore_eos": True, "temperature": 0,
+                             "messages": [{"role": "user", "content": "hi"}]})
+            nb = json.dumps({"model": model, "max_tokens": 2, "ignore_eos": True, "temperature": 0,
+                             "messages": [{"role": "user", "content": "hi"}]})
+            ttft(port, 10, sb, H)
+            res[name] = ([], [], sb, nb)
+        rounds = 5
+        for _ in range(rounds):
+            for name, port, model in targets:
+                r = res[name]
+                ttft(port, n // rounds, r[2], H, r[0])
+                latency(port, n // rounds, r[3], H, r[1])
+        d = pct(res[targets[0][0]][0]), pct(res[targets[0][0]][1])
+        out = ["| path (real neuron) | TTFT p50 ms | TTFT p99 ms | 2-token request p50 ms | p99 ms |",
+               "|---|---|---|---|---|"]
+        for name, *_ in targets:
+            t, lt = pct(res[name][0]), pct(res[name][1])
+            add = (lambda a, b: "") if name == targets[0][0] else (lambda a, b: f" ({a - b:+.2f})")
+            out.append(f"| {name} | {t[0]:.2f}{add(t[0], d[0][0])} | {t[1]:.2f}{add(t[1], d[0][1])} | "
+                       f"{lt[0]:.2f}{add(lt[0], d[1][0])} | {lt[1]:.2f}{add(lt[1], d[1][1])} |")
+        return out
+    finally:
+        f.stop()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=300)
@@ -217,6 +261,7 @@ def main():
     ap.add_argument("--streams", type=int, default=500)
     ap.add_argument("--litellm-venv", default=os.path.join(ROOT, ".cache", "litellm-venv"))
     ap.add_argument("--no-litellm", action="store_true")
+    ap.add_argument("--real", action="store_true")
     ap.add_argument("--write-doc", default=None)
     args = ap.parse_args()
     tmp = tempfile.mkdtemp()
@@ -270,7 +315,7 @@ def main():
         lines = ["| path | TTFT p50 ms | TTFT p99 ms | non-stream p50 ms | non-stream p99 ms | "
                  f"req/s ({args.conc} clients, {args.secs:.0f} s) |", "|---|---|---|---|---|---|"]
         for name, r in res.items():
-            add = "" if r is d else " (+{:.2f})"
+            add = "" if r is d else " ({:+.2f})"
             lines.append(
                 f"| {name} | {r['ttft'][0]:.2f}{add.format(r['ttft'][0] - d['ttft'][0])} | "
                 f"{r['ttft'][1]:.2f}{add.format(r['ttft'][1] - d['ttft'][1])} | "
@@ -286,6 +331,8 @@ def main():
         lines.append(f"\n(run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.node()}, "
                      f"{os.cpu_count()} CPUs, load average after the run {load}; "
                      f"`--n {args.n} --conc {args.conc} --secs {args.secs:g} --streams {args.streams}`)")
+        if args.real:
+            lines += [""] + real_neuron(args.n)
         text = "\n".join(lines)
         print(text)
         if args.write_doc:

@@ -214,18 +214,26 @@ void gw_defrag_maybe(gateway *gw) {
     pthread_join(gw->defrag_thread, NULL);
     gw->defrag_started = false;
   }
-  defrag_job *job = calloc(1, sizeof *job);
-  if (!job)
-    return;
-  job->gw = gw;
+  size_t ni = 0;
+  int device = -1;
+  unsigned cycles = 0;
+  defrag_job *job = NULL;
   pthread_mutex_lock(&gw->mu);
-  bool go = defrag_pick(gw, after, &job->neuron, &job->device, &job->cycles);
+  bool go = defrag_pick(gw, after, &ni, &device, &cycles);
   if (go) {
-    defrag_collect(gw, job->neuron, job->device, job);
-    gw_neuron *n = &gw->neurons[job->neuron];
+    job = calloc(1, sizeof *job);
+    go = job != NULL;
+  }
+  if (go) {
+    job->gw = gw;
+    job->neuron = ni;
+    job->device = device;
+    job->cycles = cycles;
+    defrag_collect(gw, ni, device, job);
+    gw_neuron *n = &gw->neurons[ni];
     if (job->n_items == 0) { /* nothing left on it: nothing to repack */
-      if (job->device >= 0)
-        n->dev_cycles[job->device] = 0;
+      if (device >= 0)
+        n->dev_cycles[device] = 0;
       else
         n->cycles = 0;
       go = false;
