@@ -400,11 +400,55 @@ static void test_attn_f16(void **state) {
     }
 }
 
+/* SIMD activation quantizers: the same bytes as quant_row_quantize, on rows
+ * with rounding ties (x·id = k + 0.5), zero blocks, and ± ties of the
+ * largest magnitude (Q8_K takes the first one's sign). */
+static void test_quant_paths(void **state) {
+  (void)state;
+  const quant_type types[] = {QUANT_Q8_0, QUANT_Q8_K};
+  int checked = 0;
+  for (size_t ti = 0; ti < 2; ti++) {
+    cpu_quant_fn f = cpu_quant_get(types[ti], cpu_isa_best());
+    if (!f)
+      continue;
+    enum { N = 1024 };
+    float x[N];
+    size_t rb;
+    assert_true(quant_row_bytes(types[ti], N, &rb));
+    char *want = malloc(rb), *got = malloc(rb);
+    for (int pass = 0; pass < 6; pass++) {
+      for (int i = 0; i < N; i++) {
+        x[i] = frand() * (float)(1 << (pass * 3));
+        if (pass == 1) /* block max 127 → scale 1: halves are exact ties */
+          x[i] = i % 32 == 0 ? 127.0f : (float)((int)(frand() * 120)) + 0.5f;
+        if (pass == 2 && i % 32 == 0)
+          x[i] = -127.0f;
+        if (pass == 3 && i < 256)
+          x[i] = 0.0f; /* an all-zero block */
+        if (pass == 4)
+          x[i] = (i % 2 ? -1.0f : 1.0f) * (float)(i % 7); /* ± ties of the max */
+      }
+      if (pass == 5)
+        x[300] = -1e-30f, x[301] = 1e-30f;
+      quant_row_quantize(types[ti], x, want, N);
+      f(x, got, N);
+      if (memcmp(want, got, rb) != 0) {
+        fprintf(stderr, "%s quantizer pass %d differs from quant.c\n", quant_type_name(types[ti]),
+                pass);
+        fail();
+      }
+      checked++;
+    }
+    free(want), free(got);
+  }
+  printf("activation quantizers checked: %d\n", checked);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_dot_paths),      cmocka_unit_test(test_ops),
       cmocka_unit_test(test_repack_kernels), cmocka_unit_test(test_matmul_k_quants),
-      cmocka_unit_test(test_attn_f16),
+      cmocka_unit_test(test_attn_f16),       cmocka_unit_test(test_quant_paths),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

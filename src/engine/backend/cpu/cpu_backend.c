@@ -46,7 +46,8 @@ typedef struct cpu_be {
   cpu_dot4_fn dot4[QUANT_TYPE_COUNT];
   cpu_gemv8_fn gemv8[QUANT_TYPE_COUNT]; /* repacked 8-row kernels, or NULL */
   cpu_gemm4x8_fn gemm8[QUANT_TYPE_COUNT];
-  cpu_attn_f16_fn attn16; /* fused attention over an F16 cache, or NULL */
+  cpu_attn_f16_fn attn16;               /* fused attention over an F16 cache, or NULL */
+  cpu_quant_fn quant[QUANT_TYPE_COUNT]; /* SIMD activation quantizers, or NULL */
   /* RoPE tables of the last call: inv_freq for rope_p, cos/sin for position
    * rope_pos (single-row calls: q and k of a decode step share them) */
   hx_rope_params rope_p;
@@ -342,14 +343,20 @@ static const cpu_repacked *mm_repacked(cpu_be *be, hx_tensor w) {
 typedef struct quant_ctx {
   hx_tensor x;
   quant_type dt;
+  cpu_quant_fn fn; /* SIMD quantizer, or NULL for quant.c's */
   char *q;
   size_t rb;
 } quant_ctx;
 
 static void quant_rows(void *cv, int64_t t0, int64_t t1) {
   const quant_ctx *c = cv;
-  for (int64_t t = t0; t < t1; t++)
-    quant_row_quantize(c->dt, (const float *)trow(c->x, t), c->q + (size_t)t * c->rb, c->x.n_cols);
+  for (int64_t t = t0; t < t1; t++) {
+    const float *x = (const float *)trow(c->x, t);
+    if (c->fn)
+      c->fn(x, c->q + (size_t)t * c->rb, c->x.n_cols);
+    else
+      quant_row_quantize(c->dt, x, c->q + (size_t)t * c->rb, c->x.n_cols);
+  }
 }
 
 /* Sets up one weight's share of a matmul: activations in its dot format
@@ -371,7 +378,7 @@ static void mm_prepare(cpu_be *be, mm_ctx *c, hx_tensor y, hx_tensor w, hx_tenso
     if (!xq_by_type[dt]) {
       HX_ASSERT(*q_slot < 2 && rb > 0 && rb * (size_t)x.n_rows <= be->act_q_bytes / 2);
       char *q = (char *)be->act_q + (size_t)(*q_slot)++ * (be->act_q_bytes / 2);
-      quant_ctx qc = {.x = x, .dt = dt, .q = q, .rb = rb};
+      quant_ctx qc = {.x = x, .dt = dt, .fn = be->quant[dt], .q = q, .rb = rb};
       rows_run(be->pool, be->n_threads, x.n_rows, quant_rows, &qc);
       xq_by_type[dt] = q;
     }
@@ -857,6 +864,8 @@ hx_code hx_backend_cpu_init(hx_backend *out, int n_threads, hx_err *err) {
     cpu_repack_get((quant_type)t, &be->gemv8[t], &be->gemm8[t]);
   }
   be->attn16 = cpu_attn_f16_get(cpu_isa_best());
+  be->quant[QUANT_Q8_0] = cpu_quant_get(QUANT_Q8_0, cpu_isa_best());
+  be->quant[QUANT_Q8_K] = cpu_quant_get(QUANT_Q8_K, cpu_isa_best());
   out->ops = &cpu_ops;
   out->be = be;
   return HX_OK;

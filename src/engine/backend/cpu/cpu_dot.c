@@ -623,11 +623,82 @@ AVX2 static void attn_head_f16_avx2(const float *q, const uint16_t *k, const uin
 }
 
 static int cpu_has_avx2(void);
+static int cpu_has_avx512(void);
 
 cpu_attn_f16_fn cpu_attn_f16_get(cpu_isa isa) {
   if (isa < CPU_ISA_AVX2 || !cpu_has_avx2())
     return NULL;
   return attn_head_f16_avx2;
+}
+
+/* ---- activation quantization (AVX-512) ------------------------------------ */
+
+/* Same bytes as quant.c's quantize_q8_0: amax / 127 as f16 (round to nearest
+ * even), q = roundf(x / d) (half away from zero: truncate, then step away
+ * from zero when the exact remainder is ≥ 0.5). */
+AVX512 static inline __m512i round_half_away_avx512(__m512 p) {
+  const __m512 t = _mm512_roundscale_ps(p, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __m512 frac = _mm512_sub_ps(p, t); /* exact */
+  const __mmask16 up = _mm512_cmp_ps_mask(_mm512_abs_ps(frac), _mm512_set1_ps(0.5f), _CMP_GE_OQ);
+  const __m512 step = _mm512_or_ps(
+      _mm512_set1_ps(1.0f), _mm512_and_ps(p, _mm512_castsi512_ps(_mm512_set1_epi32(INT32_MIN))));
+  return _mm512_cvttps_epi32(_mm512_mask_add_ps(t, up, t, step));
+}
+
+AVX512 static void quant_q8_0_avx512(const float *x, void *dst, int64_t n) {
+  block_q8_0 *y = dst;
+  for (int64_t i = 0; i < n / QK8_0; i++, x += QK8_0) {
+    const __m512 a = _mm512_loadu_ps(x), b = _mm512_loadu_ps(x + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+    const float d = amax / 127.f, id = d ? 1.f / d : 0.f;
+    y[i].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 vid = _mm512_set1_ps(id);
+    _mm_storeu_si128((__m128i *)y[i].qs,
+                     _mm512_cvtepi32_epi8(round_half_away_avx512(_mm512_mul_ps(a, vid))));
+    _mm_storeu_si128((__m128i *)(y[i].qs + 16),
+                     _mm512_cvtepi32_epi8(round_half_away_avx512(_mm512_mul_ps(b, vid))));
+  }
+}
+
+/* Same bytes as quant.c's quantize_q8_K: the scale from the first element of
+ * largest magnitude (its sign included), q = nearest (half to even) of
+ * x · (−127 / max) capped at 127, bsums of 16. */
+AVX512 static void quant_q8_k_avx512(const float *x, void *dst, int64_t n) {
+  block_q8_K *y = dst;
+  for (int64_t i = 0; i < n / QK_K; i++, x += QK_K) {
+    __m512 m = _mm512_setzero_ps();
+    for (int j = 0; j < QK_K; j += 16)
+      m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + j)));
+    const float amax = _mm512_reduce_max_ps(m);
+    if (!amax) {
+      memset(&y[i], 0, sizeof y[i]);
+      continue;
+    }
+    float max = 0;
+    for (int j = 0; j < QK_K; j += 16) {
+      const __mmask16 eq = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_loadu_ps(x + j)),
+                                              _mm512_set1_ps(amax), _CMP_EQ_OQ);
+      if (eq) {
+        max = x[j + __builtin_ctz(eq)];
+        break;
+      }
+    }
+    const float iscale = -127.f / max;
+    const __m512 vs = _mm512_set1_ps(iscale);
+    for (int j = 0; j < QK_K; j += 16) {
+      __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + j), vs)); /* RNE */
+      v = _mm512_min_epi32(v, _mm512_set1_epi32(127));
+      _mm_storeu_si128((__m128i *)(y[i].qs + j), _mm512_cvtepi32_epi8(v));
+      y[i].bsums[j / 16] = (int16_t)_mm512_reduce_add_epi32(v);
+    }
+    y[i].d = 1 / iscale;
+  }
+}
+
+cpu_quant_fn cpu_quant_get(quant_type dt, cpu_isa isa) {
+  if (isa != CPU_ISA_AVX512 || !cpu_has_avx512())
+    return NULL;
+  return dt == QUANT_Q8_0 ? quant_q8_0_avx512 : dt == QUANT_Q8_K ? quant_q8_k_avx512 : NULL;
 }
 
 /* ---- f16 rows ----------------------------------------------------------- */

@@ -95,4 +95,9 @@ typedef void (*cpu_attn_f16_fn)(const float *q, const uint16_t *k, const uint16_
                                 int64_t n_kv, int hd, float scale, float *scores, float *out);
 cpu_attn_f16_fn cpu_attn_f16_get(cpu_isa isa);
 
+/* Activation rows (n f32) → Q8_0 / Q8_K, byte-identical to
+ * quant_row_quantize (cpu_dot.c, AVX-512); NULL for other types or ISAs. */
+typedef void (*cpu_quant_fn)(const float *x, void *dst, int64_t n);
+cpu_quant_fn cpu_quant_get(quant_type dt, cpu_isa isa);
+
 #endif
