@@ -431,8 +431,11 @@ static const char *find_preset(const char *name) {
 static void synth_usage(FILE *f) {
   fprintf(f, "usage: neuron synth --shape PRESET|config.json --out FILE.gguf [--arch ARCH]\n"
              "                    [--quant Q4_K_M|Q4_K|Q5_K|Q6_K|Q8_0|BF16|F16|F32]\n"
-             "                    [--tokenizer tokenizer.json] [--seed N]\n"
+             "                    [--tokenizer tokenizer.json] [--seed N] [--layers N]\n"
              "Writes a random-weight model (weights ~N(0, 0.02), norms 1) of a real shape.\n"
+             "--layers N keeps the first N blocks of the shape (tensor shapes and layer\n"
+             "kinds as in the full model; Q4_K_M's Q6_K layers follow the new depth, as\n"
+             "llama.cpp's quantizer would): real layer shapes that fit a small machine.\n"
              "presets:");
   for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
     fprintf(f, " %s", presets[i].name);
@@ -442,6 +445,7 @@ static void synth_usage(FILE *f) {
 int neuron_cmd_synth(int argc, char **argv) {
   const char *shape = NULL, *out = NULL, *arch_s = NULL, *tok = NULL, *quant_s = "Q4_K_M";
   uint64_t seed = 42;
+  long layers = 0; /* 0 = the shape's depth */
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -460,7 +464,16 @@ int neuron_cmd_synth(int argc, char **argv) {
       tok = argv[++i];
     else if (v && !strcmp(a, "--seed"))
       seed = strtoull(argv[++i], NULL, 10);
-    else {
+    else if (v && !strcmp(a, "--layers")) {
+      char *end = NULL;
+      errno = 0;
+      layers = strtol(argv[++i], &end, 10);
+      if (errno || end == argv[i] || *end || layers < 1 || layers > MODEL_MAX_LAYERS) {
+        fprintf(stderr, "neuron synth: --layers \"%s\" is not a layer count (1..%d)\n", argv[i],
+                MODEL_MAX_LAYERS);
+        return 2;
+      }
+    } else {
       fprintf(stderr, "neuron synth: unknown or incomplete option \"%s\"\n", a);
       synth_usage(stderr);
       return 2;
@@ -492,6 +505,20 @@ int neuron_cmd_synth(int argc, char **argv) {
   if (rc) {
     fprintf(stderr, "neuron synth: %s\n", e.msg);
     return 1;
+  }
+  if (layers > hp.n_layer) {
+    fprintf(stderr, "neuron synth: --layers %ld exceeds the shape's %d layers\n", layers,
+            hp.n_layer);
+    return 2;
+  }
+  if (layers > 0) {
+    /* per-layer kinds (layer_recurrent, layer_dense_ffn) are indexed from 0,
+     * so the first `layers` entries stay those of the full model */
+    hp.n_layer = (int)layers;
+    if ((rc = model_hparams_validate(&hp, shape, &e))) {
+      fprintf(stderr, "neuron synth: --layers %ld: %s\n", layers, e.msg);
+      return 2;
+    }
   }
   model_arch want;
   if (arch_s && (!model_arch_parse(arch_s, &want) || want != hp.arch)) {
