@@ -105,6 +105,11 @@ static void poll_parse_models(gw_neuron *n, const json_t *models) {
       if (l->n_devices < GW_MAX_DEVICES && json_is_integer(dv))
         l->devices[l->n_devices++] = (int)json_integer_value(dv);
     }
+    /* neuron serve reports one "device": "cpu" | "cuda:N" */
+    const char *dn = json_string_value(json_object_get(m, "device"));
+    int di = -1;
+    if (l->n_devices == 0 && dn && sscanf(dn, "cuda:%d", &di) == 1 && di >= 0 && di < 64)
+      l->devices[l->n_devices++] = di;
   }
 }
 

@@ -50,7 +50,8 @@ class Fleet:
             port = free_port()
             cmd = [sys.executable, os.path.join(HERE, "fake_neuron.py"), "--port", str(port),
                    "--name", n["name"], "--models", n["models"], "--budget", str(n["budget"]),
-                   "--load-ms", str(n.get("load_ms", 300)), "--preload", n.get("preload", "")]
+                   "--load-ms", str(n.get("load_ms", 300)), "--preload", n.get("preload", ""),
+                   "--gpus", str(n.get("gpus", 0))]
             p = subprocess.Popen(cmd, stdout=subprocess.PIPE)
             p.stdout.readline()
             self.procs.append(p)

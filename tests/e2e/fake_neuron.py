@@ -13,7 +13,10 @@ Script (by the last user message's text):
   contains "HOLD"   -> one token, then 30 s of silence (idle-stream benchmarks)
   otherwise         -> "Hello from <model> (<name>)"
 Usage: fake_neuron.py --port P --name N --models a:100,b:200 --budget 300 [--load-ms 300]
-(sizes in MiB)."""
+  [--gpus K]  (sizes in MiB). With --gpus K the host reports K CUDA devices of
+--budget MiB each instead of a CPU budget; a load goes to the device its
+"devices" field names, else to the one with the most room; loaded models
+report their device."""
 import argparse
 import json
 import threading
@@ -30,7 +33,10 @@ class State:
         for spec in args.models.split(","):
             mid, mb = spec.split(":")
             self.avail[mid] = int(mb) * MiB
-        self.budget = args.budget * MiB
+        self.budget = args.budget * MiB  # per device with --gpus
+        self.gpus = args.gpus
+        self.dev = {}  # id -> device index (--gpus)
+        self.load_bodies = []
         self.loaded = {}  # id -> state
         self.load_ms = args.load_ms
         self.lock = threading.Lock()
@@ -41,6 +47,14 @@ class State:
         self.cancelled = 0
         self.completed = 0
         self.last_request = None
+
+
+def _used(self, dev):
+    """Bytes held on device dev (None: the whole host). Hold the lock."""
+    return sum(self.avail[k] for k in self.loaded if dev is None or self.dev.get(k) == dev)
+
+
+State.used = _used
 
 
 def tokens_for(model, text, name):
@@ -87,6 +101,13 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/health":
             return self.send_json(200, {"status": "ok"})
         if self.path == "/hardware":
+            if st.gpus:
+                with st.lock:
+                    devs = [{"index": d, "name": "fake-gpu", "compute_capability": "8.6",
+                             "vram_total_bytes": st.budget, "vram_free_bytes": st.budget - st.used(d)}
+                            for d in range(st.gpus)]
+                return self.send_json(200, {"host": st.name, "cpu": {"model": "fake"}, "ram": {
+                    "total_bytes": 8 << 30, "available_bytes": 4 << 30}, "devices": devs})
             return self.send_json(200, {"host": st.name, "cpu": {"model": "fake", "logical_cores": 2,
                                         "physical_cores": 2}, "ram": {"total_bytes": 8 << 30,
                                         "available_bytes": 4 << 30}, "devices": [],
@@ -95,11 +116,13 @@ class Handler(BaseHTTPRequestHandler):
             with st.lock:
                 return self.send_json(200, {
                     "available": [{"id": k, "estimated_vram_bytes": v} for k, v in st.avail.items()],
-                    "loaded": [{"id": k, "state": s, "vram_used_bytes": st.avail[k], "devices": []}
+                    "loaded": [{"id": k, "state": s, "vram_used_bytes": st.avail[k],
+                                "devices": [st.dev[k]] if k in st.dev else []}
                                for k, s in st.loaded.items()]})
         if self.path == "/_debug/stats":
             with st.lock:
                 return self.send_json(200, {"loads": st.loads, "unloads": st.unloads, "chats": st.chats,
+                                            "load_bodies": st.load_bodies,
                                             "chat_conns": st.chat_conns,
                                             "cancelled": st.cancelled, "completed": st.completed,
                                             "last_request": st.last_request})
@@ -113,11 +136,21 @@ class Handler(BaseHTTPRequestHandler):
             with st.lock:
                 if m not in st.avail:
                     return self.send_json(404, {"error": {"message": f"unknown model {m}"}})
-                used = sum(st.avail[k] for k in st.loaded)
-                if used + st.avail[m] > st.budget:
+                dev = None
+                if st.gpus:
+                    want = b.get("devices")
+                    cands = want if want else sorted(range(st.gpus), key=lambda d: st.used(d))
+                    fits = [d for d in cands if st.used(d) + st.avail[m] <= st.budget]
+                    if not fits:
+                        return self.send_json(507, {"error": {"message": "does not fit"}})
+                    dev = fits[0]
+                elif st.used(None) + st.avail[m] > st.budget:
                     return self.send_json(507, {"error": {"message": "does not fit"}})
                 st.loaded[m] = "loading"
+                if dev is not None:
+                    st.dev[m] = dev
                 st.loads.append(m)
+                st.load_bodies.append(b)
             time.sleep(st.load_ms / 1000)
             with st.lock:
                 st.loaded[m] = "ready"
@@ -126,6 +159,7 @@ class Handler(BaseHTTPRequestHandler):
             m = b.get("model")
             with st.lock:
                 st.loaded.pop(m, None)
+                st.dev.pop(m, None)
                 st.unloads.append(m)
             return self.send_json(200, {"model": m, "state": "unloaded"})
         if self.path == "/apply-template":
@@ -234,10 +268,13 @@ def main():
     ap.add_argument("--budget", type=int, default=1000)
     ap.add_argument("--load-ms", type=int, default=300)
     ap.add_argument("--preload", default="")
+    ap.add_argument("--gpus", type=int, default=0)
     args = ap.parse_args()
     Handler.st = State(args)
     for m in filter(None, args.preload.split(",")):
         Handler.st.loaded[m] = "ready"
+        if args.gpus:
+            Handler.st.dev[m] = 0
     ThreadingHTTPServer.request_queue_size = 1024
     srv = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     srv.daemon_threads = True

@@ -310,12 +310,16 @@ def test_pooled_connection_to_restarted_neuron(tmp_path):
         assert f.stop() == 0
 
 
-def test_defrag_repacks_after_cycles(tmp_path):
-    """defrag_after_cycles = 2: two evictions from the host, then (idle) every
-    model there is unloaded and loaded back pinned first, then largest first;
-    requests that arrive during the repack wait for it and succeed."""
+@pytest.mark.parametrize("gpus", [0, 1])
+def test_defrag_repacks_after_cycles(tmp_path, gpus):
+    """defrag_after_cycles = 2: two evictions from the device (the CPU host,
+    or CUDA device 0 of a GPU host), then (idle) every model there is unloaded
+    and loaded back onto it, pinned first, then largest first; requests that
+    arrive during the repack wait for it and succeed."""
     f = Fleet(str(tmp_path), [{"name": "a", "models": "m1:60,m2:100,m3:40,m4:100", "budget": 200,
-                               "load_ms": 500}], MODELS, extra_eviction="defrag_after_cycles = 2")
+                               "load_ms": 500, "gpus": gpus}], MODELS,
+              extra_eviction="defrag_after_cycles = 2")
+    dev = "0" if gpus else "all"
     try:
         assert ask(f, "pin") == "Hello from m3 (a)"
         assert ask(f, "small") == "Hello from m1 (a)"
@@ -344,7 +348,9 @@ def test_defrag_repacks_after_cycles(tmp_path):
         st = f.status()["neurons"][0]
         assert st["cycles"] == 0 and not st["repacking"]
         metrics = urllib.request.urlopen(f.metrics_url, timeout=5).read().decode()
-        assert 'cortex_defrag_total{neuron="a",device="all",outcome="ok"} 1' in metrics
-        assert "repacking neuron a device all after 2 load/evict cycles" in f.logs()
+        assert f'cortex_defrag_total{{neuron="a",device="{dev}",outcome="ok"}} 1' in metrics
+        assert f"repacking neuron a device {dev} after 2 load/evict cycles" in f.logs()
+        # the reloads name the device they come back to (GPU host)
+        assert [b.get("devices") for b in s["load_bodies"][4:]] == ([[0], [0]] if gpus else [None, None])
     finally:
         assert f.stop() == 0
