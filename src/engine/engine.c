@@ -248,6 +248,17 @@ void hx_engine_close(hx_engine *e) {
 
 const hx_engine_info *hx_engine_get_info(const hx_engine *e) { return &e->info; }
 
+void hx_engine_add_eos_id(hx_engine *e, int32_t id) {
+  hx_engine_info *in = &e->info;
+  if (id < 0 || id >= in->n_vocab)
+    return;
+  for (int i = 0; i < in->n_eos; i++)
+    if (in->eos_ids[i] == id)
+      return;
+  if (in->n_eos < (int)(sizeof in->eos_ids / sizeof in->eos_ids[0]))
+    in->eos_ids[in->n_eos++] = id;
+}
+
 hx_code hx_engine_slot_create(hx_engine *e, hx_engine_slot **out, hx_err *err) {
   *out = NULL;
   hx_engine_slot *s = calloc(1, sizeof *s);

@@ -72,6 +72,10 @@ typedef struct hx_engine_info {
 hx_code hx_engine_open(const char *path, const hx_engine_opts *opts, hx_engine **out, hx_err *err);
 void hx_engine_close(hx_engine *e); /* e may be NULL; slots must be freed first */
 const hx_engine_info *hx_engine_get_info(const hx_engine *e);
+/* Adds an end-of-generation id (e.g. the tokenizer's end-of-turn token, which
+ * a base model's config does not name as eos) to info.eos_ids. Ids out of the
+ * vocabulary, duplicates and ids past the list's capacity are ignored. */
+void hx_engine_add_eos_id(hx_engine *e, int32_t id);
 
 /* A slot with a KV cache of info.n_ctx tokens (allocated here, never resized). */
 hx_code hx_engine_slot_create(hx_engine *e, hx_engine_slot **out, hx_err *err);

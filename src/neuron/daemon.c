@@ -263,6 +263,11 @@ static void load_run(neuron_job *base) {
   if (rc == HX_OK) {
     m->info = *hx_engine_get_info(m->eng);
     rc = tokenizer_load_path(m->path, &m->tok, &err);
+    if (rc == HX_OK) { /* stop at the end of a turn even when the config's eos is another token */
+      hx_engine_add_eos_id(m->eng, tokenizer_eot_id(m->tok));
+      hx_engine_add_eos_id(m->eng, tokenizer_eos_id(m->tok));
+      m->info = *hx_engine_get_info(m->eng);
+    }
   }
   if (rc == HX_OK) {
     const char *src = tokenizer_chat_template(m->tok);

@@ -12,6 +12,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -553,5 +554,32 @@ def test_unload_cancels_in_flight_after_grace(models_dir, tmp_path):
         r = httpx.post(base + "/v1/completions", json={"model": MODEL, "prompt": "x",
                                                         "max_tokens": 1}, timeout=300)
         assert r.status_code == 200  # loaded again on demand
+    finally:
+        assert stop_neuron(p) == 0
+
+
+def test_chat_stops_at_end_of_turn_when_config_eos_differs(models_dir, tmp_path):
+    """A model whose config names <|endoftext|> as eos (base-model style) still
+    ends a chat turn at <|im_end|>, the tokenizer's end-of-turn token."""
+    d = tmp_path / "models"
+    shutil.copytree(os.path.join(models_dir, MODEL), d / "base-eos")
+    cfg_path = d / "base-eos" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["eos_token_id"] = 151643
+    cfg_path.write_text(json.dumps(cfg))
+    p, port = start_neuron(str(d))
+    try:
+        base = f"http://127.0.0.1:{port}"
+        r = httpx.post(base + "/models/load", json={"model": "base-eos", "context": 512},
+                       timeout=300)
+        assert r.status_code == 200, r.text
+        r = httpx.post(base + "/v1/chat/completions", timeout=120, json={
+            "model": "base-eos", "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 6, "logit_bias": {"151645": 100}})
+        assert r.status_code == 200, r.text
+        j = r.json()
+        assert j["choices"][0]["finish_reason"] == "stop", j
+        assert j["usage"]["completion_tokens"] <= 1, j
+        assert "<|im_end|>" not in (j["choices"][0]["message"]["content"] or ""), j
     finally:
         assert stop_neuron(p) == 0
