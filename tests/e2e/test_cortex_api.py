@@ -230,22 +230,69 @@ def test_errors_in_dialect(fleet):
     with pytest.raises(openai.APIStatusError) as e:
         oai(fleet).chat.completions.create(model="small", messages=[{"role": "user", "content": big}])
     assert e.value.status_code == 413 and "message" in e.value.body
-    # malformed bodies: 4xx in the right dialect, many of them
-    for i in range(200):
-        body = [b"{", b"[]", b'{"model": 1}', b"\xff\xfe", b'{"model":"small","messages":[{}]}'][i % 5]
-        for path, is_anth in (("/v1/messages", True), ("/v1/chat/completions", False)):
-            req = urllib.request.Request(fleet.url + path, data=body, method="POST",
-                                         headers={"x-api-key": "sk-all-key-1"})
+
+
+def malformed_bodies(n):
+    """n request bodies that no endpoint may accept: every truncation of a
+    valid body, the same with trailing garbage, wrong types for each field,
+    invalid UTF-8, excessive nesting, and seeded random bytes."""
+    import random
+    rnd = random.Random(7)
+    good = [json.dumps({"model": "small", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}),
+            json.dumps({"model": "small", "messages": [{"role": "user", "content": [{"type": "text",
+                                                                                      "text": "hi"}]}]})]
+    out = []
+    for g in good:
+        b = g.encode()
+        out += [b[:k] for k in range(0, len(b))]
+        out += [b + x for x in (b"x", b"}", b"]", b",", b"\x00", b" {}")]
+    msgs = [{"role": "user", "content": "hi"}]
+    for field, vals in (("model", [1, None, [], {}, True]),
+                        ("messages", ["hi", 1, None, {}, [1], [None], [[]]])):
+        for v in vals:
+            body = {"model": "small", "max_tokens": 5, "messages": msgs}
+            body[field] = v
+            out.append(json.dumps(body).encode())
+    out += [b"[]", b"null", b"1", b'"s"', b"\xff\xfe{}", b'{"model":"sm\xffall"}', b"[" * 500 + b"]" * 500,
+            b'{"a":' * 200 + b"1" + b"}" * 200, b"{\"model\": NaN}", b"{'model': 'small'}"]
+    while len(out) < n:
+        out.append(bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 64))))
+    return out[:n]
+
+
+def test_malformed_bodies_in_dialect(fleet):
+    """1,000 malformed bodies, each to both dialects: a 4xx with the dialect's
+    error envelope, never a 2xx or a 5xx."""
+    import http.client
+    conns = {}
+
+    def post(path, body):
+        for attempt in range(2):
+            c = conns.get(path) or http.client.HTTPConnection("127.0.0.1", fleet.port, timeout=10)
+            conns[path] = c
             try:
-                urllib.request.urlopen(req, timeout=5)
-                assert False, "accepted a malformed body"
-            except urllib.error.HTTPError as he:
-                assert 400 <= he.code < 500
-                j = json.loads(he.read())
-                if is_anth:
-                    assert j["type"] == "error" and "message" in j["error"]
-                else:
-                    assert "message" in j["error"]
+                c.request("POST", path, body, {"x-api-key": "sk-all-key-1", "content-type": "application/json"})
+                r = c.getresponse()
+                return r.status, r.read()
+            except (http.client.HTTPException, ConnectionError):
+                c.close()
+                conns[path] = None
+                if attempt:
+                    raise
+    bodies = malformed_bodies(1000)
+    assert len(set(bodies)) > 900
+    for body in bodies:
+        for path, is_anth in (("/v1/messages", True), ("/v1/chat/completions", False)):
+            status, data = post(path, body)
+            assert 400 <= status < 500, (path, body[:80], status, data[:200])
+            j = json.loads(data)
+            if is_anth:
+                assert j["type"] == "error" and j["error"]["type"] and j["error"]["message"]
+            else:
+                assert j["error"]["message"] and "type" in j["error"]
+    for c in conns.values():
+        if c:
+            c.close()
 
 
 def test_catalogue(fleet):
