@@ -491,7 +491,26 @@ static void px_count_tokens(px_req *p) {
   snprintf(url, sizeof url, "%s/apply-template", p->lease.url_base);
   hx_http_response rs;
   hx_err err = {0};
-  hx_code rc = hx_http_fetch("POST", url, s, 60000, 16u << 20, &rs, &err);
+  hx_code rc;
+  hx_http_call *call = gw_upstream_take(p->gw, p->lease.neuron); /* keep-alive */
+  if (!call) {
+    memset(&rs, 0, sizeof rs);
+    hx_buf_init(&rs.body, 1);
+    rc = hx_err_set(&err, HX_ENOMEM, "out of memory");
+  } else {
+    hx_http_request rq = {.method = "POST",
+                          .url = url,
+                          .body = s,
+                          .body_len = s ? strlen(s) : 0,
+                          .connect_timeout_ms = p->gw->neurons[p->lease.neuron].cfg->timeout_ms,
+                          .total_timeout_ms = 60000,
+                          .max_response_bytes = 16u << 20};
+    rq.headers[0] = "Content-Type: application/json";
+    px_call_attach(p, call);
+    rc = hx_http_call_run(call, &rq, &rs, &err);
+    px_call_detach(p);
+    gw_upstream_put(p->gw, p->lease.neuron, call);
+  }
   free(s);
   json_t *j = rc == HX_OK ? hx_json_parse(rs.body.data ? rs.body.data : "", rs.body.len,
                                           (hx_json_limits){16u << 20, 16}, &err)
