@@ -114,18 +114,19 @@ static void adm_print_status(const json_t *st) {
          (long long)json_integer_value(json_object_get(st, "in_flight")),
          (long long)json_integer_value(json_object_get(st, "queued")),
          json_is_true(json_object_get(st, "draining")) ? "  DRAINING" : "");
-  printf("%-16s %-5s %-28s %-8s %s\n", "NEURON", "STATE", "ENDPOINT", "IN-FLT", "MEMORY");
+  printf("%-16s %-6s %-28s %-8s %s\n", "NEURON", "STATE", "ENDPOINT", "IN-FLT", "MEMORY");
   json_array_foreach(neurons, i, n) {
-    const char *state = !json_is_true(json_object_get(n, "up"))       ? "down"
-                        : json_is_true(json_object_get(n, "ejected")) ? "eject"
-                                                                      : "up";
+    const char *state = !json_is_true(json_object_get(n, "up"))         ? "down"
+                        : json_is_true(json_object_get(n, "ejected"))   ? "eject"
+                        : json_is_true(json_object_get(n, "repacking")) ? "repack"
+                                                                        : "up";
     char mem[64];
     if (json_integer_value(json_object_get(n, "memory_budget_bytes")) > 0)
       snprintf(mem, sizeof mem, "budget %.1f GiB", adm_gib(n, "memory_budget_bytes"));
     else
       snprintf(mem, sizeof mem, "RAM %.1f/%.1f GiB free", adm_gib(n, "ram_available_bytes"),
                adm_gib(n, "ram_total_bytes"));
-    printf("%-16s %-5s %-28s %-8lld %s\n", json_string_value(json_object_get(n, "name")), state,
+    printf("%-16s %-6s %-28s %-8lld %s\n", json_string_value(json_object_get(n, "name")), state,
            json_string_value(json_object_get(n, "endpoint")),
            (long long)json_integer_value(json_object_get(n, "in_flight")), mem);
     size_t k;
