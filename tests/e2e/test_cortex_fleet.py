@@ -312,20 +312,23 @@ def test_pooled_connection_to_restarted_neuron(tmp_path):
 
 @pytest.mark.parametrize("gpus", [0, 1])
 def test_defrag_repacks_after_cycles(tmp_path, gpus):
-    """defrag_after_cycles = 2: two evictions from the device (the CPU host,
+    """defrag_after_cycles = 3: three evictions from the device (the CPU host,
     or CUDA device 0 of a GPU host), then (idle) every model there is unloaded
     and loaded back onto it, pinned first, then largest first; requests that
     arrive during the repack wait for it and succeed."""
     f = Fleet(str(tmp_path), [{"name": "a", "models": "m1:60,m2:100,m3:40,m4:100", "budget": 200,
                                "load_ms": 500, "gpus": gpus}], MODELS,
-              extra_eviction="defrag_after_cycles = 2")
+              extra_eviction="defrag_after_cycles = 3")
     dev = "0" if gpus else "all"
     try:
-        assert ask(f, "pin") == "Hello from m3 (a)"
-        assert ask(f, "small") == "Hello from m1 (a)"
-        assert ask(f, "med") == "Hello from m2 (a)"
+        assert ask(f, "pin") == "Hello from m3 (a)"      # m3 40, pinned
+        assert ask(f, "small") == "Hello from m1 (a)"    # m1 60
+        assert ask(f, "med") == "Hello from m2 (a)"      # m2 100: full
         assert f.status()["neurons"][0]["cycles"] == 0
-        assert ask(f, "other") == "Hello from m4 (a)"  # evicts m1 then m2: 2 cycles
+        assert ask(f, "other") == "Hello from m4 (a)"    # evicts m1, m2: 2 cycles
+        assert ask(f, "small") == "Hello from m1 (a)"    # fits: no cycle
+        assert f.status()["neurons"][0]["cycles"] == 2
+        assert ask(f, "med") == "Hello from m2 (a)"      # evicts m4: 3 cycles
         t0 = time.time()
         while not f.status()["neurons"][0]["repacking"]:
             assert time.time() - t0 < 5, "no repack started"
@@ -337,20 +340,23 @@ def test_defrag_repacks_after_cycles(tmp_path, gpus):
                 out.append(ask(f, model))
             except Exception as e:  # noqa: BLE001
                 errs.append(e)
-        ts = [threading.Thread(target=go, args=(m,)) for m in ("other", "other", "pin", "other")]
+        ts = [threading.Thread(target=go, args=(m,)) for m in ("med", "med", "pin", "small")]
         [t.start() for t in ts]
         [t.join() for t in ts]
         assert errs == []
-        assert sorted(out) == ["Hello from m3 (a)"] + ["Hello from m4 (a)"] * 3
+        assert sorted(out) == ["Hello from m1 (a)", "Hello from m2 (a)", "Hello from m2 (a)",
+                               "Hello from m3 (a)"]
         s = f.stats("a")
-        assert s["unloads"] == ["m1", "m2", "m3", "m4"]            # repack: everything out...
-        assert s["loads"] == ["m3", "m1", "m2", "m4", "m3", "m4"]  # ...back pinned, then largest
+        # the repack: everything on the device out, then back pinned first,
+        # then largest first (m2 100 before m1 60)
+        assert s["unloads"] == ["m1", "m2", "m4"] + ["m3", "m2", "m1"]
+        assert s["loads"] == ["m3", "m1", "m2", "m4", "m1", "m2"] + ["m3", "m2", "m1"]
         st = f.status()["neurons"][0]
         assert st["cycles"] == 0 and not st["repacking"]
         metrics = urllib.request.urlopen(f.metrics_url, timeout=5).read().decode()
         assert f'cortex_defrag_total{{neuron="a",device="{dev}",outcome="ok"}} 1' in metrics
-        assert f"repacking neuron a device {dev} after 2 load/evict cycles" in f.logs()
+        assert f"repacking neuron a device {dev} after 3 load/evict cycles" in f.logs()
         # the reloads name the device they come back to (GPU host)
-        assert [b.get("devices") for b in s["load_bodies"][4:]] == ([[0], [0]] if gpus else [None, None])
+        assert [b.get("devices") for b in s["load_bodies"][6:]] == ([[0]] * 3 if gpus else [None] * 3)
     finally:
         assert f.stop() == 0
