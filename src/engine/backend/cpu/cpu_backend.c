@@ -7,6 +7,7 @@
  * thread pool. Attention runs one (token, head) pair per task with per-worker
  * score scratch. No op allocates: scratch is sized by reserve(). */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -296,6 +297,44 @@ static void repack_task(void *ctxv, size_t task, int worker) {
                   c->rp->data);
 }
 
+/* True when [p, p + n) lies in one read-only private file mapping of this
+ * process (an mmapped model file), per /proc/self/maps. */
+static int range_is_private_file(const void *p, size_t n) {
+  FILE *f = fopen("/proc/self/maps", "r");
+  if (!f)
+    return 0;
+  const uintptr_t a = (uintptr_t)p;
+  char line[512];
+  int ok = 0;
+  while (fgets(line, sizeof line, f)) {
+    unsigned long lo, hi, inode;
+    char perms[5];
+    if (sscanf(line, "%lx-%lx %4s %*s %*s %lu", &lo, &hi, perms, &inode) != 4)
+      continue;
+    if (a >= lo && a < hi) {
+      ok = a + n <= hi && perms[0] == 'r' && perms[1] != 'w' && perms[3] == 'p' && inode != 0;
+      break;
+    }
+  }
+  fclose(f);
+  return ok;
+}
+
+/* Once every row of a wrapped weight has its repacked copy, the process's
+ * pages of the original are dropped when they are a read-only private file
+ * mapping: nothing writes them, and a later read (get_rows of a tied
+ * embedding) faults the page back from the page cache. Resident memory then
+ * holds one copy of the weights instead of two. Other memory is left alone
+ * (MADV_DONTNEED would zero anonymous pages). */
+static void mm_release_original(hx_tensor w) {
+  const size_t page = 4096, n = (size_t)w.n_rows * w.row_bytes;
+  const uintptr_t a0 = ((uintptr_t)tptr(w) + page - 1) & ~(uintptr_t)(page - 1);
+  const uintptr_t a1 = ((uintptr_t)tptr(w) + n) & ~(uintptr_t)(page - 1);
+  if (w.buf->owned || w.n_rows % 8 != 0 || a1 <= a0 || !range_is_private_file(tptr(w), n))
+    return;
+  (void)madvise((void *)a0, a1 - a0, MADV_DONTNEED);
+}
+
 /* The repacked copy of weight w: found in its buffer, or made now (the
  * tensor's first matmul; weights never change while the buffer lives). NULL
  * when w has no repacked form or memory is short (the caller then uses the
@@ -337,6 +376,7 @@ static const cpu_repacked *mm_repacked(cpu_be *be, hx_tensor w) {
   hx_pool_parallel_for(be->pool, (size_t)((n_groups + rc.groups_per_task - 1) / rc.groups_per_task),
                        repack_task, &rc);
   w.buf->rp = rp;
+  mm_release_original(w);
   return rp;
 }
 
