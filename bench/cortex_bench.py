@@ -112,7 +112,33 @@ def rps(port, body, conc, secs, headers):
     ts = [threading.Thread(target=worker, args=(i,)) for i in range(conc)]
     [t.start() for t in ts]
     [t.join() for t in ts]
-    return sum(count) / secs, sum(fails)
+    return sum(count) / secs, sum(fails), sum(count)
+
+
+def cpu_s(pid):
+    """User + system CPU seconds of pid and its live descendants."""
+    tck = os.sysconf("SC_CLK_TCK")
+    kids, total = {}, 0.0
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    st = fh.read().rsplit(")", 1)[1].split()
+                kids.setdefault(int(st[1]), []).append((int(d), int(st[11]) + int(st[12])))
+            except OSError:
+                pass
+    todo = [pid]
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            st = fh.read().rsplit(")", 1)[1].split()
+        total += int(st[11]) + int(st[12])
+    except OSError:
+        return 0.0
+    while todo:
+        for child, t in kids.get(todo.pop(), []):
+            total += t
+            todo.append(child)
+    return total / tck
 
 
 def rss_kb(pid):
@@ -277,12 +303,16 @@ def main():
         H = {"content-type": "application/json"}
         targets = [("direct to upstream", up, "m1", H), ("through cortex", f.port, "small", H),
                    ("cortex, upstream keep-alive off", plain_port, "small", H)]
+        pids = {targets[0][0]: f.neurons["a"]["proc"].pid, targets[1][0]: f.cortex.pid,
+                targets[2][0]: plain.pid}
         if ll:
             targets.append((f"through LiteLLM {ll_ver}", ll_port, "small",
                             {**H, "authorization": f"Bearer {LITELLM_KEY}"}))
+            pids[targets[3][0]] = ll.pid
         # interleaved rounds, so that drifting background load on the shared
         # machine hits every path alike
-        res = {name: {"ttft": [], "lat": [], "rps": 0.0, "fails": 0} for name, *_ in targets}
+        res = {name: {"ttft": [], "lat": [], "rps": 0.0, "fails": 0, "cpu": 0.0, "n": 0}
+               for name, *_ in targets}
         bodies = {}
         for name, port, model, hdr in targets:
             bodies[name] = (json.dumps({"model": model, "stream": True,
@@ -298,7 +328,10 @@ def main():
                 ttft(port, args.n // rounds, bodies[name][0], hdr, res[name]["ttft"])
                 latency(port, args.n // rounds, bodies[name][1], hdr, res[name]["lat"])
             for name, port, model, hdr in targets:
-                r, fails = rps(port, bodies[name][1], args.conc, args.secs / rounds, hdr)
+                c0 = cpu_s(pids[name])
+                r, fails, count = rps(port, bodies[name][1], args.conc, args.secs / rounds, hdr)
+                res[name]["cpu"] += cpu_s(pids[name]) - c0
+                res[name]["n"] += count
                 res[name]["rps"] += r / rounds
                 res[name]["fails"] += fails
                 time.sleep(0.3)  # let the upstream settle
@@ -313,7 +346,8 @@ def main():
         held, base, peak = idle_streams(f, args.streams)
         d = res["direct to upstream"]
         lines = ["| path | TTFT p50 ms | TTFT p99 ms | non-stream p50 ms | non-stream p99 ms | "
-                 f"req/s ({args.conc} clients, {args.secs:.0f} s) |", "|---|---|---|---|---|---|"]
+                 f"req/s ({args.conc} clients, {args.secs:.0f} s) | server CPU µs/req |",
+                 "|---|---|---|---|---|---|---|"]
         for name, r in res.items():
             add = "" if r is d else " ({:+.2f})"
             lines.append(
@@ -321,7 +355,11 @@ def main():
                 f"{r['ttft'][1]:.2f}{add.format(r['ttft'][1] - d['ttft'][1])} | "
                 f"{r['lat'][0]:.2f}{add.format(r['lat'][0] - d['lat'][0])} | "
                 f"{r['lat'][1]:.2f}{add.format(r['lat'][1] - d['lat'][1])} | {r['rps']:.0f}"
-                + (f" ({r['fails']} non-200)" if r["fails"] else "") + " |")
+                + (f" ({r['fails']} non-200)" if r["fails"] else "")
+                + f" | {r['cpu'] / max(r['n'], 1) * 1e6:.0f} |")
+        lines.append("\nserver CPU µs/req: user+system CPU of the process answering that path during the "
+                     "req/s phase, per request served: the upstream itself for the direct row, the proxy "
+                     "alone (its own process and children) for the others.")
         if not ll:
             lines.append(f"\nLiteLLM: not measured — {ll_why}")
         lines.append(f"\nidle streams held through cortex: {held}; cortex RSS {base / 1024:.1f} MiB idle → "

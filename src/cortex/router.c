@@ -276,7 +276,8 @@ static hx_code router_post(const gw_neuron *n, const char *path, const char *bod
   return rc;
 }
 
-hx_code gw_neuron_unload(gateway *gw, size_t ni, const char *uid, hx_err *err) {
+/* POST /models/unload; ka keeps a waiting client alive meanwhile. */
+static hx_code router_unload(gateway *gw, size_t ni, const char *uid, router_ka *ka, hx_err *err) {
   HX_ASSERT(ni < gw->n_neurons);
   const gw_neuron *n = &gw->neurons[ni];
   json_t *b = json_pack("{s:s}", "model", uid);
@@ -286,13 +287,17 @@ hx_code gw_neuron_unload(gateway *gw, size_t ni, const char *uid, hx_err *err) {
     return hx_err_set(err, HX_ENOMEM, "out of memory");
   int status = 0;
   char msg[256];
-  router_ka ka = {0};
-  hx_code rc = router_post(n, "/models/unload", body, 120000, &ka, &status, msg, sizeof msg, err);
+  hx_code rc = router_post(n, "/models/unload", body, 120000, ka, &status, msg, sizeof msg, err);
   free(body);
   if (rc == HX_OK && status >= 300)
     rc = hx_err_set(err, HX_EIO, "neuron %s refused to unload %s (HTTP %d): %s", n->cfg->name, uid,
                     status, msg);
   return rc;
+}
+
+hx_code gw_neuron_unload(gateway *gw, size_t ni, const char *uid, hx_err *err) {
+  router_ka ka = {0};
+  return router_unload(gw, ni, uid, &ka, err);
 }
 
 /* POSTs /models/load for uid (with the profile's settings when pr is set; on
@@ -378,7 +383,7 @@ static hx_code router_do_load(gateway *gw, gw_model *m, const char *uid, const r
   gw_neuron *n = &gw->neurons[plan->neuron];
   for (size_t k = 0; k < plan->n_victims; k++) {
     HX_INFO("evicting %s from neuron %s to load %s", plan->victims[k], n->cfg->name, m->id);
-    hx_code rc = gw_neuron_unload(gw, (size_t)plan->neuron, plan->victims[k], err);
+    hx_code rc = router_unload(gw, (size_t)plan->neuron, plan->victims[k], ka, err);
     if (rc != HX_OK)
       return rc;
     const char *el[] = {plan->victims[k], n->cfg->name};
@@ -571,14 +576,11 @@ hx_code gw_admin_unload(gateway *gw, const char *model, hx_err *err) {
   int done = 0;
   for (size_t i = 0; i < gw->n_neurons; i++) {
     pthread_mutex_lock(&gw->mu);
-    bool has = gw->neurons[i].up && router_find_loaded(&gw->neurons[i], uid) != NULL;
+    const gw_loaded *l = gw->neurons[i].up ? router_find_loaded(&gw->neurons[i], uid) : NULL;
+    uint32_t mask = l ? gw_loaded_devmask(l) : 0; /* devices it leaves (defrag.c) */
     pthread_mutex_unlock(&gw->mu);
-    if (!has)
+    if (!l)
       continue;
-    pthread_mutex_lock(&gw->mu);
-    const gw_loaded *l = router_find_loaded(&gw->neurons[i], uid);
-    uint32_t mask = l ? gw_loaded_devmask(l) : 0;
-    pthread_mutex_unlock(&gw->mu);
     hx_code rc = gw_neuron_unload(gw, i, uid, err);
     if (rc != HX_OK)
       return rc;
