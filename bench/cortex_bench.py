@@ -14,7 +14,8 @@ to LiteLLM's proxy in front of the same upstream in the same run:
      RealFleet) vs through cortex.
 LiteLLM runs from its own venv (default .cache/litellm-venv, created and
 `pip install 'litellm[proxy]'`-ed on first use; never the project venv), one
-uvicorn worker, LITELLM_LOCAL_MODEL_COST_MAP=True (no network), a master key.
+uvicorn worker (LITELLM_WORKERS=N in the environment for more),
+LITELLM_LOCAL_MODEL_COST_MAP=True (no network), a master key.
 Usage: HELEXA_BIN=build/bin .venv/bin/python bench/cortex_bench.py [--n 300]
   [--no-litellm] [--write-doc docs/benchmarks.md]
 Prints a markdown table; --write-doc replaces the text between the
@@ -40,6 +41,7 @@ from cortex_harness import BIN, Fleet, free_port, wait_http  # noqa: E402
 
 MODELS = '[[models]]\nid = "small"\npath = "m1"\n'
 LITELLM_KEY = "sk-bench-0123456789abcdef"
+LITELLM_WORKERS = int(os.environ.get("LITELLM_WORKERS", "1"))
 CONTENT = re.compile(rb'"content": ?"[^"]')  # a chunk with non-empty content
 
 
@@ -228,7 +230,7 @@ def start_litellm(venv, upstream_port, tmp):
     env = {**os.environ, "LITELLM_MASTER_KEY": LITELLM_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True",
            "LITELLM_LOG": "ERROR"}
     p = subprocess.Popen([exe, "--config", cfg, "--host", "127.0.0.1", "--port", str(port),
-                          "--num_workers", "1"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
+                          "--num_workers", str(LITELLM_WORKERS)], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
     try:
         wait_http(f"http://127.0.0.1:{port}/health/liveliness", 120, proc=p)
     except Exception as e:  # noqa: BLE001
