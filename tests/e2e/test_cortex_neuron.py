@@ -118,3 +118,38 @@ def test_real_neuron_killed_mid_stream(fleet):
         err = True
     assert t_kill is not None and err
     assert time.time() - t_kill < 2.0
+
+
+def _neuron_metric_sum(fleet, name_re):
+    import re
+    total = 0.0
+    for n in fleet["neurons"].values():
+        text = urllib.request.urlopen(n["url"] + "/metrics", timeout=5).read().decode()
+        total += sum(float(v) for v in re.findall(r"^" + name_re + r" (\S+)$", text, re.M))
+    return total
+
+
+def test_client_hangup_cancels_real_generation(fleet):
+    """A client that hangs up mid-stream through cortex stops the neuron's
+    generation: the neuron counts the request as client_closed within a
+    second, having generated a few tokens more than the client read (the
+    hang-up crosses two HTTP hops), not the 4000 asked for."""
+    closed0 = _neuron_metric_sum(fleet, r'neuron_requests_total\{[^}]*outcome="client_closed"\}')
+    gen0 = _neuron_metric_sum(fleet, r"neuron_generated_tokens_total\{[^}]*\}")
+    body = json.dumps({"model": "tiny-chat", "stream": True, "max_tokens": 4000, "ignore_eos": True,
+                       "temperature": 0, "messages": [{"role": "user", "content": "go on"}]}).encode()
+    req = urllib.request.Request(fleet["url"] + "/v1/chat/completions", data=body, method="POST",
+                                 headers={"content-type": "application/json"})
+    r = urllib.request.urlopen(req, timeout=30)
+    seen = 0
+    while seen < 3:
+        line = r.readline()
+        assert line, "stream ended early"
+        seen += line.startswith(b"data: {")
+    r.close()
+    t0 = time.time()
+    while _neuron_metric_sum(fleet, r'neuron_requests_total\{[^}]*outcome="client_closed"\}') == closed0:
+        assert time.time() - t0 < 1.0, "the neuron kept generating after the client hung up"
+        time.sleep(0.02)
+    gen = _neuron_metric_sum(fleet, r"neuron_generated_tokens_total\{[^}]*\}") - gen0
+    assert seen <= gen < 100, gen  # measured: 3..8
