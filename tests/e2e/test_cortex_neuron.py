@@ -124,6 +124,8 @@ def _neuron_metric_sum(fleet, name_re):
     import re
     total = 0.0
     for n in fleet["neurons"].values():
+        if n["proc"].poll() is not None:  # killed by the test before
+            continue
         text = urllib.request.urlopen(n["url"] + "/metrics", timeout=5).read().decode()
         total += sum(float(v) for v in re.findall(r"^" + name_re + r" (\S+)$", text, re.M))
     return total
