@@ -1,7 +1,7 @@
 """cortex in front of two real `neuron serve` processes (CPU backend, a
 synthetic tiny Qwen3 model with the real Qwen3 tokenizer): both dialects
-through the official SDKs, exact count_tokens, the catalogue, and a neuron
-SIGKILLed mid-stream."""
+through the official SDKs, exact count_tokens, the catalogue, a neuron
+SIGKILLed mid-stream, and a client hang-up stopping the neuron's generation."""
 import json
 import os
 import subprocess
