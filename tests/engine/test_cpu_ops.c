@@ -444,11 +444,46 @@ static void test_quant_paths(void **state) {
   printf("activation quantizers checked: %d\n", checked);
 }
 
+/* f32 → f16 rows (F16C) bit-identical to quant_f32_to_f16, subnormals,
+ * overflow, infinities and NaNs included; SwiGLU within 2e-6 relative of
+ * double-precision silu(g)·u. */
+static void test_rows_f16_swiglu(void **state) {
+  (void)state;
+  enum { N = 4099 };
+  static float x[N], g[N], u[N], o[N];
+  static uint16_t got[N];
+  for (int i = 0; i < N; i++) {
+    const int e = (int)((frand() + 1) * 20) - 30; /* 2^-30 .. 2^10: f16 subnormals too */
+    x[i] = frand() * ldexpf(1.0f, e);
+    g[i] = frand() * 12, u[i] = frand() * 3;
+  }
+  x[0] = 65504.0f, x[1] = 65520.0f, x[2] = -1e9f, x[3] = INFINITY, x[4] = -NAN, x[5] = NAN;
+  x[6] = 5.96e-8f, x[7] = -2.98e-8f, x[8] = 0.0f, x[9] = -0.0f;
+  g[0] = 100.0f, g[1] = -100.0f, g[2] = 0.0f, g[3] = 88.0f, g[4] = -90.0f;
+  cpu_f32_to_f16_row(x, got, N);
+  for (int i = 0; i < N; i++)
+    if (got[i] != quant_f32_to_f16(x[i])) {
+      fprintf(stderr, "f16 of %a: %#x, quant.c %#x\n", (double)x[i], got[i],
+              quant_f32_to_f16(x[i]));
+      fail();
+    }
+  cpu_swiglu_row(g, u, o, N);
+  for (int i = 0; i < N; i++) {
+    const double want = (double)g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+    if (fabs(o[i] - want) > 2e-6 * fabs(want) + 1e-30) {
+      fprintf(stderr, "swiglu g=%g u=%g: %.9g, want %.9g\n", (double)g[i], (double)u[i],
+              (double)o[i], want);
+      fail();
+    }
+  }
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_dot_paths),      cmocka_unit_test(test_ops),
-      cmocka_unit_test(test_repack_kernels), cmocka_unit_test(test_matmul_k_quants),
-      cmocka_unit_test(test_attn_f16),       cmocka_unit_test(test_quant_paths),
+      cmocka_unit_test(test_dot_paths),       cmocka_unit_test(test_ops),
+      cmocka_unit_test(test_repack_kernels),  cmocka_unit_test(test_matmul_k_quants),
+      cmocka_unit_test(test_attn_f16),        cmocka_unit_test(test_quant_paths),
+      cmocka_unit_test(test_rows_f16_swiglu),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

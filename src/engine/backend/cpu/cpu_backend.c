@@ -661,8 +661,11 @@ static void cache_store_rows(void *cv, int64_t t0, int64_t t1) {
   const store_ctx *c = cv;
   for (int64_t t = t0; t < t1; t++) {
     HX_ASSERT(c->pos[t] >= 0 && c->pos[t] < c->cache.n_rows);
-    quant_row_quantize((quant_type)c->cache.type, (const float *)trow(c->src, t),
-                       trow(c->cache, c->pos[t]), c->src.n_cols);
+    const float *src = (const float *)trow(c->src, t);
+    if (c->cache.type == QUANT_F16)
+      cpu_f32_to_f16_row(src, (uint16_t *)trow(c->cache, c->pos[t]), c->src.n_cols);
+    else
+      quant_row_quantize((quant_type)c->cache.type, src, trow(c->cache, c->pos[t]), c->src.n_cols);
   }
 }
 
@@ -769,10 +772,8 @@ typedef struct swiglu_ctx {
 static void swiglu_rows(void *cv, int64_t t0, int64_t t1) {
   const swiglu_ctx *c = cv;
   for (int64_t t = t0; t < t1; t++) {
-    const float *gr = (const float *)trow(c->g, t), *ur = (const float *)trow(c->u, t);
-    float *o = (float *)trow(c->out, t);
-    for (int64_t i = 0; i < c->g.n_cols; i++)
-      o[i] = gr[i] / (1.0f + expf(-gr[i])) * ur[i];
+    cpu_swiglu_row((const float *)trow(c->g, t), (const float *)trow(c->u, t),
+                   (float *)trow(c->out, t), c->g.n_cols);
   }
 }
 

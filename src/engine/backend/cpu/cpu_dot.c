@@ -711,6 +711,61 @@ AVX2 static void f16_row_avx2(const uint16_t *src, float *dst, int64_t n) {
     dst[i] = quant_f16_to_f32(src[i]);
 }
 
+/* f32 → f16 with F16C: round to nearest even like quant_f32_to_f16 (the
+ * FP16 library's method), and NaN → 0x7e00 with the sign as it does. */
+AVX2 static void f32_to_f16_row_avx2(const float *src, uint16_t *dst, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(src + i);
+    __m128i h = _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+    if (!_mm256_testz_ps(nan, nan)) {
+      const __m256i sign = _mm256_srli_epi32(
+          _mm256_and_si256(_mm256_castps_si256(x), _mm256_set1_epi32(INT32_MIN)), 16);
+      const __m256i qnan = _mm256_or_si256(sign, _mm256_set1_epi32(0x7e00));
+      const __m256i keep = _mm256_cvtepu16_epi32(h);
+      const __m256i fixed = _mm256_blendv_epi8(keep, qnan, _mm256_castps_si256(nan));
+      h = _mm_packus_epi32(_mm256_castsi256_si128(fixed), _mm256_extracti128_si256(fixed, 1));
+    }
+    _mm_storeu_si128((__m128i *)(dst + i), h);
+  }
+  for (; i < n; i++)
+    dst[i] = quant_f32_to_f16(src[i]);
+}
+
+/* e^x for 8 lanes (Cephes expf: n = round(x·log2 e), x − n·ln 2 in two
+ * parts, degree-6 polynomial; about 1 ulp), inputs clamped to ±88.3 so that
+ * silu's 1 + e^−g stays finite and its quotient goes to 0 as expf's does. */
+AVX2 static inline __m256 exp8_avx2(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-88.3f)), _mm256_set1_ps(88.3f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i e =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+AVX2 static void swiglu_row_avx2(const float *g, const float *u, float *out, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 gv = _mm256_loadu_ps(g + i);
+    const __m256 den =
+        _mm256_add_ps(_mm256_set1_ps(1.0f), exp8_avx2(_mm256_sub_ps(_mm256_setzero_ps(), gv)));
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_div_ps(gv, den), _mm256_loadu_ps(u + i)));
+  }
+  for (; i < n; i++)
+    out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
 /* ---- dispatch ----------------------------------------------------------- */
 
 static int cpu_has_avx2(void) {
@@ -831,6 +886,34 @@ cpu_dot_fn cpu_dot_best(quant_type t) {
       return f;
   }
   return NULL;
+}
+
+static int have_avx2_rows(void) {
+  static _Atomic int have = -1; /* every thread computes the same value */
+  int h = atomic_load_explicit(&have, memory_order_relaxed);
+  if (h < 0) {
+    h = cpu_has_avx2() && cpu_isa_best() != CPU_ISA_SCALAR;
+    atomic_store_explicit(&have, h, memory_order_relaxed);
+  }
+  return h;
+}
+
+void cpu_f32_to_f16_row(const float *src, uint16_t *dst, int64_t n) {
+  if (have_avx2_rows()) {
+    f32_to_f16_row_avx2(src, dst, n);
+    return;
+  }
+  for (int64_t i = 0; i < n; i++)
+    dst[i] = quant_f32_to_f16(src[i]);
+}
+
+void cpu_swiglu_row(const float *g, const float *u, float *out, int64_t n) {
+  if (have_avx2_rows()) {
+    swiglu_row_avx2(g, u, out, n);
+    return;
+  }
+  for (int64_t i = 0; i < n; i++)
+    out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
 void cpu_f16_to_f32_row(const uint16_t *src, float *dst, int64_t n) {

@@ -100,4 +100,10 @@ cpu_attn_f16_fn cpu_attn_f16_get(cpu_isa isa);
 typedef void (*cpu_quant_fn)(const float *x, void *dst, int64_t n);
 cpu_quant_fn cpu_quant_get(quant_type dt, cpu_isa isa);
 
+/* f32 row → f16, bit-identical to quant_f32_to_f16 (F16C when available). */
+void cpu_f32_to_f16_row(const float *src, uint16_t *dst, int64_t n);
+/* out = silu(g) · u over n elements (out may alias g); AVX2 uses a vector
+ * e^x of about 1 ulp instead of expf. */
+void cpu_swiglu_row(const float *g, const float *u, float *out, int64_t n);
+
 #endif
