@@ -350,14 +350,16 @@ static const cpu_repacked *mm_repacked(cpu_be *be, hx_tensor w) {
   if (n_bytes == 0)
     return NULL;
   cpu_repacked *rp = calloc(1, sizeof *rp);
-  /* 2 MiB aligned and marked for transparent huge pages (THP "madvise" mode):
-   * the kernels stream the whole copy once per token, so 4 KiB pages would
-   * cost a TLB miss every 4 KiB, and faulting them in slows the first use */
+  /* 2 MiB aligned, and its whole 2 MiB pages marked for transparent huge
+   * pages (THP "madvise" mode): the kernels stream the copy once per token,
+   * so 4 KiB pages would cost a TLB miss every 4 KiB, and faulting them in
+   * slows the first use. The partial last page stays 4 KiB (a huge page
+   * there would hold up to 2 MiB of nothing). */
   const size_t huge = (size_t)2 << 20;
   const size_t align = n_bytes >= huge ? huge : 64;
   void *data = aligned_alloc(align, (n_bytes + align - 1) & ~(align - 1));
   if (data && align == huge)
-    (void)madvise(data, (n_bytes + align - 1) & ~(align - 1), MADV_HUGEPAGE);
+    (void)madvise(data, n_bytes & ~(huge - 1), MADV_HUGEPAGE);
   if (!rp || !data) {
     free(rp);
     free(data);
