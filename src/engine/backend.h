@@ -113,6 +113,11 @@ typedef struct hx_backend_ops {
    * max_rows token rows of at most max_cols columns, and attention over up to
    * max_ctx positions. Called once at load; ops never allocate after it. */
   hx_code (*reserve)(void *be, int64_t max_rows, int64_t max_cols, int64_t max_ctx, hx_err *err);
+  /* Optional (may be NULL): tells the backend at load that w will be a matmul
+   * weight, so that it can make its layout copies then (the CPU backend's
+   * row-interleaved repacking) instead of during the first request. Best
+   * effort: failing to prepare only leaves the work to the first matmul. */
+  void (*weight_prepare)(void *be, hx_tensor w);
 
   /* ---- a step: every op below is queued between these two ---- */
   void (*step_begin)(void *be, int n_tokens);

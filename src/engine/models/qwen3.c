@@ -145,6 +145,11 @@ static hx_code get(q3_model *m, const model_file *mf, int layer, const char *nam
                       "%s: tensor %s has shape [%lld, %lld], expected [%lld, %lld]",
                       model_file_path(mf), t->name, (long long)out->n_cols, (long long)out->n_rows,
                       (long long)cols, (long long)rows);
+  /* every 2-D weight but the embedding table is a matmul weight (a tied
+   * table is prepared where it becomes the output head) */
+  const hx_backend *b = &m->base.backend;
+  if (!as_f32 && rows > 1 && strcmp(name, "token_embd.weight") != 0 && b->ops->weight_prepare)
+    b->ops->weight_prepare(b->be, *out);
   return HX_OK;
 }
 
@@ -366,6 +371,8 @@ static hx_code q3_load_weights(q3_model *m, const model_file *mf, hx_err *err) {
     return rc;
   if (!m->output.buf)
     m->output = m->tok_embd; /* tied embeddings */
+  if (m->base.backend.ops->weight_prepare)
+    m->base.backend.ops->weight_prepare(m->base.backend.be, m->output);
   for (int l = 0; l < hp->n_layer; l++) {
     q3_layer *L = &m->layers[l];
     if ((rc = get(m, mf, l, "attn_norm.weight", true, true, E, 1, &L->attn_norm, err)) ||

@@ -211,7 +211,14 @@ static hx_code get(q35_model *m, const model_file *mf, int layer, const char *na
                ? hx_err_set(err, HX_EFORMAT, "%s: tensor %s missing", model_file_path(mf), name)
                : hx_err_set(err, HX_EFORMAT, "%s: tensor blk.%d.%s missing", model_file_path(mf),
                             layer, name);
-  return load(m, mf, t, as_f32, NULL, NULL, cols, rows, out, err);
+  hx_code rc = load(m, mf, t, as_f32, NULL, NULL, cols, rows, out, err);
+  /* every 2-D weight but the embedding table is a matmul weight (a tied
+   * table is prepared where it becomes the output head) */
+  const hx_backend *b = &m->base.backend;
+  if (rc == HX_OK && !as_f32 && rows > 1 && strcmp(name, "token_embd.weight") != 0 &&
+      b->ops->weight_prepare)
+    b->ops->weight_prepare(b->be, *out);
+  return rc;
 }
 
 static hx_tensor view(hx_bbuf *buf, size_t *off, uint32_t type, int64_t cols, int64_t rows) {
@@ -656,6 +663,8 @@ static hx_code q35_load_weights(q35_model *m, const model_file *mf, hx_err *err)
   } else {
     m->output = m->tok_embd; /* tied embeddings */
   }
+  if (m->base.backend.ops->weight_prepare)
+    m->base.backend.ops->weight_prepare(m->base.backend.be, m->output);
   for (int l = 0; l < hp->n_layer; l++) {
     q35_layer *L = &m->layers[l];
     L->recurrent = hp->layer_recurrent[l];

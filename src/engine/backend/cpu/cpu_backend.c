@@ -852,6 +852,11 @@ void cpu_be_matmul(void *bev, hx_tensor y, hx_tensor w, hx_tensor x, hx_tensor b
   cpu_matmul(bev, y, w, x, bias);
 }
 
+static void cpu_weight_prepare(void *bev, hx_tensor w) {
+  if (w.buf && quant_type_is_valid(w.type) && quant_type_dot_type((quant_type)w.type) != QUANT_F32)
+    (void)mm_repacked(bev, w);
+}
+
 static const hx_backend_ops cpu_ops = {
     .name = "cpu",
     .buf_alloc = cpu_buf_alloc,
@@ -860,6 +865,7 @@ static const hx_backend_ops cpu_ops = {
     .buf_upload = cpu_buf_upload,
     .buf_download = cpu_buf_download,
     .reserve = cpu_reserve,
+    .weight_prepare = cpu_weight_prepare,
     .step_begin = cpu_step_begin,
     .step_end = cpu_step_end,
     .matmul = cpu_matmul,
