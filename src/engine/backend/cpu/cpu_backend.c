@@ -19,20 +19,14 @@
 #include "engine/quant.h"
 
 /* A row-interleaved copy of a weight tensor in a buffer (cpu_repack.c), made
- * at the tensor's first matmul and kept until the buffer is freed. */
-typedef struct cpu_repacked {
+ * at load (weight_prepare) or at the tensor's first matmul, and kept until the
+ * buffer is freed. */
+struct cpu_repacked {
   struct cpu_repacked *next;
   size_t offset; /* the tensor's offset in the buffer */
   uint32_t type;
   int64_t n_cols, n_rows8; /* rows covered: a multiple of 8 */
   void *data;              /* cpu_repack_bytes(type, n_rows8, n_cols) bytes */
-} cpu_repacked;
-
-struct hx_bbuf {
-  void *data;
-  size_t n_bytes;
-  int owned;        /* allocated here (freed by buf_free) vs wrapped */
-  cpu_repacked *rp; /* repacked weight views of this buffer */
 };
 
 typedef struct cpu_be {

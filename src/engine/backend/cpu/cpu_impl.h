@@ -41,6 +41,17 @@ cpu_dot4_fn cpu_dot4_get(quant_type t, cpu_isa isa);
 /* The best available kernel: falls back to lower ISAs. */
 cpu_dot_fn cpu_dot_best(quant_type t);
 
+/* A CPU backend buffer: host memory, allocated by the backend or wrapped
+ * (e.g. an mmapped weight file). One definition for every file of the
+ * backend: ops read tensors through data. */
+typedef struct cpu_repacked cpu_repacked;
+struct hx_bbuf {
+  void *data;
+  size_t n_bytes;
+  int owned;        /* allocated here (freed by buf_free) vs wrapped */
+  cpu_repacked *rp; /* repacked weight views of this buffer (cpu_backend.c) */
+};
+
 /* Entry points of cpu_backend.c for the op files beside it (cpu_moe.c,
  * cpu_ssm.c): the backend's pool, its size, and the matmul op. */
 hx_pool *cpu_be_pool(void *be);

@@ -17,14 +17,10 @@
 #include "engine/backend/cpu/cpu_impl.h"
 #include "engine/quant.h"
 
-/* Backend buffers are host memory, and the CPU's struct hx_bbuf
- * (cpu_backend.c) has the data pointer as its first member: a pointer to the
- * struct, converted, points to that member (C17 6.7.2.1p15). Only that is
- * relied on here, not the rest of the layout. */
+/* Backend buffers are host memory (struct hx_bbuf, cpu_impl.h). */
 static inline char *moe_row(hx_tensor t, int64_t r) {
   HX_ASSERT(t.buf != NULL);
-  char *data = *(char *const *)(const void *)t.buf;
-  return data + t.offset + (size_t)r * t.row_bytes;
+  return (char *)t.buf->data + t.offset + (size_t)r * t.row_bytes;
 }
 
 /* ---- routing ------------------------------------------------------------- */

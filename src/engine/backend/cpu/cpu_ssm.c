@@ -24,14 +24,6 @@
 #include "engine/backend/cpu/cpu_impl.h"
 #include "engine/quant.h"
 
-/* Backend buffers are host memory: the CPU's hx_bbuf (cpu_backend.c) starts
- * with the data pointer. Views below read through it. */
-struct hx_bbuf {
-  void *data;
-  size_t n_bytes;
-  int owned;
-};
-
 static inline char *ssm_row(hx_tensor t, int64_t r) {
   HX_ASSERT(t.buf != NULL);
   return (char *)t.buf->data + t.offset + (size_t)r * t.row_bytes;
