@@ -261,6 +261,19 @@ static int px_on_tick(void *ud) {
   px_req *p = ud;
   if (atomic_load(&p->client_gone))
     return 1;
+  if (p->up_status == 0 && !p->forwarded) {
+    /* no answer yet and the poller has since marked the neuron down (it
+     * stopped answering /health within timeout_ms, e.g. SIGSTOPped): give
+     * up on it; the caller retries on another replica */
+    pthread_mutex_lock(&p->gw->mu);
+    bool down = !p->gw->neurons[p->lease.neuron].up;
+    pthread_mutex_unlock(&p->gw->mu);
+    if (down) {
+      HX_WARN("neuron %s went down before answering; abandoning the call",
+              p->gw->neurons[p->lease.neuron].cfg->name);
+      return 1;
+    }
+  }
   if (p->anth && p->began && p->stream &&
       hx_time_mono_ns() - p->last_write_ns > (uint64_t)PX_PING_MS * 1000000u) {
     hx_buf b;

@@ -2,10 +2,15 @@
 (CPU backend, small memory budgets, four copies of a synthetic tiny Qwen3
 model with the real Qwen3 tokenizer): a model goes to the neuron where it fits
 without evicting; concurrent requests during a load cause exactly one load;
-LRU eviction takes the least recently used model that is not pinned."""
+LRU eviction takes the least recently used model that is not pinned;
+alternating requests for two models that share one slot are collated (few
+loads); a SIGSTOPped neuron is marked down by the poll time-out, the request
+waiting on it moves to the other replica, and the neuron comes back after
+SIGCONT."""
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -140,6 +145,13 @@ def neuron_loads(fleet, name):
                                            text, re.M))
 
 
+def neuron_requests(fleet, name):
+    """Chat requests the neuron answered successfully."""
+    text = urllib.request.urlopen(fleet["neurons"][name]["url"] + "/metrics", timeout=5).read().decode()
+    return sum(float(v) for v in re.findall(r'^neuron_requests_total\{[^}]*outcome="ok"[^}]*\} (\S+)',
+                                           text, re.M))
+
+
 def client(fleet):
     return openai.OpenAI(base_url=fleet["url"] + "/v1", api_key="x", max_retries=0, timeout=120)
 
@@ -190,3 +202,85 @@ def test_placement_single_load_and_lru_with_pinned(fleet):
     assert metric(m, "cortex_model_evictions_total", model="b", neuron="n1") == 1
     assert metric(m, "cortex_model_evictions_total", model="a", neuron="n1") == 0
     assert neuron_loads(fleet, "n1") == 3 and neuron_loads(fleet, "n2") == 1
+
+
+def test_alternating_requests_are_collated(fleet):
+    # "pin" holds one of n1's two slots, so "beta" and "gamma" (n1 only)
+    # share the other: 12 concurrent requests alternating beta, gamma, ...
+    # must be served in batches by model, not with a swap per request
+    ask(fleet, "pin")
+    before = neuron_loads(fleet, "n1")
+    m0 = urllib.request.urlopen(fleet["metrics"], timeout=5).read().decode()
+    errs, gate = [], threading.Barrier(12)
+    clients = [client(fleet) for _ in range(12)]
+
+    def go(o, model):
+        gate.wait()
+        try:
+            ask(fleet, model, o)
+        except Exception as e:  # noqa: BLE001
+            errs.append(e)
+    ts = [threading.Thread(target=go, args=(o, ("beta", "gamma")[i % 2])) for i, o in enumerate(clients)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    assert errs == []
+    loads = neuron_loads(fleet, "n1") - before
+    m = urllib.request.urlopen(fleet["metrics"], timeout=5).read().decode()
+    cortex_loads = sum(metric(m, "cortex_model_loads_total", model=x, neuron="n1", outcome="ok") -
+                       metric(m0, "cortex_model_loads_total", model=x, neuron="n1", outcome="ok")
+                       for x in ("beta", "gamma"))
+    assert cortex_loads == loads
+    print(f"collation: {loads:.0f} loads for 12 alternating requests")
+    assert 1 <= loads <= 4, f"{loads} loads for 12 alternating requests"
+    # the pinned model was never the victim
+    assert metric(m, "cortex_model_evictions_total", model="a", neuron="n1") == 0
+    assert "a" in loaded(fleet)["n1"]
+
+
+def test_sigstop_neuron_traffic_moves_to_replica(fleet):
+    # "delta" on both neurons: n2 has it, load it on n1 as well
+    n1, n2 = fleet["neurons"]["n1"], fleet["neurons"]["n2"]
+    ask(fleet, "delta")
+    req = urllib.request.Request(fleet["url"] + "/admin/models/load", data=b'{"model":"delta","neuron":"n1"}',
+                                 headers={"content-type": "application/json"})
+    urllib.request.urlopen(req, timeout=60).read()
+    assert "d" in loaded(fleet)["n1"] and "d" in loaded(fleet)["n2"]
+    # the replica that serves an idle fleet's next request (the first with
+    # the least work in flight) is n1: stop it and ask straight away, before
+    # the poller has noticed
+    st = {n["name"]: n for n in get_json(fleet["url"] + "/status")["neurons"]}
+    assert st["n1"]["in_flight"] == 0 and st["n2"]["in_flight"] == 0
+    served = neuron_requests(fleet, "n2")
+    os.kill(n1["proc"].pid, signal.SIGSTOP)
+    try:
+        t0 = time.time()
+        ask(fleet, "delta")
+        # it went to n1 first (the tie goes to the first neuron) and waited
+        # until the poll time-out (timeout_ms = 2000) marked n1 down, then
+        # was retried on n2, long before any generation time-out
+        dt = time.time() - t0
+        assert 1.0 <= dt < 8, dt
+        assert neuron_requests(fleet, "n2") == served + 1
+        st = {n["name"]: n for n in get_json(fleet["url"] + "/status")["neurons"]}
+        assert st["n1"]["up"] is False and st["n2"]["up"] is True
+        t0 = time.time()
+        for _ in range(3):
+            ask(fleet, "delta")
+        assert time.time() - t0 < 6
+        assert neuron_requests(fleet, "n2") == served + 4
+        m = urllib.request.urlopen(fleet["metrics"], timeout=5).read().decode()
+        assert metric(m, "cortex_neuron_up", neuron="n1") == 0
+    finally:
+        os.kill(n1["proc"].pid, signal.SIGCONT)
+    # n1 comes back (re-read by the poller, its model still loaded) and takes
+    # traffic again
+    t0 = time.time()
+    while time.time() - t0 < 15:
+        st = {n["name"]: n for n in get_json(fleet["url"] + "/status")["neurons"]}
+        if st["n1"]["up"]:
+            break
+        time.sleep(0.1)
+    assert st["n1"]["up"] is True and "d" in loaded(fleet)["n1"]
+    before = neuron_requests(fleet, "n1")
+    ask(fleet, "delta")
+    assert neuron_requests(fleet, "n1") == before + 1
