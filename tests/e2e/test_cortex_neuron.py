@@ -112,12 +112,14 @@ def test_real_neuron_killed_mid_stream(fleet):
             if i == 2:
                 st = get_json(fleet["url"] + "/status")
                 busy = [n["name"] for n in st["neurons"] if n["in_flight"] > 0]
-                fleet["neurons"][busy[0]]["proc"].kill()
+                killed = fleet["neurons"][busy[0]]["proc"]
+                killed.kill()
                 t_kill = time.time()
     except openai.APIError:
         err = True
     assert t_kill is not None and err
     assert time.time() - t_kill < 2.0
+    killed.wait(timeout=30)  # reaped: later tests see it gone (poll() is not None)
 
 
 def _neuron_metric_sum(fleet, name_re):
