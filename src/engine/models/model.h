@@ -59,6 +59,21 @@ struct hx_model {
   int max_batch;
 };
 
+/* The output head of a model, for model_head_results. */
+typedef struct model_head {
+  hx_tensor output;          /* [V][E] head weights */
+  hx_tensor logits;          /* [1][V] f32 scratch */
+  hx_tensor top_val, top_id; /* [1][1] the device arg-max (f32, i32) */
+} model_head;
+
+/* The tail of every forward(), after its step ended: downloads the device
+ * arg-max (argmax_last without logits), or the last row's logits already in
+ * h->logits, or — for logits_all — runs the head once per row of the final
+ * normed activations xb [n][E] and downloads each (models/head.c). */
+hx_code model_head_results(const hx_backend *b, const model_head *h, hx_tensor xb, int n,
+                           int n_vocab, float *logits_last, float *logits_all, int32_t *argmax_last,
+                           float *argmax_logit, hx_err *err);
+
 /* qwen3 and qwen2 (dense). */
 hx_code qwen3_model_load(const model_file *mf, hx_backend backend, int n_ctx, int max_batch,
                          hx_model **out, hx_err *err);

@@ -322,31 +322,9 @@ static hx_code q3_forward(hx_model *mb, hx_model_cache *c, const int32_t *tokens
   rc = op->step_end(be, err);
   if (rc != HX_OK)
     return rc;
-  if (device_argmax) {
-    rc = op->buf_download(be, m->top_id.buf, m->top_id.offset, argmax_last, sizeof(int32_t), err);
-    if (rc == HX_OK)
-      rc =
-          op->buf_download(be, m->top_val.buf, m->top_val.offset, argmax_logit, sizeof(float), err);
-    return rc;
-  }
-  const size_t vbytes = (size_t)hp->n_vocab * sizeof(float);
-  if (!logits_all)
-    return logits_last
-               ? op->buf_download(be, m->logits.buf, m->logits.offset, logits_last, vbytes, err)
-               : HX_OK;
-  for (int t = 0; t < n; t++) { /* one head matmul per row: logits scratch stays [1][V] */
-    op->step_begin(be, 1);
-    op->matmul(be, m->logits, m->output, rows_of(xb, t, 1), none);
-    rc = op->step_end(be, err);
-    if (rc == HX_OK)
-      rc = op->buf_download(be, m->logits.buf, m->logits.offset,
-                            logits_all + (size_t)t * hp->n_vocab, vbytes, err);
-    if (rc != HX_OK)
-      return rc;
-  }
-  if (logits_last)
-    memcpy(logits_last, logits_all + (size_t)(n - 1) * hp->n_vocab, vbytes);
-  return HX_OK;
+  const model_head head = {m->output, m->logits, m->top_val, m->top_id};
+  return model_head_results(&mb->backend, &head, xb, n, hp->n_vocab, logits_last, logits_all,
+                            argmax_last, argmax_logit, err);
 }
 
 static const hx_model_ops q3_ops = {

@@ -1,0 +1,43 @@
+/* head.c — what every forward() does after its step: hand the results of the
+ * output head to the host in the form forward() promises (model.h). */
+#include <string.h>
+
+#include "engine/models/model.h"
+
+hx_code model_head_results(const hx_backend *b, const model_head *h, hx_tensor xb, int n,
+                           int n_vocab, float *logits_last, float *logits_all, int32_t *argmax_last,
+                           float *argmax_logit, hx_err *err) {
+  const hx_backend_ops *op = b->ops;
+  void *be = b->be;
+  hx_code rc;
+  if (argmax_last && !logits_last && !logits_all) { /* the device's arg-max only */
+    rc = op->buf_download(be, h->top_id.buf, h->top_id.offset, argmax_last, sizeof(int32_t), err);
+    if (rc == HX_OK)
+      rc =
+          op->buf_download(be, h->top_val.buf, h->top_val.offset, argmax_logit, sizeof(float), err);
+    return rc;
+  }
+  const size_t vbytes = (size_t)n_vocab * sizeof(float);
+  if (!logits_all)
+    return logits_last
+               ? op->buf_download(be, h->logits.buf, h->logits.offset, logits_last, vbytes, err)
+               : HX_OK;
+  const hx_tensor none = {0};
+  for (int t = 0; t < n; t++) { /* one head matmul per row: logits scratch stays [1][V] */
+    hx_tensor row = xb;
+    HX_ASSERT(t < xb.n_rows);
+    row.offset += (size_t)t * xb.row_bytes;
+    row.n_rows = 1;
+    op->step_begin(be, 1);
+    op->matmul(be, h->logits, h->output, row, none);
+    rc = op->step_end(be, err);
+    if (rc == HX_OK)
+      rc = op->buf_download(be, h->logits.buf, h->logits.offset, logits_all + (size_t)t * n_vocab,
+                            vbytes, err);
+    if (rc != HX_OK)
+      return rc;
+  }
+  if (logits_last)
+    memcpy(logits_last, logits_all + (size_t)(n - 1) * n_vocab, vbytes);
+  return HX_OK;
+}
