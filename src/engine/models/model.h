@@ -59,6 +59,13 @@ struct hx_model {
   int max_batch;
 };
 
+/* The start of every forward(): checks that n tokens fit the context at pos0
+ * and that every id is in the vocabulary, then uploads the ids to row 0 and
+ * the positions pos0.. to row 1 of io, an i32 [2][max_batch] tensor
+ * (models/forward_io.c). */
+hx_code model_inputs_upload(const hx_model *mb, hx_tensor io, const int32_t *tokens, int n,
+                            int pos0, hx_err *err);
+
 /* The output head of a model, for model_head_results. */
 typedef struct model_head {
   hx_tensor output;          /* [V][E] head weights */
@@ -69,7 +76,7 @@ typedef struct model_head {
 /* The tail of every forward(), after its step ended: downloads the device
  * arg-max (argmax_last without logits), or the last row's logits already in
  * h->logits, or — for logits_all — runs the head once per row of the final
- * normed activations xb [n][E] and downloads each (models/head.c). */
+ * normed activations xb [n][E] and downloads each (models/forward_io.c). */
 hx_code model_head_results(const hx_backend *b, const model_head *h, hx_tensor xb, int n,
                            int n_vocab, float *logits_last, float *logits_all, int32_t *argmax_last,
                            float *argmax_logit, hx_err *err);

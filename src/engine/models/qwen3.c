@@ -255,24 +255,8 @@ static hx_code q3_forward(hx_model *mb, hx_model_cache *c, const int32_t *tokens
   const model_hparams *hp = &mb->hp;
   const hx_backend_ops *op = mb->backend.ops;
   void *be = mb->backend.be;
-  HX_ASSERT(n >= 1 && n <= mb->max_batch && pos0 >= 0);
-  if (pos0 + n > mb->n_ctx)
-    return hx_err_set(err, HX_ETOOLARGE, "context full: %d + %d tokens > n_ctx %d", pos0, n,
-                      mb->n_ctx);
-  for (int t = 0; t < n; t++)
-    if (tokens[t] < 0 || tokens[t] >= hp->n_vocab)
-      return hx_err_set(err, HX_EINVAL, "token id %d out of range (vocab %d)", tokens[t],
-                        hp->n_vocab);
   /* inputs: ids in row 0, positions in row 1 of the io tensor (uploaded before the step) */
-  int32_t pos[2 * 4096];
-  HX_ASSERT(mb->max_batch <= 4096);
-  memcpy(pos, tokens, (size_t)n * sizeof(int32_t));
-  for (int t = 0; t < n; t++)
-    pos[mb->max_batch + t] = pos0 + t;
-  hx_code rc = op->buf_upload(be, m->io.buf, m->io.offset, pos, (size_t)n * sizeof(int32_t), err);
-  if (rc == HX_OK)
-    rc = op->buf_upload(be, m->io.buf, m->io.offset + m->io.row_bytes, pos + mb->max_batch,
-                        (size_t)n * sizeof(int32_t), err);
+  hx_code rc = model_inputs_upload(mb, m->io, tokens, n, pos0, err);
   if (rc != HX_OK)
     return rc;
   const hx_tensor ids = rows_of(m->io, 0, 1), positions = rows_of(m->io, 1, 1);

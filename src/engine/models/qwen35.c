@@ -491,27 +491,12 @@ static hx_code q35_forward(hx_model *mb, hx_model_cache *c, const int32_t *token
   const hx_backend_ops *op = mb->backend.ops;
   void *be = mb->backend.be;
   HX_ASSERT(n >= 1 && n <= mb->max_batch && pos0 >= 0);
-  if (pos0 + n > mb->n_ctx)
-    return hx_err_set(err, HX_ETOOLARGE, "context full: %d + %d tokens > n_ctx %d", pos0, n,
-                      mb->n_ctx);
   if (pos0 != 0 && pos0 != c->n_past)
     return hx_err_set(err, HX_EINVAL,
                       "hybrid cache: forward at position %d but the recurrent state covers %d "
                       "tokens",
                       pos0, c->n_past);
-  for (int t = 0; t < n; t++)
-    if (tokens[t] < 0 || tokens[t] >= hp->n_vocab)
-      return hx_err_set(err, HX_EINVAL, "token id %d out of range (vocab %d)", tokens[t],
-                        hp->n_vocab);
-  int32_t io[2 * 4096];
-  HX_ASSERT(mb->max_batch <= 4096);
-  memcpy(io, tokens, (size_t)n * sizeof(int32_t));
-  for (int t = 0; t < n; t++)
-    io[mb->max_batch + t] = pos0 + t;
-  hx_code rc = op->buf_upload(be, m->io.buf, m->io.offset, io, (size_t)n * sizeof(int32_t), err);
-  if (rc == HX_OK)
-    rc = op->buf_upload(be, m->io.buf, m->io.offset + m->io.row_bytes, io + mb->max_batch,
-                        (size_t)n * sizeof(int32_t), err);
+  hx_code rc = model_inputs_upload(mb, m->io, tokens, n, pos0, err);
   if (rc != HX_OK)
     return rc;
   const hx_tensor ids = rows_of(m->io, 0, 1), positions = rows_of(m->io, 1, 1);

@@ -1,8 +1,34 @@
-/* head.c — what every forward() does after its step: hand the results of the
- * output head to the host in the form forward() promises (model.h). */
+/* forward_io.c — what every forward() does before and after its step: check
+ * and upload the inputs, and hand the results of the output head to the host
+ * in the form forward() promises (model.h). */
 #include <string.h>
 
 #include "engine/models/model.h"
+
+hx_code model_inputs_upload(const hx_model *mb, hx_tensor io, const int32_t *tokens, int n,
+                            int pos0, hx_err *err) {
+  const hx_backend *b = &mb->backend;
+  HX_ASSERT(n >= 1 && n <= mb->max_batch && pos0 >= 0 && io.n_cols >= mb->max_batch);
+  if (pos0 + n > mb->n_ctx)
+    return hx_err_set(err, HX_ETOOLARGE, "context full: %d + %d tokens > n_ctx %d", pos0, n,
+                      mb->n_ctx);
+  for (int t = 0; t < n; t++)
+    if (tokens[t] < 0 || tokens[t] >= mb->hp.n_vocab)
+      return hx_err_set(err, HX_EINVAL, "token id %d out of range (vocab %d)", tokens[t],
+                        mb->hp.n_vocab);
+  enum { CHUNK = 256 };
+  int32_t pos[CHUNK];
+  hx_code rc =
+      b->ops->buf_upload(b->be, io.buf, io.offset, tokens, (size_t)n * sizeof(int32_t), err);
+  for (int t0 = 0; rc == HX_OK && t0 < n; t0 += CHUNK) {
+    const int m = n - t0 < CHUNK ? n - t0 : CHUNK;
+    for (int t = 0; t < m; t++)
+      pos[t] = pos0 + t0 + t;
+    rc = b->ops->buf_upload(b->be, io.buf, io.offset + io.row_bytes + (size_t)t0 * sizeof(int32_t),
+                            pos, (size_t)m * sizeof(int32_t), err);
+  }
+  return rc;
+}
 
 hx_code model_head_results(const hx_backend *b, const model_head *h, hx_tensor xb, int n,
                            int n_vocab, float *logits_last, float *logits_all, int32_t *argmax_last,
