@@ -339,7 +339,10 @@ static void test_moe_decode_graph(void **state) {
   hx_backend_cuda_graph_stats(&g_gpu, &replayed, &captured);
   printf("  moe decode: %ld replayed, %ld captured over 12 steps\n", replayed - replayed0,
          captured - captured0);
-  assert_true(replayed - replayed0 >= 10);
+  /* HX_CUDA_GRAPHS=0 runs every step eagerly: nothing is replayed */
+  const char *graphs = getenv("HX_CUDA_GRAPHS");
+  if (!graphs || strcmp(graphs, "0") != 0)
+    assert_true(replayed - replayed0 >= 10);
   pair all[] = {router, wg,  wu, wd, sgw, suw, sdw, sgate, x,   logits,
                 wts,    ids, eg, eu, ed,  sg,  su,  sh,    shg, out};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
@@ -370,9 +373,10 @@ static void conv_case(int K, int64_t C, const int *pieces) {
   snprintf(what, sizeof what, "ssm_conv K=%d C=%lld n=%d (pieces)", K, (long long)C, n);
   check(what, nmse_pair(&out), 1e-12);
   check("ssm_conv window state", nmse_pair(&st), 1e-14);
-  /* in place on the view, one more piece of 3 tokens */
-  hx_tensor xc = sub(xw.c, 0, 3, 8, C), xg = sub(xw.g, 0, 3, 8, C);
-  BOTH(3, g_cpu.ops->ssm_conv(g_cpu.be, xc, xc, w.c, st.c),
+  /* in place on the view, one more piece of up to 3 tokens (x has n rows) */
+  const int m = n < 3 ? n : 3;
+  hx_tensor xc = sub(xw.c, 0, m, 8, C), xg = sub(xw.g, 0, m, 8, C);
+  BOTH(m, g_cpu.ops->ssm_conv(g_cpu.be, xc, xc, w.c, st.c),
        g_gpu.ops->ssm_conv(g_gpu.be, xg, xg, w.g, st.g));
   check("ssm_conv in place", nmse_pair(&xw), 1e-12);
   free_pair(&xw), free_pair(&w), free_pair(&st), free_pair(&out);

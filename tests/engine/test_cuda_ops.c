@@ -395,7 +395,10 @@ static void test_graph_replay(void **state) {
   long replayed = 0, captured = 0;
   hx_backend_cuda_graph_stats(&g_gpu, &replayed, &captured);
   printf("  graph replay: %ld replayed, %ld captured over 40 decode steps\n", replayed, captured);
-  assert_true(replayed >= 38);
+  /* HX_CUDA_GRAPHS=0 runs every step eagerly: nothing is replayed */
+  const char *graphs = getenv("HX_CUDA_GRAPHS");
+  if (!graphs || strcmp(graphs, "0") != 0)
+    assert_true(replayed >= 38);
   free_pair(&w), free_pair(&x), free_pair(&q), free_pair(&kc), free_pair(&vc), free_pair(&kv);
   free_pair(&o), free_pair(&pos), free(xv);
 }

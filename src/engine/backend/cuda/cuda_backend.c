@@ -651,7 +651,7 @@ static void exec_op(cuda_be *be, const cu_op *op) {
     launch_quantize_q8_1(be->q8, (const float *)ptr(t[0]), stride_f(t[0]), t[0].n_cols, 1, st);
     break;
   case OP_MATMUL:
-    if (t[2].n_rows == 1 && matvec_type_supported((int)t[1].type))
+    if (t[2].n_rows == 1 && matvec_shape_ok((int)t[1].type, t[1].n_cols))
       launch_matvec((float *)ptr(t[0]), ptr(t[1]), (int)t[1].type, t[1].n_rows, t[1].n_cols,
                     t[1].row_bytes, (const float *)ptr(t[2]), be->q8, (const float *)ptr(t[3]), st);
     else
@@ -811,7 +811,7 @@ static void exec_op(cuda_be *be, const cu_op *op) {
 static int prof_bucket(const cu_op *op) {
   if (op->kind != OP_MATMUL)
     return op->kind;
-  if (op->t[2].n_rows > 1 || !matvec_type_supported((int)op->t[1].type))
+  if (op->t[2].n_rows > 1 || !matvec_shape_ok((int)op->t[1].type, op->t[1].n_cols))
     return PROF_MM_GEMM;
   switch (op->t[1].type) {
   case 12:

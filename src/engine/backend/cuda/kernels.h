@@ -41,6 +41,9 @@ void launch_matvec(float *y, const uint8_t *w, int type, int64_t n_out, int64_t 
                    hx_stream st);
 int matvec_type_quantized(int type);
 int matvec_type_supported(int type);
+/* float rows go 8 columns per lane (16-byte loads), quantized ones one q8_1
+   block of 32 at a time; other widths take the GEMM path */
+int matvec_shape_ok(int type, int64_t n_in);
 
 /* norm.cu */
 void launch_rms_norm(float *out, size_t out_stride, float *x, size_t x_stride, float *residual,

@@ -523,6 +523,10 @@ int matvec_type_supported(int type) {
   return matvec_type_quantized(type) || type == GT_F32 || type == GT_F16 || type == GT_BF16;
 }
 
+int matvec_shape_ok(int type, int64_t n_in) {
+  return matvec_type_supported(type) && n_in % (matvec_type_quantized(type) ? 32 : 8) == 0;
+}
+
 // Launches the quantized matvec variant in use (HX_MV_VARIANT: a, b, or c,
 // the default; c needs the activation row in shared memory and falls back to
 // b past MVC_SMEM_MAX).
@@ -545,7 +549,8 @@ void launch_matvec(float *y, const uint8_t *w, int type, int64_t n_out, int64_t 
                    size_t row_bytes, const float *x, const void *xq_, const float *bias,
                    hx_stream st) {
   const cu_block_q8_1 *xq = (const cu_block_q8_1 *)xq_;
-  CU_ASSERT(n_in % 32 == 0 && n_out > 0);
+  CU_ASSERT(n_out > 0 && n_in % 8 == 0);
+  CU_ASSERT(n_in % 32 == 0 || type == GT_F32 || type == GT_F16 || type == GT_BF16);
   unsigned grid = cdiv(n_out, MV_WARPS), block = MV_WARPS * 32;
   switch (type) {
   case GT_Q8_0:
@@ -561,7 +566,6 @@ void launch_matvec(float *y, const uint8_t *w, int type, int64_t n_out, int64_t 
     launch_q<GT_Q6_K>(y, w, n_out, n_in, row_bytes, xq, bias, st);
     break;
   case GT_F32:
-    CU_ASSERT(n_in % 8 == 0);
     cu_launch(matvec_f_kernel<GT_F32>, grid, block, 0, st, y, w, n_out, n_in, row_bytes, x, bias);
     break;
   case GT_F16:
