@@ -8,6 +8,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "kernels.h"
+
 // Host-side check that reports statement, file and line through the
 // backend's sticky error (cuda_backend.cu).
 extern "C" void hx_cuda_report(cudaError_t e, const char *stmt, const char *file, int line);
@@ -68,6 +70,41 @@ static_assert(sizeof(cu_block_q5_K) == 176, "q5_K layout");
 static_assert(sizeof(cu_block_q6_K) == 210, "q6_K layout");
 
 // d and d * sum(qs) (like ggml's q8_1, with f32 scales), 40 bytes.
+// Planar layouts, made in place at load by weight_prepare (repack.cu) for the
+// row types whose blocks are not 16-byte aligned (Q8_0: 34 bytes, Q6_K: 210),
+// so that the mat-vecs read weights with 16-byte loads. A planar matrix of R
+// rows and NB blocks per row keeps the native byte count (R * row_bytes) and
+// splits it into sections, each row's part of a section contiguous:
+//   Q8_0P: qs [R][NB][32] | d [R][NB] (f16)
+//   Q6_KP: ql [R][NB][128] | qh [R][NB][64] | scales [R][NB][16] | d [R][NB] (f16)
+// The type ids (kernels.h: CU_PLANAR bit on the GGUF id) are private to the
+// CUDA backend; kernels address a row r of the matrix starting at `base`.
+enum { GT_PLANAR = CU_PLANAR, GT_Q8_0P = CU_Q8_0P, GT_Q6_KP = CU_Q6_KP };
+__host__ __device__ __forceinline__ const uint8_t *q8_0p_qs(const uint8_t *base, int64_t r,
+                                                            int64_t nb) {
+  return base + (size_t)r * nb * 32;
+}
+__host__ __device__ __forceinline__ const __half *q8_0p_d(const uint8_t *base, int64_t R, int64_t r,
+                                                          int64_t nb) {
+  return (const __half *)(base + (size_t)R * nb * 32) + (size_t)r * nb;
+}
+__host__ __device__ __forceinline__ const uint8_t *q6_kp_ql(const uint8_t *base, int64_t r,
+                                                            int64_t nb) {
+  return base + (size_t)r * nb * 128;
+}
+__host__ __device__ __forceinline__ const uint8_t *q6_kp_qh(const uint8_t *base, int64_t R,
+                                                            int64_t r, int64_t nb) {
+  return base + (size_t)R * nb * 128 + (size_t)r * nb * 64;
+}
+__host__ __device__ __forceinline__ const int8_t *q6_kp_sc(const uint8_t *base, int64_t R,
+                                                           int64_t r, int64_t nb) {
+  return (const int8_t *)(base + (size_t)R * nb * 192 + (size_t)r * nb * 16);
+}
+__host__ __device__ __forceinline__ const __half *q6_kp_d(const uint8_t *base, int64_t R, int64_t r,
+                                                          int64_t nb) {
+  return (const __half *)(base + (size_t)R * nb * 208) + (size_t)r * nb;
+}
+
 struct cu_block_q8_1 {
   float d;
   float s;

@@ -863,9 +863,14 @@ static int fuse_matvecs(cuda_be *be, const cu_op *ops, int n) {
   while (k < 3 && k < n && ops[k].kind == OP_MATMUL && ops[k].t[2].n_rows == 1 &&
          matvec_type_quantized((int)ops[k].t[1].type) && same_tensor(ops[k].t[2], ops[0].t[2]) &&
          !overlaps(ops[k].t[0], ops[0].t[2])) {
-    jobs[k] =
-        (cu_mv_job){(float *)ptr(ops[k].t[0]), ptr(ops[k].t[1]),   (const float *)ptr(ops[k].t[3]),
-                    (int)ops[k].t[1].type,     ops[k].t[1].n_rows, ops[k].t[1].row_bytes};
+    jobs[k] = (cu_mv_job){(float *)ptr(ops[k].t[0]),
+                          ptr(ops[k].t[1]),
+                          (const float *)ptr(ops[k].t[3]),
+                          (int)ops[k].t[1].type,
+                          ops[k].t[1].n_rows,
+                          ops[k].t[1].row_bytes,
+                          0,
+                          ops[k].t[1].n_rows};
     k++;
   }
   if (k < 2)

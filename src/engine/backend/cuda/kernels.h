@@ -15,6 +15,10 @@ extern "C" {
 
 typedef struct CUstream_st *hx_stream;
 
+/* Planar weight layouts private to this backend (common.cuh describes them):
+ * the GGUF type id with bit CU_PLANAR set. */
+enum { CU_PLANAR = 0x100, CU_Q8_0P = CU_PLANAR | 8, CU_Q6_KP = CU_PLANAR | 14 };
+
 /* RoPE parameters (mirror of hx_rope_params). */
 typedef struct cu_rope {
   int n_rot;
@@ -93,7 +97,10 @@ void launch_qk_rope_store(float *q, float *k, const float *v, const float *q_nor
                           const float *k_norm, const int32_t *pos, int n_heads, int n_kv_heads,
                           int head_dim, float eps, const cu_rope *p, uint8_t *k_cache,
                           uint8_t *v_cache, int cache_type, size_t cache_row_bytes, hx_stream st);
-/* mmvq.cu: up to 3 matvecs sharing one quantized activation row, one launch. */
+/* mmvq.cu: up to 3 matvecs sharing one quantized activation row, one launch.
+ * Native layouts: w = the first row to compute (row0, r_total unused).
+ * Planar types (GT_PLANAR bit, common.cuh): w = the whole matrix's base,
+ * rows row0 .. row0 + n_out - 1 of its r_total rows are computed. */
 typedef struct cu_mv_job {
   float *y;
   const uint8_t *w;
@@ -101,7 +108,12 @@ typedef struct cu_mv_job {
   int type;
   int64_t n_out;
   size_t row_bytes;
+  int64_t row0, r_total;
 } cu_mv_job;
+/* One matvec described as a job (any layout); x = the f32 activation row (float
+ * weights), xq = its q8_1 blocks (quantized weights). */
+void launch_matvec_job(const cu_mv_job *job, int64_t n_in, const float *x, const void *xq,
+                       hx_stream st);
 void launch_matvec_multi(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const void *xq,
                          hx_stream st);
 

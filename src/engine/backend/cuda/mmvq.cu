@@ -579,3 +579,9 @@ void launch_matvec(float *y, const uint8_t *w, int type, int64_t n_out, int64_t 
   }
   CUDA_LAUNCH_CHECK();
 }
+
+void launch_matvec_job(const cu_mv_job *job, int64_t n_in, const float *x, const void *xq,
+                       hx_stream st) {
+  CU_ASSERT(!(job->type & GT_PLANAR));
+  launch_matvec(job->y, job->w, job->type, job->n_out, n_in, job->row_bytes, x, xq, job->bias, st);
+}
