@@ -30,11 +30,14 @@ typedef struct cu_rope {
 
 enum { HX_CU_Q8_1_BLOCK_BYTES = 40 }; /* activation block: f32 d, f32 d*sum, 32 x i8 */
 
-/* getrows.cu */
+/* getrows.cu: w / table = the matrix base; rows row0 .. (+ n_rows, + ids) of
+ * its r_total rows are read (r_total places the planar sections; native
+ * layouts only check it). */
 void launch_dequant_f16(void *dst_f16, const uint8_t *w, int type, int64_t n_cols, size_t row_bytes,
-                        int64_t row0, int64_t n_rows, hx_stream st);
+                        int64_t row0, int64_t n_rows, int64_t r_total, hx_stream st);
 void launch_get_rows(float *out, size_t out_stride, const uint8_t *table, int type, int64_t n_cols,
-                     size_t row_bytes, const int32_t *ids, int64_t n, hx_stream st);
+                     size_t row_bytes, int64_t row0, int64_t r_total, const int32_t *ids, int64_t n,
+                     hx_stream st);
 
 /* mmvq.cu: y[o] = W[o]·x (+ bias[o]) for one activation row; quantized W
  * reads xq (from launch_quantize_q8_1), float W reads x. */
@@ -114,6 +117,13 @@ typedef struct cu_mv_job {
  * weights), xq = its q8_1 blocks (quantized weights). */
 void launch_matvec_job(const cu_mv_job *job, int64_t n_in, const float *x, const void *xq,
                        hx_stream st);
+/* mmv_stream.cu: the 16-byte streaming mat-vecs (Q4_K, planar Q8_0/Q6_K,
+ * F32/F16/BF16). matvec_stream_ok: whether a job can take them (type, width,
+ * 16-byte alignment; HX_MV_STREAM=0 turns them off). launch_matvec_stream:
+ * 1..3 jobs sharing the activation x (float) / xq (q8_1), one launch. */
+int matvec_stream_ok(const cu_mv_job *job, int64_t n_in);
+void launch_matvec_stream(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const float *x,
+                          const void *xq, hx_stream st);
 void launch_matvec_multi(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const void *xq,
                          hx_stream st);
 
@@ -168,6 +178,12 @@ void launch_sigmoid_mul(float *out, size_t o_stride, const float *x, size_t x_st
                         const float *g, size_t g_stride, int broadcast, int64_t n_cols,
                         int64_t n_rows, hx_stream st);
 void launch_zero_rows(void *p, size_t row_bytes, size_t width_bytes, int64_t n_rows, hx_stream st);
+
+/* repack.cu: writes the planar layout (common.cuh) of the native Q8_0 / Q6_K
+ * matrix tmp_native_copy (n_rows rows of n_cols, rows contiguous at the native
+ * row size) into w (16-byte aligned, same byte count, not overlapping tmp). */
+void launch_repack_planar(uint8_t *w, const uint8_t *tmp_native_copy, int type, int64_t n_rows,
+                          int64_t n_cols, hx_stream st);
 
 #ifdef __cplusplus
 }

@@ -353,6 +353,24 @@ __global__ static void __launch_bounds__(128)
 
 void launch_matvec_multi(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const void *xq,
                          hx_stream st) {
+  {
+    /* the streaming kernel when it takes every job; planar jobs it cannot take
+       together with the others go one by one */
+    bool all = true, planar = false;
+    for (int i = 0; i < n_jobs; i++) {
+      all = all && matvec_stream_ok(&jobs[i], n_in);
+      planar = planar || (jobs[i].type & GT_PLANAR);
+    }
+    if (all) {
+      launch_matvec_stream(jobs, n_jobs, n_in, NULL, xq, st);
+      return;
+    }
+    if (planar) {
+      for (int i = 0; i < n_jobs; i++)
+        launch_matvec_job(&jobs[i], n_in, NULL, xq, st);
+      return;
+    }
+  }
   /* two rows per block for rows up to 4096 wide: measured on the H200 (tok/s,
      two-row vs one-row) 0.6B 753.9 vs 700.2, 1.7B 566.9 vs 542.5, 4B 322.0
      vs 312.4, 8B 259.8 vs 259.3; at 5120 (14B, 32B) one row per block wins
@@ -516,7 +534,8 @@ __global__ static void __launch_bounds__(MV_WARPS * 32)
 }
 
 int matvec_type_quantized(int type) {
-  return type == GT_Q8_0 || type == GT_Q4_K || type == GT_Q5_K || type == GT_Q6_K;
+  return type == GT_Q8_0 || type == GT_Q4_K || type == GT_Q5_K || type == GT_Q6_K ||
+         type == GT_Q8_0P || type == GT_Q6_KP;
 }
 
 int matvec_type_supported(int type) {
@@ -549,7 +568,14 @@ void launch_matvec(float *y, const uint8_t *w, int type, int64_t n_out, int64_t 
                    size_t row_bytes, const float *x, const void *xq_, const float *bias,
                    hx_stream st) {
   const cu_block_q8_1 *xq = (const cu_block_q8_1 *)xq_;
-  CU_ASSERT(n_out > 0 && n_in % 8 == 0);
+  CU_ASSERT(n_out > 0 && n_in % 8 == 0 && !(type & GT_PLANAR));
+  {
+    const cu_mv_job job = {y, w, bias, type, n_out, row_bytes, 0, n_out};
+    if (matvec_stream_ok(&job, n_in)) {
+      launch_matvec_stream(&job, 1, n_in, x, xq_, st);
+      return;
+    }
+  }
   CU_ASSERT(n_in % 32 == 0 || type == GT_F32 || type == GT_F16 || type == GT_BF16);
   unsigned grid = cdiv(n_out, MV_WARPS), block = MV_WARPS * 32;
   switch (type) {
@@ -582,6 +608,10 @@ void launch_matvec(float *y, const uint8_t *w, int type, int64_t n_out, int64_t 
 
 void launch_matvec_job(const cu_mv_job *job, int64_t n_in, const float *x, const void *xq,
                        hx_stream st) {
-  CU_ASSERT(!(job->type & GT_PLANAR));
+  if (job->type & GT_PLANAR) {
+    CU_ASSERT(matvec_stream_ok(job, n_in)); /* planar weights have no other mat-vec */
+    launch_matvec_stream(job, 1, n_in, x, xq, st);
+    return;
+  }
   launch_matvec(job->y, job->w, job->type, job->n_out, n_in, job->row_bytes, x, xq, job->bias, st);
 }

@@ -1,0 +1,378 @@
+// mmv_stream.cu — batch-1 mat-vecs that stream weights with 16-byte loads.
+//
+// Decode reads every weight byte once per token, so a mat-vec is bound by how
+// many bytes each SM keeps in flight. The kernels of mmvq.cu give each lane one
+// 32-weight sub-block at a time (a few 4-byte loads, the scale header decoded
+// per sub-block); these give each lane 16-byte chunks of the quants, two rows
+// per warp and four chunks per row issued before any is used (up to 128 bytes
+// in flight per lane), and read the weights without allocating in L1.
+//
+// Layouts: Q4_K is read in its GGUF layout (144-byte blocks: 16-aligned);
+// Q8_0 and Q6_K in the planar layouts of common.cuh (weight_prepare); F16/BF16/
+// F32 rows 16 bytes at a time. Activations are the q8_1 blocks of
+// launch_quantize_q8_1 (float rows for float weights).
+//
+// Lane mapping (Q4_K, Q6_KP): 8 lanes per 256-weight super-block, 4 super-
+// blocks per warp step; lane p = lane % 8 takes 16 bytes of quants = 32
+// weights: Q4_K bytes 16p..16p+15 are weights 16(p%2).. of sub-blocks 2(p/2)
+// (low nibbles) and 2(p/2)+1 (high nibbles). Q8_0P: lane c takes half a block.
+//
+// One launch serves up to three jobs (q/k/v or gate/up) of any of these types;
+// each warp takes two consecutive rows of one job.
+#include "common.cuh"
+#include "kernels.h"
+
+#include <stdlib.h>
+
+enum { MS_WARPS = 4, MS_ROWS = 2, MS_UNROLL = 4 };
+
+__device__ __forceinline__ uint4 ld_stream(const void *p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+// 16 bytes (4 ints) of a q8_1 block's quants starting at int 4*half, and the
+// block's (d, s).
+__device__ __forceinline__ void ld_x16(const cu_block_q8_1 *xq, int64_t blk, int half, int x[4],
+                                       float2 &ds) {
+  const cu_block_q8_1 *b = xq + blk;
+  ds = *(const float2 *)b;
+  const int2 *q = (const int2 *)(b->qs + 16 * half);
+  int2 a = q[0], c = q[1];
+  x[0] = a.x, x[1] = a.y, x[2] = c.x, x[3] = c.y;
+}
+
+__device__ __forceinline__ int byte_at(uint32_t v, int i) { return (int)((v >> (8 * i)) & 0xFF); }
+
+// Q4_K: scale and min of sub-block j from the 12 scale bytes s0|s1|s2.
+__device__ __forceinline__ void q4k_scale_min(int j, uint32_t s0, uint32_t s1, uint32_t s2,
+                                              float &sc, float &m) {
+  if (j < 4) {
+    sc = (float)(byte_at(s0, j) & 63);
+    m = (float)(byte_at(s1, j) & 63);
+  } else {
+    sc = (float)((byte_at(s2, j - 4) & 0xF) | ((byte_at(s0, j - 4) >> 6) << 4));
+    m = (float)((byte_at(s2, j - 4) >> 4) | ((byte_at(s1, j - 4) >> 6) << 4));
+  }
+}
+
+// One warp, rows w[0], w[1] (GGUF Q4_K), nb super-blocks per row.
+__device__ __forceinline__ void rows_q4k(const uint8_t *const w[MS_ROWS], int64_t nb,
+                                         const cu_block_q8_1 *xq, float acc[MS_ROWS],
+                                         bool wait_first) {
+  const int lane = threadIdx.x & 31, p = lane & 7, g = p >> 1, hf = p & 1;
+  for (int64_t i0 = 0; i0 * 4 < nb; i0 += MS_UNROLL) {
+    uint4 q[MS_ROWS][MS_UNROLL], h[MS_ROWS][MS_UNROLL];
+#pragma unroll
+    for (int u = 0; u < MS_UNROLL; u++) {
+      const int64_t sb = (i0 + u) * 4 + (lane >> 3);
+#pragma unroll
+      for (int r = 0; r < MS_ROWS; r++)
+        if (sb < nb) {
+          const uint8_t *blk = w[r] + (size_t)sb * 144;
+          h[r][u] = ld_stream(blk);
+          q[r][u] = ld_stream(blk + 16 + 16 * p);
+        }
+    }
+    if (wait_first && i0 == 0)
+      pdl_wait();
+#pragma unroll
+    for (int u = 0; u < MS_UNROLL; u++) {
+      const int64_t sb = (i0 + u) * 4 + (lane >> 3);
+      if (sb >= nb)
+        break;
+      int xa[4], xb[4];
+      float2 da, db;
+      ld_x16(xq, sb * 8 + 2 * g, hf, xa, da);
+      ld_x16(xq, sb * 8 + 2 * g + 1, hf, xb, db);
+#pragma unroll
+      for (int r = 0; r < MS_ROWS; r++) {
+        const uint4 qq = q[r][u], hh = h[r][u];
+        const int qv[4] = {(int)qq.x, (int)qq.y, (int)qq.z, (int)qq.w};
+        int s0 = 0, s1 = 0;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+          s0 = __dp4a(qv[k] & 0x0F0F0F0F, xa[k], s0);
+          s1 = __dp4a((qv[k] >> 4) & 0x0F0F0F0F, xb[k], s1);
+        }
+        float sc0, m0, sc1, m1;
+        q4k_scale_min(2 * g, hh.y, hh.z, hh.w, sc0, m0);
+        q4k_scale_min(2 * g + 1, hh.y, hh.z, hh.w, sc1, m1);
+        const float2 dm = __half22float2(*(const __half2 *)&hh.x);
+        float v = dm.x * (sc0 * da.x * (float)s0 + sc1 * db.x * (float)s1);
+        if (hf == 0) /* the min term once per sub-block: x.s sums all 32 */
+          v -= dm.y * (m0 * da.y + m1 * db.y);
+        acc[r] += v;
+      }
+    }
+  }
+}
+
+// One warp, rows r[0], r[1] of a planar Q6_K matrix (R rows, nb super-blocks
+// per row) at base.
+__device__ __forceinline__ void rows_q6kp(const uint8_t *base, int64_t R, const int64_t rr[MS_ROWS],
+                                          int64_t nb, const cu_block_q8_1 *xq, float acc[MS_ROWS],
+                                          bool wait_first) {
+  const int lane = threadIdx.x & 31, p = lane & 7, h = p >> 2, cc = p & 3;
+  const int e_lo = h * 128 + 16 * cc, sh = cc < 2 ? 0 : 2;
+  const uint8_t *ql[MS_ROWS], *qh[MS_ROWS];
+  const int8_t *sc[MS_ROWS];
+  const __half *dd[MS_ROWS];
+#pragma unroll
+  for (int r = 0; r < MS_ROWS; r++) {
+    ql[r] = q6_kp_ql(base, rr[r], nb) + 16 * p;
+    qh[r] = q6_kp_qh(base, R, rr[r], nb) + 32 * h + 16 * (cc & 1);
+    sc[r] = q6_kp_sc(base, R, rr[r], nb);
+    dd[r] = q6_kp_d(base, R, rr[r], nb);
+  }
+  for (int64_t i0 = 0; i0 * 4 < nb; i0 += MS_UNROLL) {
+    uint4 l[MS_ROWS][MS_UNROLL], hb[MS_ROWS][MS_UNROLL];
+#pragma unroll
+    for (int u = 0; u < MS_UNROLL; u++) {
+      const int64_t sb = (i0 + u) * 4 + (lane >> 3);
+#pragma unroll
+      for (int r = 0; r < MS_ROWS; r++)
+        if (sb < nb) {
+          l[r][u] = ld_stream(ql[r] + (size_t)sb * 128);
+          hb[r][u] = ld_stream(qh[r] + (size_t)sb * 64);
+        }
+    }
+    if (wait_first && i0 == 0)
+      pdl_wait();
+#pragma unroll
+    for (int u = 0; u < MS_UNROLL; u++) {
+      const int64_t sb = (i0 + u) * 4 + (lane >> 3);
+      if (sb >= nb)
+        break;
+      int xa[4], xb[4];
+      float2 da, db;
+      ld_x16(xq, sb * 8 + e_lo / 32, cc & 1, xa, da);
+      ld_x16(xq, sb * 8 + e_lo / 32 + 2, cc & 1, xb, db);
+#pragma unroll
+      for (int r = 0; r < MS_ROWS; r++) {
+        const uint4 lq = l[r][u], hq = hb[r][u];
+        const int lv[4] = {(int)lq.x, (int)lq.y, (int)lq.z, (int)lq.w};
+        const int hv[4] = {(int)hq.x, (int)hq.y, (int)hq.z, (int)hq.w};
+        int s0 = 0, s1 = 0;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+          const int lo =
+              __vsubss4((lv[k] & 0x0F0F0F0F) | (((hv[k] >> sh) & 0x03030303) << 4), 0x20202020);
+          const int hi = __vsubss4(
+              ((lv[k] >> 4) & 0x0F0F0F0F) | (((hv[k] >> (sh + 4)) & 0x03030303) << 4), 0x20202020);
+          s0 = __dp4a(lo, xa[k], s0);
+          s1 = __dp4a(hi, xb[k], s1);
+        }
+        const int8_t *s = sc[r] + (size_t)sb * 16 + h * 8 + cc;
+        const float d = __half2float(dd[r][sb]);
+        acc[r] += d * ((float)s[0] * da.x * (float)s0 + (float)s[4] * db.x * (float)s1);
+      }
+    }
+  }
+}
+
+// One warp, rows r[0], r[1] of a planar Q8_0 matrix (R rows, nb blocks per row).
+__device__ __forceinline__ void rows_q8_0p(const uint8_t *base, int64_t R,
+                                           const int64_t rr[MS_ROWS], int64_t nb,
+                                           const cu_block_q8_1 *xq, float acc[MS_ROWS],
+                                           bool wait_first) {
+  const int lane = threadIdx.x & 31;
+  const int64_t n_chunks = nb * 2;
+  for (int64_t i0 = 0; i0 * 32 < n_chunks; i0 += MS_UNROLL) {
+    uint4 q[MS_ROWS][MS_UNROLL];
+#pragma unroll
+    for (int u = 0; u < MS_UNROLL; u++) {
+      const int64_t c = (i0 + u) * 32 + lane;
+#pragma unroll
+      for (int r = 0; r < MS_ROWS; r++)
+        if (c < n_chunks)
+          q[r][u] = ld_stream(q8_0p_qs(base, rr[r], nb) + (size_t)c * 16);
+    }
+    if (wait_first && i0 == 0)
+      pdl_wait();
+#pragma unroll
+    for (int u = 0; u < MS_UNROLL; u++) {
+      const int64_t c = (i0 + u) * 32 + lane;
+      if (c >= n_chunks)
+        break;
+      int xa[4];
+      float2 da;
+      ld_x16(xq, c >> 1, (int)(c & 1), xa, da);
+#pragma unroll
+      for (int r = 0; r < MS_ROWS; r++) {
+        const uint4 qq = q[r][u];
+        int s = __dp4a((int)qq.x, xa[0], 0);
+        s = __dp4a((int)qq.y, xa[1], s);
+        s = __dp4a((int)qq.z, xa[2], s);
+        s = __dp4a((int)qq.w, xa[3], s);
+        acc[r] += __half2float(q8_0p_d(base, R, rr[r], nb)[c >> 1]) * da.x * (float)s;
+      }
+    }
+  }
+}
+
+// Float rows (F32, F16, BF16): 16 bytes per lane per step.
+template <int TYPE>
+__device__ __forceinline__ void rows_f(const uint8_t *const w[MS_ROWS], int64_t n_in,
+                                       const float *x, float acc[MS_ROWS], bool wait_first) {
+  const int lane = threadIdx.x & 31;
+  const int per = TYPE == GT_F32 ? 4 : 8; /* elements per 16 bytes */
+  const int64_t n_chunks = n_in / per;
+  for (int64_t i0 = 0; i0 * 32 < n_chunks; i0 += MS_UNROLL) {
+    uint4 q[MS_ROWS][MS_UNROLL];
+#pragma unroll
+    for (int u = 0; u < MS_UNROLL; u++) {
+      const int64_t c = (i0 + u) * 32 + lane;
+#pragma unroll
+      for (int r = 0; r < MS_ROWS; r++)
+        if (c < n_chunks)
+          q[r][u] = ld_stream(w[r] + (size_t)c * 16);
+    }
+    if (wait_first && i0 == 0)
+      pdl_wait();
+#pragma unroll
+    for (int u = 0; u < MS_UNROLL; u++) {
+      const int64_t c = (i0 + u) * 32 + lane;
+      if (c >= n_chunks)
+        break;
+      const float4 *xv = (const float4 *)(x + c * per);
+      float xs[8];
+      float4 x0 = xv[0];
+      xs[0] = x0.x, xs[1] = x0.y, xs[2] = x0.z, xs[3] = x0.w;
+      if (per == 8) {
+        float4 x1 = xv[1];
+        xs[4] = x1.x, xs[5] = x1.y, xs[6] = x1.z, xs[7] = x1.w;
+      }
+#pragma unroll
+      for (int r = 0; r < MS_ROWS; r++) {
+        const uint32_t v[4] = {q[r][u].x, q[r][u].y, q[r][u].z, q[r][u].w};
+        float a = 0.0f;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+          if (TYPE == GT_F32) {
+            a = fmaf(__uint_as_float(v[k]), xs[k], a);
+          } else if (TYPE == GT_F16) {
+            const float2 f = __half22float2(*(const __half2 *)&v[k]);
+            a = fmaf(f.x, xs[2 * k], a);
+            a = fmaf(f.y, xs[2 * k + 1], a);
+          } else {
+            a = fmaf(__uint_as_float(v[k] << 16), xs[2 * k], a);
+            a = fmaf(__uint_as_float(v[k] & 0xffff0000u), xs[2 * k + 1], a);
+          }
+        }
+        acc[r] += a;
+      }
+    }
+  }
+}
+
+struct ms_jobs {
+  cu_mv_job j[3];
+  unsigned first_warp[4];
+  int n;
+};
+
+__global__ static void __launch_bounds__(MS_WARPS * 32)
+    mv_stream_kernel(ms_jobs jobs, int64_t n_in, const float *x, const cu_block_q8_1 *xq) {
+  pdl_trigger();
+  const unsigned gw = blockIdx.x * MS_WARPS + (threadIdx.x >> 5);
+  if (gw >= jobs.first_warp[jobs.n])
+    return;
+  int ji = 0;
+  while (ji + 1 < jobs.n && gw >= jobs.first_warp[ji + 1])
+    ji++;
+  const cu_mv_job &jb = jobs.j[ji];
+  const int64_t r0 = (int64_t)(gw - jobs.first_warp[ji]) * MS_ROWS;
+  int64_t rr[MS_ROWS];
+  const uint8_t *w[MS_ROWS];
+#pragma unroll
+  for (int r = 0; r < MS_ROWS; r++) {
+    rr[r] = r0 + r < jb.n_out ? r0 + r : jb.n_out - 1; /* a clamped row is computed, not stored */
+    w[r] = jb.w + (size_t)rr[r] * jb.row_bytes;
+  }
+  float acc[MS_ROWS];
+#pragma unroll
+  for (int r = 0; r < MS_ROWS; r++)
+    acc[r] = 0.0f;
+  switch (jb.type) {
+  case GT_Q4_K:
+    rows_q4k(w, n_in / 256, xq, acc, true);
+    break;
+  case GT_Q6_KP: {
+    const int64_t pr[MS_ROWS] = {jb.row0 + rr[0], jb.row0 + rr[1]};
+    rows_q6kp(jb.w, jb.r_total, pr, n_in / 256, xq, acc, true);
+    break;
+  }
+  case GT_Q8_0P: {
+    const int64_t pr[MS_ROWS] = {jb.row0 + rr[0], jb.row0 + rr[1]};
+    rows_q8_0p(jb.w, jb.r_total, pr, n_in / 32, xq, acc, true);
+    break;
+  }
+  case GT_F32:
+    rows_f<GT_F32>(w, n_in, x, acc, true);
+    break;
+  case GT_F16:
+    rows_f<GT_F16>(w, n_in, x, acc, true);
+    break;
+  default:
+    rows_f<GT_BF16>(w, n_in, x, acc, true);
+    break;
+  }
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int r = 0; r < MS_ROWS; r++) {
+    const float a = warp_sum(acc[r]);
+    if (lane == 0 && r0 + r < jb.n_out)
+      jb.y[r0 + r] = a + (jb.bias ? jb.bias[r0 + r] : 0.0f);
+  }
+}
+
+int matvec_stream_ok(const cu_mv_job *j, int64_t n_in) {
+  static int off = -1;
+  if (off < 0) {
+    const char *e = getenv("HX_MV_STREAM");
+    off = e && e[0] == '0';
+  }
+  /* planar sections are 16-byte aligned given an aligned base; native rows
+     need aligned starts */
+  if (off || n_in <= 0 || ((uintptr_t)j->w & 15) != 0 ||
+      (!(j->type & GT_PLANAR) && j->row_bytes % 16 != 0))
+    return 0;
+  if ((j->type & GT_PLANAR) && (j->row0 < 0 || j->row0 + j->n_out > j->r_total))
+    return 0;
+  switch (j->type) {
+  case GT_Q4_K:
+  case GT_Q6_KP:
+    return n_in % 256 == 0;
+  case GT_Q8_0P:
+    return n_in % 32 == 0;
+  case GT_F32:
+    return n_in % 4 == 0;
+  case GT_F16:
+  case GT_BF16:
+    return n_in % 8 == 0;
+  default:
+    return 0;
+  }
+}
+
+void launch_matvec_stream(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const float *x,
+                          const void *xq, hx_stream st) {
+  CU_ASSERT(n_jobs >= 1 && n_jobs <= 3 && n_in > 0);
+  ms_jobs mj = {};
+  unsigned warps = 0;
+  for (int i = 0; i < n_jobs; i++) {
+    CU_ASSERT(jobs[i].n_out >= 1 && matvec_stream_ok(&jobs[i], n_in));
+    mj.j[i] = jobs[i];
+    mj.first_warp[i] = warps;
+    warps += cdiv(jobs[i].n_out, MS_ROWS);
+  }
+  mj.first_warp[n_jobs] = warps;
+  mj.n = n_jobs;
+  cu_launch(mv_stream_kernel, cdiv(warps, MS_WARPS), MS_WARPS * 32, 0, st, mj, n_in, x,
+            (const cu_block_q8_1 *)xq);
+  CUDA_LAUNCH_CHECK();
+}
