@@ -16,14 +16,29 @@ enum {
   T_F32 = 0,
   T_F16 = 1,
   T_BF16 = 30,
+  T_Q8_0 = 8,
+  T_Q6_K = 14,
   OPS_MAX = 8192,       /* recorded ops per step */
   ATTN_SPLITS_MAX = 64, /* KV splits of a decode attention */
 };
 #define W16_SCRATCH_ELEMS ((size_t)32 << 20) /* dequantized weight tile for prefill */
 
+/* A matrix of a buffer that weight_prepare rewrote in a planar layout
+ * (common.cuh): rows [offset, offset + n_rows * row_bytes) of native type
+ * `type` (Q8_0 or Q6_K). */
+typedef struct planar_region {
+  size_t offset;
+  int64_t n_rows;
+  size_t row_bytes;
+  uint32_t type;
+} planar_region;
+
 struct hx_bbuf {
   uint8_t *dev;
   size_t n_bytes;
+  /* the buffer's planar regions, sorted by offset, disjoint; freed with it */
+  planar_region *planar;
+  int n_planar, cap_planar;
 };
 
 typedef enum {
@@ -141,6 +156,7 @@ typedef struct cuda_be {
   bool use_graphs;
   bool use_fusion; /* HX_CUDA_FUSION=0 turns the one-token fusions off */
   bool pdl;        /* programmatic dependent launch (sm_90+, HX_CUDA_PDL=1) */
+  bool use_planar; /* weight_prepare repacks Q8_0 / Q6_K (HX_CUDA_PLANAR=0: off) */
   long n_replayed, n_captured;
   /* profiling (HX_CUDA_PROFILE=1): ops run without graphs, timed with events */
   bool profile;
@@ -225,6 +241,7 @@ static void cu_buf_free(void *p, hx_bbuf *b) {
     return;
   enter(p);
   cudaFree(b->dev);
+  free(b->planar);
   free(b);
 }
 
@@ -233,6 +250,102 @@ static hx_code check_range(const hx_bbuf *b, size_t off, size_t n, hx_err *err) 
   if (!b || hx_size_add(off, n, &end) || end > b->n_bytes)
     return hx_err_set(err, HX_EINVAL, "CUDA buffer access [%zu, +%zu) out of range", off, n);
   return HX_OK;
+}
+
+/* ---- planar weights: the registry of repacked matrices (weight_prepare;
+ * layouts in common.cuh). Each buffer keeps its own sorted region list, so a
+ * lookup is a binary search in the weight's buffer and the list goes with
+ * the buffer. ---- */
+
+static size_t region_end(const planar_region *r) {
+  return r->offset + (size_t)r->n_rows * r->row_bytes;
+}
+
+/* Index of the first region of b ending after off (the regions are disjoint
+ * and sorted, so their ends are sorted too); n_planar when none. */
+static int planar_lower(const hx_bbuf *b, size_t off) {
+  int lo = 0, hi = b->n_planar;
+  while (lo < hi) {
+    int mid = lo + (hi - lo) / 2;
+    if (region_end(&b->planar[mid]) <= off)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+/* The first region of b that [off, off + n) overlaps; NULL when none. */
+static const planar_region *planar_overlap(const hx_bbuf *b, size_t off, size_t n) {
+  if (!b || b->n_planar == 0 || n == 0)
+    return NULL;
+  int i = planar_lower(b, off);
+  return i < b->n_planar && b->planar[i].offset < off + n ? &b->planar[i] : NULL;
+}
+
+/* Drops the regions that [off, off + n) overwrites whole (an upload or a fill
+ * makes them native again); false, dropping nothing, when the range covers a
+ * region only in part. */
+static bool planar_forget(hx_bbuf *b, size_t off, size_t n) {
+  if (!b || b->n_planar == 0 || n == 0)
+    return true;
+  int i = planar_lower(b, off), j = i;
+  for (; j < b->n_planar && b->planar[j].offset < off + n; j++)
+    if (b->planar[j].offset < off || region_end(&b->planar[j]) > off + n)
+      return false;
+  memmove(&b->planar[i], &b->planar[j], (size_t)(b->n_planar - j) * sizeof *b->planar);
+  b->n_planar -= j - i;
+  return true;
+}
+
+/* Room for one more region (before repacking, so that registering cannot fail). */
+static bool planar_reserve(hx_bbuf *b) {
+  if (b->n_planar < b->cap_planar)
+    return true;
+  int cap = b->cap_planar ? 2 * b->cap_planar : 16;
+  planar_region *np = realloc(b->planar, (size_t)cap * sizeof *np);
+  if (!np)
+    return false;
+  b->planar = np;
+  b->cap_planar = cap;
+  return true;
+}
+
+static void planar_insert(hx_bbuf *b, planar_region r) {
+  HX_ASSERT(b->n_planar < b->cap_planar);
+  int i = planar_lower(b, r.offset);
+  HX_ASSERT(i == b->n_planar || b->planar[i].offset >= region_end(&r));
+  memmove(&b->planar[i + 1], &b->planar[i], (size_t)(b->n_planar - i) * sizeof *b->planar);
+  b->planar[i] = r;
+  b->n_planar++;
+}
+
+/* The recorded form of a weight: a tensor inside a planar region gets the
+ * planar type (CU_PLANAR bit) and *row0 = its first row in the region,
+ * *r_total = the region's rows; a native one is returned as it is (*row0 0,
+ * *r_total its rows). A tensor that overlaps a region in any other way would
+ * read repacked bytes natively: that is a bug, and asserts. */
+static hx_tensor planar_weight(hx_tensor w, int64_t *row0, int64_t *r_total) {
+  *row0 = 0;
+  *r_total = w.n_rows;
+  if (!w.buf || w.buf->n_planar == 0 || w.n_rows < 1)
+    return w;
+  const planar_region *r = planar_overlap(w.buf, w.offset, (size_t)w.n_rows * w.row_bytes);
+  if (!r)
+    return w;
+  HX_ASSERT(w.type == r->type && w.row_bytes == r->row_bytes &&
+            hx_backend_row_bytes(w.type, w.n_cols) == r->row_bytes);
+  HX_ASSERT(w.offset >= r->offset && (w.offset - r->offset) % r->row_bytes == 0);
+  *row0 = (int64_t)((w.offset - r->offset) / r->row_bytes);
+  HX_ASSERT(*row0 + w.n_rows <= r->n_rows);
+  *r_total = r->n_rows;
+  w.type |= CU_PLANAR;
+  return w;
+}
+
+/* Asserts that t reads no repacked bytes (for ops without planar support). */
+static void assert_native(hx_tensor t) {
+  HX_ASSERT(t.n_rows < 1 || !planar_overlap(t.buf, t.offset, (size_t)t.n_rows * t.row_bytes));
 }
 
 static hx_code poisoned_err(cuda_be *be, hx_err *err) {
@@ -246,6 +359,10 @@ static hx_code cu_buf_upload(void *p, hx_bbuf *b, size_t off, const void *src, s
     return poisoned_err(be, err);
   if (check_range(b, off, n, err))
     return err ? err->code : HX_EINVAL;
+  if (!planar_forget(b, off, n))
+    return hx_err_set(err, HX_EINVAL,
+                      "CUDA buffer upload [%zu, +%zu) overwrites part of a repacked weight", off,
+                      n);
   CK(cudaMemcpy(b->dev + off, src, n, cudaMemcpyHostToDevice));
   return be->poisoned ? poisoned_err(be, err) : HX_OK;
 }
@@ -300,6 +417,47 @@ static hx_code cu_reserve(void *p, int64_t max_rows, int64_t max_cols, int64_t m
   return HX_OK;
 }
 
+/* Rewrites a Q8_0 / Q6_K matrix in place in its planar layout (repack.cu)
+ * and registers the region, so that its ops read it with 16-byte loads. Best
+ * effort (backend.h): anything that does not fit — other types, one row,
+ * padded rows, a 16-byte misaligned start, no device memory for the
+ * temporary copy — stays native. A matrix already (partly) repacked is left
+ * as it is, so a tied table prepared twice is repacked once. */
+static void cu_weight_prepare(void *p, hx_tensor w) {
+  cuda_be *be = enter(p);
+  HX_ASSERT(!be->in_step);
+  if (!be->use_planar || be->poisoned || !w.buf || (w.type != T_Q8_0 && w.type != T_Q6_K) ||
+      w.n_rows <= 1)
+    return;
+  size_t rb = hx_backend_row_bytes(w.type, w.n_cols), n_bytes = 0;
+  if (rb == 0 || rb != w.row_bytes || hx_size_mul(rb, (size_t)w.n_rows, &n_bytes) ||
+      check_range(w.buf, w.offset, n_bytes, NULL) != HX_OK)
+    return;
+  uint8_t *dst = w.buf->dev + w.offset;
+  if ((uintptr_t)dst % 16 != 0) {
+    HX_DEBUG("CUDA device %d: weight at offset %zu not 16-byte aligned: native layout", be->device,
+             w.offset);
+    return;
+  }
+  if (planar_overlap(w.buf, w.offset, n_bytes) || !planar_reserve(w.buf))
+    return;
+  void *tmp = NULL;
+  if (cudaMalloc(&tmp, n_bytes) != cudaSuccess) {
+    cudaGetLastError(); /* not sticky */
+    HX_INFO("CUDA device %d: no room for a %zu MiB copy to repack a %lld x %lld weight: native "
+            "layout",
+            be->device, n_bytes >> 20, (long long)w.n_rows, (long long)w.n_cols);
+    return;
+  }
+  CK(cudaMemcpyAsync(tmp, dst, n_bytes, cudaMemcpyDeviceToDevice, be->stream));
+  launch_repack_planar(dst, tmp, (int)w.type, w.n_rows, w.n_cols, be->stream);
+  CK(cudaStreamSynchronize(be->stream));
+  cudaFree(tmp);
+  if (be->poisoned)
+    return;
+  planar_insert(w.buf, (planar_region){w.offset, w.n_rows, rb, w.type});
+}
+
 /* ---- recording ---- */
 
 static cu_op *rec(cuda_be *be, op_kind kind) {
@@ -345,10 +503,15 @@ static void cu_matmul(void *p, hx_tensor y, hx_tensor w, hx_tensor x, hx_tensor 
     be->q8_src = x;
   }
   cu_op *op = rec(be, OP_MATMUL);
+  int64_t row0, r_total;
   op->t[0] = y;
-  op->t[1] = w;
+  op->t[1] = planar_weight(w, &row0, &r_total);
   op->t[2] = x;
   op->t[3] = bias;
+  if (op->t[1].type & CU_PLANAR) {
+    op->lval[1] = row0;
+    op->lval[2] = r_total;
+  }
   if (overlaps(y, be->q8_src))
     be->q8_src.buf = NULL; /* the output overwrote the quantized input */
 }
@@ -365,10 +528,15 @@ static void cu_matmul_n(void *p, int n, const hx_tensor *y, const hx_tensor *w, 
 
 static void cu_get_rows(void *p, hx_tensor out, hx_tensor table, hx_tensor ids, int64_t n) {
   cu_op *op = rec(p, OP_GET_ROWS);
+  int64_t row0, r_total;
   op->t[0] = out;
-  op->t[1] = table;
+  op->t[1] = planar_weight(table, &row0, &r_total);
   op->t[2] = ids;
   op->lval[0] = n;
+  if (op->t[1].type & CU_PLANAR) {
+    op->lval[1] = row0;
+    op->lval[2] = r_total;
+  }
 }
 
 static void cu_rms_norm(void *p, hx_tensor out, hx_tensor x, hx_tensor residual, hx_tensor w,
@@ -486,6 +654,7 @@ static void cu_moe_matmul_id(void *p, int n_w, const hx_tensor *y, const hx_tens
   for (int i = 0; i < n_w; i++) {
     HX_ASSERT(y[i].type == T_F32 && y[i].n_rows >= n * k && w[i].n_cols == x.n_cols);
     HX_ASSERT(w[i].n_rows == n_expert * y[i].n_cols && !overlaps(y[i], x));
+    assert_native(w[i]); /* expert stacks are never repacked */
   }
   cu_op *op = rec(p, OP_MOE_MM);
   op->t[0] = y[0];
@@ -520,6 +689,7 @@ static void cu_ssm_conv(void *p, hx_tensor out, hx_tensor x, hx_tensor w, hx_ten
   HX_ASSERT(w.n_cols >= 2 && w.n_cols <= HX_BACKEND_SSM_CONV_MAX && w.n_rows == x.n_cols);
   HX_ASSERT(state.n_rows == w.n_cols - 1 && state.n_cols == x.n_cols);
   HX_ASSERT(out.n_cols == x.n_cols && out.n_rows == x.n_rows && x.n_rows >= 1);
+  assert_native(w);
   cu_op *op = rec(p, OP_SSM_CONV);
   op->t[0] = out;
   op->t[1] = x;
@@ -594,6 +764,38 @@ static void cu_zero(void *p, hx_tensor t) {
 
 /* ---- execution ---- */
 
+/* The GGUF type of a recorded weight type (the CU_PLANAR bit cleared). */
+static int native_type(uint32_t type) { return (int)(type & ~(uint32_t)CU_PLANAR); }
+
+/* The matrix a recorded weight op->t[1] reads: its base, the view's first row
+ * in it and its rows (planar: from the region, lval[1..2]; native: the view). */
+static const uint8_t *weight_base(const cu_op *op, int64_t *row0, int64_t *r_total) {
+  hx_tensor w = op->t[1];
+  if (!(w.type & CU_PLANAR)) {
+    *row0 = 0;
+    *r_total = w.n_rows;
+    return ptr(w);
+  }
+  *row0 = op->lval[1];
+  *r_total = op->lval[2];
+  HX_ASSERT(*row0 >= 0 && *row0 + w.n_rows <= *r_total);
+  return ptr(w) - (size_t)*row0 * w.row_bytes;
+}
+
+/* A single-row matmul op as a mat-vec job. */
+static cu_mv_job mv_job(const cu_op *op) {
+  int64_t row0, r_total;
+  const uint8_t *w = weight_base(op, &row0, &r_total);
+  return (cu_mv_job){(float *)ptr(op->t[0]),
+                     w,
+                     (const float *)ptr(op->t[3]),
+                     (int)op->t[1].type,
+                     op->t[1].n_rows,
+                     op->t[1].row_bytes,
+                     row0,
+                     r_total};
+}
+
 static cudaDataType_t cublas_type(uint32_t t) {
   return t == T_F32 ? CUDA_R_32F : t == T_F16 ? CUDA_R_16F : CUDA_R_16BF;
 }
@@ -629,9 +831,12 @@ static void exec_gemm(cuda_be *be, const cu_op *op) {
         chunk -= chunk % 128;
       if (chunk < 1)
         chunk = 1;
+      int64_t w_row0, w_rows;
+      const uint8_t *w_base = weight_base(op, &w_row0, &w_rows);
       for (int64_t r0 = 0; r0 < n_out; r0 += chunk) {
         int64_t rows = n_out - r0 < chunk ? n_out - r0 : chunk;
-        launch_dequant_f16(be->w16, ptr(w), (int)w.type, n_in, w.row_bytes, r0, rows, be->stream);
+        launch_dequant_f16(be->w16, w_base, (int)w.type, n_in, w.row_bytes, w_row0 + r0, rows,
+                           w_rows, be->stream);
         CKB(cublasGemmEx(be->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)rows, (int)n, (int)n_in, &one,
                          be->w16, CUDA_R_16F, (int)n_in, be->x16, CUDA_R_16F, (int)n_in, &zero,
                          (float *)ptr(y) + r0, CUDA_R_32F, (int)stride_f(y), CUBLAS_COMPUTE_32F,
@@ -651,16 +856,26 @@ static void exec_op(cuda_be *be, const cu_op *op) {
     launch_quantize_q8_1(be->q8, (const float *)ptr(t[0]), stride_f(t[0]), t[0].n_cols, 1, st);
     break;
   case OP_MATMUL:
-    if (t[2].n_rows == 1 && matvec_shape_ok((int)t[1].type, t[1].n_cols))
-      launch_matvec((float *)ptr(t[0]), ptr(t[1]), (int)t[1].type, t[1].n_rows, t[1].n_cols,
-                    t[1].row_bytes, (const float *)ptr(t[2]), be->q8, (const float *)ptr(t[3]), st);
-    else
+    if (t[2].n_rows == 1 && matvec_shape_ok(native_type(t[1].type), t[1].n_cols)) {
+      if (t[1].type & CU_PLANAR) {
+        cu_mv_job job = mv_job(op);
+        launch_matvec_job(&job, t[1].n_cols, (const float *)ptr(t[2]), be->q8, st);
+      } else {
+        launch_matvec((float *)ptr(t[0]), ptr(t[1]), (int)t[1].type, t[1].n_rows, t[1].n_cols,
+                      t[1].row_bytes, (const float *)ptr(t[2]), be->q8, (const float *)ptr(t[3]),
+                      st);
+      }
+    } else {
       exec_gemm(be, op);
+    }
     break;
-  case OP_GET_ROWS:
-    launch_get_rows((float *)ptr(t[0]), stride_f(t[0]), ptr(t[1]), (int)t[1].type, t[1].n_cols,
-                    t[1].row_bytes, (const int32_t *)ptr(t[2]), op->lval[0], st);
+  case OP_GET_ROWS: {
+    int64_t row0, r_total;
+    const uint8_t *table = weight_base(op, &row0, &r_total);
+    launch_get_rows((float *)ptr(t[0]), stride_f(t[0]), table, (int)t[1].type, t[1].n_cols,
+                    t[1].row_bytes, row0, r_total, (const int32_t *)ptr(t[2]), op->lval[0], st);
     break;
+  }
   case OP_RMS_NORM:
     launch_rms_norm((float *)ptr(t[0]), stride_f(t[0]), (float *)ptr(t[1]), stride_f(t[1]),
                     (float *)ptr(t[2]), t[2].buf ? stride_f(t[2]) : 0, (const float *)ptr(t[3]),
@@ -811,9 +1026,9 @@ static void exec_op(cuda_be *be, const cu_op *op) {
 static int prof_bucket(const cu_op *op) {
   if (op->kind != OP_MATMUL)
     return op->kind;
-  if (op->t[2].n_rows > 1 || !matvec_shape_ok((int)op->t[1].type, op->t[1].n_cols))
+  if (op->t[2].n_rows > 1 || !matvec_shape_ok(native_type(op->t[1].type), op->t[1].n_cols))
     return PROF_MM_GEMM;
-  switch (op->t[1].type) {
+  switch (native_type(op->t[1].type)) {
   case 12:
   case 13:
     return PROF_MM_Q4K;
@@ -861,16 +1076,9 @@ static int fuse_matvecs(cuda_be *be, const cu_op *ops, int n) {
   cu_mv_job jobs[3];
   int k = 0;
   while (k < 3 && k < n && ops[k].kind == OP_MATMUL && ops[k].t[2].n_rows == 1 &&
-         matvec_type_quantized((int)ops[k].t[1].type) && same_tensor(ops[k].t[2], ops[0].t[2]) &&
-         !overlaps(ops[k].t[0], ops[0].t[2])) {
-    jobs[k] = (cu_mv_job){(float *)ptr(ops[k].t[0]),
-                          ptr(ops[k].t[1]),
-                          (const float *)ptr(ops[k].t[3]),
-                          (int)ops[k].t[1].type,
-                          ops[k].t[1].n_rows,
-                          ops[k].t[1].row_bytes,
-                          0,
-                          ops[k].t[1].n_rows};
+         matvec_type_quantized(native_type(ops[k].t[1].type)) &&
+         same_tensor(ops[k].t[2], ops[0].t[2]) && !overlaps(ops[k].t[0], ops[0].t[2])) {
+    jobs[k] = mv_job(&ops[k]);
     k++;
   }
   if (k < 2)
@@ -1026,6 +1234,7 @@ static const hx_backend_ops cuda_ops = {
     .buf_upload = cu_buf_upload,
     .buf_download = cu_buf_download,
     .reserve = cu_reserve,
+    .weight_prepare = cu_weight_prepare,
     .step_begin = cu_step_begin,
     .step_end = cu_step_end,
     .matmul = cu_matmul,
@@ -1087,6 +1296,8 @@ hx_code hx_backend_cuda_init(hx_backend *out, int device, hx_err *err) {
   be->use_graphs = !(g && strcmp(g, "0") == 0);
   const char *fu = getenv("HX_CUDA_FUSION");
   be->use_fusion = !(fu && strcmp(fu, "0") == 0);
+  const char *planar = getenv("HX_CUDA_PLANAR");
+  be->use_planar = !(planar && strcmp(planar, "0") == 0);
   const char *prof = getenv("HX_CUDA_PROFILE");
   be->profile = prof && strcmp(prof, "1") == 0;
   t_current = be;
@@ -1160,6 +1371,9 @@ hx_code hx_backend_cuda_fill_random(const hx_backend *b, hx_bbuf *buf, size_t of
   cuda_be *be = enter(b->be);
   if (check_range(buf, offset, n_bytes, err))
     return HX_EINVAL;
+  if (!planar_forget(buf, offset, n_bytes))
+    return hx_err_set(err, HX_EINVAL, "CUDA fill [%zu, +%zu) overwrites part of a repacked weight",
+                      offset, n_bytes);
   hx_cuda_fill_random(buf->dev + offset, type, n_elems, n_bytes, seed, scale, be->stream);
   CK(cudaStreamSynchronize(be->stream));
   return be->poisoned ? poisoned_err(be, err) : HX_OK;

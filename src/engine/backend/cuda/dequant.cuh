@@ -83,6 +83,39 @@ __device__ __forceinline__ void dequant32(const uint8_t *row, int type, int64_t 
   }
 }
 
+// Sub-block `sub` (32 elements) of row r of a matrix at `base` of r_total
+// rows, in any layout: native types address the row at r * row_bytes, the
+// planar ones (common.cuh) read the row's parts of their sections.
+__device__ __forceinline__ void dequant32_at(const uint8_t *base, int type, int64_t r,
+                                             int64_t r_total, size_t row_bytes, int64_t n_cols,
+                                             int64_t sub, float out[32]) {
+  if (type == GT_Q8_0P) {
+    const int64_t nb = n_cols / QK8_0;
+    const int8_t *qs = (const int8_t *)q8_0p_qs(base, r, nb) + sub * 32;
+    float d = __half2float(q8_0p_d(base, r_total, r, nb)[sub]);
+#pragma unroll
+    for (int i = 0; i < 32; i++)
+      out[i] = d * qs[i];
+    return;
+  }
+  if (type == GT_Q6_KP) {
+    const int64_t nb = n_cols / QK_K, jb = sub / 8;
+    int j = (int)(sub % 8), h = j / 4, q4 = j % 4;
+    const uint8_t *ql = q6_kp_ql(base, r, nb) + jb * 128 + h * 64 + (q4 & 1) * 32;
+    const uint8_t *qh = q6_kp_qh(base, r_total, r, nb) + jb * 64 + h * 32;
+    const int8_t *sc = q6_kp_sc(base, r_total, r, nb) + jb * 16 + h * 8 + 2 * q4;
+    float d = __half2float(q6_kp_d(base, r_total, r, nb)[jb]);
+    int lshift = (q4 >> 1) * 4, hshift = 2 * q4;
+#pragma unroll
+    for (int i = 0; i < 32; i++) {
+      int q = (((ql[i] >> lshift) & 0xF) | (((qh[i] >> hshift) & 3) << 4)) - 32;
+      out[i] = d * sc[i / 16] * q;
+    }
+    return;
+  }
+  dequant32(base + (size_t)r * row_bytes, type, sub, out);
+}
+
 // One element e of a row: coalesced when consecutive threads take
 // consecutive e (used to expand whole matrices, where dequant32's one thread
 // per 32 elements would make every warp access scatter).

@@ -1,22 +1,23 @@
 // getrows.cu — embedding lookup and dequantization of weight rows to f16
-// (the operand format of the cuBLAS prefill path).
+// (the operand format of the cuBLAS prefill path). Both take the matrix base,
+// a first row row0 and the matrix's row count r_total, so that they read the
+// planar layouts (common.cuh) as well as the native ones.
 #include "dequant.cuh"
 #include "common.cuh"
 #include "kernels.h"
 
 // One thread per 32-element sub-block.
 __global__ static void get_rows_kernel(float *out, size_t out_stride, const uint8_t *table,
-                                       int type, int64_t n_cols, size_t row_bytes,
-                                       const int32_t *ids) {
+                                       int type, int64_t n_cols, size_t row_bytes, int64_t row0,
+                                       int64_t r_total, const int32_t *ids) {
   pdl_trigger();
   pdl_wait();
   int64_t t = blockIdx.y;
   int64_t sub = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (sub * 32 >= n_cols)
     return;
-  const uint8_t *row = table + (size_t)ids[t] * row_bytes;
   float v[32];
-  dequant32(row, type, sub, v);
+  dequant32_at(table, type, row0 + ids[t], r_total, row_bytes, n_cols, sub, v);
   float *o = out + t * out_stride + sub * 32;
 #pragma unroll
   for (int i = 0; i < 32; i++)
@@ -24,10 +25,15 @@ __global__ static void get_rows_kernel(float *out, size_t out_stride, const uint
 }
 
 void launch_get_rows(float *out, size_t out_stride, const uint8_t *table, int type, int64_t n_cols,
-                     size_t row_bytes, const int32_t *ids, int64_t n, hx_stream st) {
+                     size_t row_bytes, int64_t row0, int64_t r_total, const int32_t *ids, int64_t n,
+                     hx_stream st) {
   CU_ASSERT(n_cols % 32 == 0 && n > 0 && n < 65536);
+  CU_ASSERT(row0 >= 0 && r_total > row0);
+  CU_ASSERT(!(type & GT_PLANAR) || (type == GT_Q8_0P && n_cols % QK8_0 == 0) ||
+            (type == GT_Q6_KP && n_cols % QK_K == 0));
   dim3 grid(cdiv(n_cols / 32, 64), (unsigned)n);
-  cu_launch(get_rows_kernel, grid, 64, 0, st, out, out_stride, table, type, n_cols, row_bytes, ids);
+  cu_launch(get_rows_kernel, grid, 64, 0, st, out, out_stride, table, type, n_cols, row_bytes, row0,
+            r_total, ids);
   CUDA_LAUNCH_CHECK();
 }
 
@@ -35,7 +41,8 @@ void launch_get_rows(float *out, size_t out_stride, const uint8_t *table, int ty
 // once for all 32 elements and the 64 output bytes go out as four 16-byte
 // stores (the per-element version spent ~190 us per 8B-model matrix).
 __global__ static void dequant_f16_kernel(__half *dst, const uint8_t *w, int type, int64_t n_cols,
-                                          size_t row_bytes, int64_t row0, int64_t n_rows) {
+                                          size_t row_bytes, int64_t row0, int64_t n_rows,
+                                          int64_t r_total) {
   pdl_trigger();
   pdl_wait();
   int64_t subs_per_row = n_cols / 32;
@@ -44,7 +51,7 @@ __global__ static void dequant_f16_kernel(__half *dst, const uint8_t *w, int typ
     return;
   int64_t r = i / subs_per_row, sub = i % subs_per_row;
   float v[32];
-  dequant32(w + (size_t)(row0 + r) * row_bytes, type, sub, v);
+  dequant32_at(w, type, row0 + r, r_total, row_bytes, n_cols, sub, v);
   uint4 *o = (uint4 *)(dst + r * n_cols + sub * 32);
 #pragma unroll
   for (int q = 0; q < 4; q++) {
@@ -58,12 +65,15 @@ __global__ static void dequant_f16_kernel(__half *dst, const uint8_t *w, int typ
 }
 
 void launch_dequant_f16(void *dst, const uint8_t *w, int type, int64_t n_cols, size_t row_bytes,
-                        int64_t row0, int64_t n_rows, hx_stream st) {
+                        int64_t row0, int64_t n_rows, int64_t r_total, hx_stream st) {
   CU_ASSERT(n_cols % 32 == 0 && n_rows > 0);
+  CU_ASSERT(row0 >= 0 && row0 + n_rows <= r_total);
+  CU_ASSERT(!(type & GT_PLANAR) || (type == GT_Q8_0P && n_cols % QK8_0 == 0) ||
+            (type == GT_Q6_KP && n_cols % QK_K == 0));
   CU_ASSERT(((uintptr_t)dst % 16) == 0);
   int64_t n_subs = n_rows * (n_cols / 32);
   CU_ASSERT((n_subs + 127) / 128 < ((int64_t)1 << 31));
   cu_launch(dequant_f16_kernel, (unsigned)cdiv(n_subs, 128), 128, 0, st, (__half *)dst, w, type,
-            n_cols, row_bytes, row0, n_rows);
+            n_cols, row_bytes, row0, n_rows, r_total);
   CUDA_LAUNCH_CHECK();
 }
