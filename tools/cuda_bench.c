@@ -86,8 +86,16 @@ static hx_tensor tensor(bench *bn, uint32_t type, int64_t cols, int64_t rows, in
   return t;
 }
 
+/* The backend's load-time layout of a matmul weight (the planar repacking of
+ * Q8_0 / Q6_K), as the model loaders do, so that the real layout is measured. */
+static void prepare(bench *bn, hx_tensor w) {
+  if (bn->b.ops->weight_prepare)
+    bn->b.ops->weight_prepare(bn->b.be, w);
+}
+
 static hx_tensor weight(bench *bn, uint32_t type, int64_t n_in, int64_t n_out) {
   hx_tensor t = tensor(bn, type, n_in, n_out, 1, 0.05f);
+  prepare(bn, t);
   bn->weight_bytes_per_token += t.row_bytes * (uint64_t)n_out;
   bn->total_weight_bytes += t.row_bytes * (uint64_t)n_out;
   return t;
@@ -286,8 +294,10 @@ static void run_matvec(bench *bn) {
     for (int di = 0; di < 3; di++) {
       enum { COPIES = 6, REPS = 60 };
       hx_tensor w[COPIES];
-      for (int c = 0; c < COPIES; c++)
+      for (int c = 0; c < COPIES; c++) {
         w[c] = tensor(bn, types[ti], dims[di][1], dims[di][0], 1, 0.05f);
+        prepare(bn, w[c]);
+      }
       hx_tensor x = tensor(bn, T_F32, dims[di][1], 1, 1, 1.0f);
       hx_tensor y = tensor(bn, T_F32, dims[di][0], 1, 0, 0);
       double best = 1e30;
