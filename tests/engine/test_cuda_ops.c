@@ -459,6 +459,169 @@ static void test_decode_layer_fused(void **state) {
   free(nv), free(hv), free(xv);
 }
 
+/* ---- planar Q8_0 / Q6_K weights (weight_prepare, repack.cu) ---- */
+
+/* Native Q8_0 / Q6_K bytes: random quants and sub-block scales, f16 block
+ * scales of a few thousandths (valid, finite). */
+static uint8_t *rand_native_quant(uint32_t type, int64_t n_rows, int64_t n_cols) {
+  size_t rb = hx_backend_row_bytes(type, n_cols), n = rb * (size_t)n_rows;
+  size_t block = type == 8 ? 34 : 210, d_at = type == 8 ? 0 : 208;
+  uint8_t *q = malloc(n);
+  assert_non_null(q);
+  for (size_t i = 0; i < n; i++) {
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    q[i] = (uint8_t)(g_rng >> 56);
+  }
+  float d_scale = type == 8 ? 4e-3f : 2e-4f;
+  for (size_t b = 0; b < n / block; b++) {
+    uint16_t d = quant_f32_to_f16(d_scale * (0.25f + 0.75f * fabsf(frand())));
+    memcpy(q + b * block + d_at, &d, 2);
+  }
+  return q;
+}
+
+/* The planar layout by its definition (common.cuh), from the native blocks:
+ * Q8_0P qs [B][32] | d [B]; Q6_KP ql [B][128] | qh [B][64] | scales [B][16] |
+ * d [B], B = all blocks of the matrix in row order. */
+static void planar_reference(uint32_t type, const uint8_t *native, uint8_t *out, size_t n_blocks) {
+  for (size_t b = 0; b < n_blocks; b++) {
+    if (type == 8) {
+      const uint8_t *src = native + b * 34;
+      memcpy(out + b * 32, src + 2, 32);
+      memcpy(out + n_blocks * 32 + b * 2, src, 2);
+    } else {
+      const uint8_t *src = native + b * 210;
+      memcpy(out + b * 128, src, 128);
+      memcpy(out + n_blocks * 128 + b * 64, src + 128, 64);
+      memcpy(out + n_blocks * 192 + b * 16, src + 192, 16);
+      memcpy(out + n_blocks * 208 + b * 2, src + 208, 2);
+    }
+  }
+}
+
+static hx_tensor rows_of(hx_tensor t, int64_t row0, int64_t n) {
+  t.offset += (size_t)row0 * t.row_bytes;
+  t.n_rows = n;
+  return t;
+}
+
+static void planar_case(uint32_t type, int64_t n_rows, int64_t n_cols) {
+  hx_err err;
+  const char *tn = quant_type_name(type);
+  uint8_t *native = rand_native_quant(type, n_rows, n_cols);
+  pair w = make_pair(type, n_cols, n_rows, native);
+  g_gpu.ops->weight_prepare(g_gpu.be, w.g);
+  g_gpu.ops->weight_prepare(g_gpu.be, w.g); /* a second call (a tied table) leaves it as it is */
+  g_gpu.ops->weight_prepare(g_gpu.be, rows_of(w.g, 5, 3)); /* as does a view inside it */
+
+  /* the repack alone against the layout's definition (the native bytes where
+     HX_CUDA_PLANAR=0 or HX_MV_STREAM=0 keep the native layout) */
+  const char *e_planar = getenv("HX_CUDA_PLANAR"), *e_stream = getenv("HX_MV_STREAM");
+  bool planar = !(e_planar && strcmp(e_planar, "0") == 0) && !(e_stream && e_stream[0] == '0');
+  uint8_t *got = malloc(w.bytes), *want = malloc(w.bytes);
+  assert_int_equal(g_gpu.ops->buf_download(g_gpu.be, w.g.buf, 0, got, w.bytes, &err), HX_OK);
+  size_t qk = type == 8 ? 32 : 256;
+  if (planar)
+    planar_reference(type, native, want, (size_t)n_rows * ((size_t)n_cols / qk));
+  else
+    memcpy(want, native, w.bytes);
+  if (memcmp(got, want, w.bytes) != 0) {
+    size_t i = 0;
+    while (got[i] == want[i])
+      i++;
+    fail_msg("repack %s %lldx%lld: byte %zu is %u, want %u", tn, (long long)n_rows,
+             (long long)n_cols, i, got[i], want[i]);
+  }
+  printf("  repack %s %lldx%lld: bytes match the %s layout\n", tn, (long long)n_rows,
+         (long long)n_cols, planar ? "planar" : "native");
+  free(got), free(want);
+
+  char what[96];
+  /* mat-vec (n = 1) and GEMM (n = 37) on the whole matrix and on a view from row 5 */
+  const int64_t view0 = 5, view_rows = n_rows - 5 - 2;
+  for (int view = 0; view < 2; view++) {
+    hx_tensor wc = view ? rows_of(w.c, view0, view_rows) : w.c;
+    hx_tensor wg = view ? rows_of(w.g, view0, view_rows) : w.g;
+    int64_t n_out = wc.n_rows;
+    for (int n_tok = 1; n_tok <= 37; n_tok += 36) {
+      float *xv = rand_vec((size_t)(n_tok * n_cols), 1.0f), *bv = rand_vec((size_t)n_out, 0.1f);
+      pair x = make_pair(0, n_cols, n_tok, xv), y = make_pair(0, n_out, n_tok, NULL);
+      pair b = make_pair(0, n_out, 1, bv);
+      BOTH(g_cpu.ops->matmul(g_cpu.be, y.c, wc, x.c, view ? b.c : none),
+           g_gpu.ops->matmul(g_gpu.be, y.g, wg, x.g, view ? b.g : none));
+      snprintf(what, sizeof what, "planar matmul %s %lldx%lld%s n=%d", tn, (long long)n_out,
+               (long long)n_cols, view ? " (rows 5..)" : "", n_tok);
+      check(what, nmse_pair(&y), 2e-4);
+      free_pair(&x), free_pair(&y), free_pair(&b);
+      free(xv), free(bv);
+    }
+  }
+  /* one token, two matvecs on the same activation (the fused multi-matvec):
+     the whole matrix and the view */
+  {
+    int n_tok = 1;
+    float *xv = rand_vec((size_t)n_cols, 1.0f);
+    pair x = make_pair(0, n_cols, 1, xv);
+    pair y0 = make_pair(0, n_rows, 1, NULL), y1 = make_pair(0, view_rows, 1, NULL);
+    hx_tensor yc[2] = {y0.c, y1.c}, yg[2] = {y0.g, y1.g};
+    hx_tensor wcs[2] = {w.c, rows_of(w.c, view0, view_rows)};
+    hx_tensor wgs[2] = {w.g, rows_of(w.g, view0, view_rows)};
+    BOTH(g_cpu.ops->matmul_n(g_cpu.be, 2, yc, wcs, x.c, NULL),
+         g_gpu.ops->matmul_n(g_gpu.be, 2, yg, wgs, x.g, NULL));
+    snprintf(what, sizeof what, "planar matmul_n %s %lldx%lld (whole, rows 5..)", tn,
+             (long long)n_rows, (long long)n_cols);
+    check(what, nmse_pair(&y0), 2e-4);
+    check(what, nmse_pair(&y1), 2e-4);
+    free_pair(&x), free_pair(&y0), free_pair(&y1);
+    free(xv);
+  }
+  /* get_rows (a tied embedding table), whole and through the view */
+  for (int view = 0; view < 2; view++) {
+    int n_tok = 4;
+    int32_t idv[4] = {0, (int32_t)(view ? view_rows - 1 : n_rows - 1), 3, 3};
+    pair ids = make_pair(26, 4, 1, idv), out = make_pair(0, n_cols, 4, NULL);
+    hx_tensor tc = view ? rows_of(w.c, view0, view_rows) : w.c;
+    hx_tensor tg = view ? rows_of(w.g, view0, view_rows) : w.g;
+    BOTH(g_cpu.ops->get_rows(g_cpu.be, out.c, tc, ids.c, 4),
+         g_gpu.ops->get_rows(g_gpu.be, out.g, tg, ids.g, 4));
+    snprintf(what, sizeof what, "planar get_rows %s %lldx%lld%s", tn, (long long)n_rows,
+             (long long)n_cols, view ? " (rows 5..)" : "");
+    check(what, nmse_pair(&out), 1e-10);
+    free_pair(&ids), free_pair(&out);
+  }
+  /* an upload over the whole matrix makes it native again */
+  assert_int_equal(g_gpu.ops->buf_upload(g_gpu.be, w.g.buf, 0, native, w.bytes, &err), HX_OK);
+  {
+    int n_tok = 1;
+    float *xv = rand_vec((size_t)n_cols, 1.0f);
+    pair x = make_pair(0, n_cols, 1, xv), y = make_pair(0, n_rows, 1, NULL);
+    BOTH(g_cpu.ops->matmul(g_cpu.be, y.c, w.c, x.c, none),
+         g_gpu.ops->matmul(g_gpu.be, y.g, w.g, x.g, none));
+    snprintf(what, sizeof what, "re-uploaded (native) matmul %s %lldx%lld", tn, (long long)n_rows,
+             (long long)n_cols);
+    check(what, nmse_pair(&y), 2e-4);
+    free_pair(&x), free_pair(&y);
+    free(xv);
+  }
+  free_pair(&w);
+  free(native);
+}
+
+static void test_planar(void **state) {
+  (void)state;
+  hx_err err;
+  /* rows of 12288 need more activation scratch than setup's 4096 */
+  assert_int_equal(g_cpu.ops->reserve(g_cpu.be, 64, 12288, 8192, &err), HX_OK);
+  assert_int_equal(g_gpu.ops->reserve(g_gpu.be, 64, 12288, 8192, &err), HX_OK);
+  const uint32_t types[] = {8, 14};
+  const int64_t shapes[][2] = {{37, 256}, {1000, 256}, {37, 4096}, {1000, 4096}, {37, 12288}};
+  for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+      planar_case(types[ti], shapes[si][0], shapes[si][1]);
+}
+
 static int setup(void **state) {
   (void)state;
 #ifdef HELEXA_HAVE_CUDA
@@ -504,6 +667,7 @@ int main(void) {
       cmocka_unit_test(test_elementwise_topk),
       cmocka_unit_test(test_graph_replay),
       cmocka_unit_test(test_decode_layer_fused),
+      cmocka_unit_test(test_planar),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 #endif

@@ -420,9 +420,9 @@ static hx_code cu_reserve(void *p, int64_t max_rows, int64_t max_cols, int64_t m
 /* Rewrites a Q8_0 / Q6_K matrix in place in its planar layout (repack.cu)
  * and registers the region, so that its ops read it with 16-byte loads. Best
  * effort (backend.h): anything that does not fit — other types, one row,
- * padded rows, a 16-byte misaligned start, no device memory for the
- * temporary copy — stays native. A matrix already (partly) repacked is left
- * as it is, so a tied table prepared twice is repacked once. */
+ * padded rows, a 16-byte misaligned start, a matrix the planar mat-vec cannot
+ * take, no device memory for the temporary copy — stays native. A matrix already (partly) repacked
+ * is left as it is, so a tied table prepared twice is repacked once. */
 static void cu_weight_prepare(void *p, hx_tensor w) {
   cuda_be *be = enter(p);
   HX_ASSERT(!be->in_step);
@@ -439,6 +439,11 @@ static void cu_weight_prepare(void *p, hx_tensor w) {
              w.offset);
     return;
   }
+  /* planar weights have only the streaming mat-vec (mmv_stream.cu): keep the
+     native layout where it cannot take the matrix (HX_MV_STREAM=0 too) */
+  const cu_mv_job probe = {NULL, dst, NULL, (int)(w.type | CU_PLANAR), w.n_rows, rb, 0, w.n_rows};
+  if (!matvec_stream_ok(&probe, w.n_cols))
+    return;
   if (planar_overlap(w.buf, w.offset, n_bytes) || !planar_reserve(w.buf))
     return;
   void *tmp = NULL;
