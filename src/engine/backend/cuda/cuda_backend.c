@@ -421,8 +421,9 @@ static hx_code cu_reserve(void *p, int64_t max_rows, int64_t max_cols, int64_t m
  * and registers the region, so that its ops read it with 16-byte loads. Best
  * effort (backend.h): anything that does not fit — other types, one row,
  * padded rows, a 16-byte misaligned start, a matrix the planar mat-vec cannot
- * take, no device memory for the temporary copy — stays native. A matrix already (partly) repacked
- * is left as it is, so a tied table prepared twice is repacked once. */
+ * take, no device memory for the temporary copy — stays native. A matrix
+ * already (partly) repacked is left as it is, so a tied table prepared twice
+ * is repacked once. */
 static void cu_weight_prepare(void *p, hx_tensor w) {
   cuda_be *be = enter(p);
   HX_ASSERT(!be->in_step);
