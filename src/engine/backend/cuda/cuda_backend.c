@@ -154,9 +154,11 @@ typedef struct cuda_be {
   int graph_n_ops;
   cudaGraphExec_t graph_exec;
   bool use_graphs;
-  bool use_fusion; /* HX_CUDA_FUSION=0 turns the one-token fusions off */
-  bool pdl;        /* programmatic dependent launch (sm_90+, HX_CUDA_PDL=1) */
-  bool use_planar; /* weight_prepare repacks Q8_0 / Q6_K (HX_CUDA_PLANAR=0: off) */
+  bool use_fusion;  /* HX_CUDA_FUSION=0 turns the one-token fusions off */
+  bool pdl;         /* programmatic dependent launch (sm_90+, HX_CUDA_PDL=1) */
+  bool use_planar;  /* weight_prepare repacks Q8_0 / Q6_K (HX_CUDA_PLANAR=0: off) */
+  void *repack_tmp; /* weight_prepare's native copy, kept across one load (freed by reserve) */
+  size_t repack_tmp_bytes;
   long n_replayed, n_captured;
   /* profiling (HX_CUDA_PROFILE=1): ops run without graphs, timed with events */
   bool profile;
@@ -212,6 +214,15 @@ static size_t stride_f(hx_tensor t) { return t.row_bytes / sizeof(float); }
 
 /* ---- memory ---- */
 
+/* The load's repack copy goes when the load is done (reserve, the first step) or
+ * when a buffer allocation needs its room. */
+static void repack_tmp_free(cuda_be *be) {
+  if (be->repack_tmp)
+    cudaFree(be->repack_tmp);
+  be->repack_tmp = NULL;
+  be->repack_tmp_bytes = 0;
+}
+
 static hx_bbuf *cu_buf_alloc(void *p, size_t n_bytes, hx_err *err) {
   cuda_be *be = enter(p);
   hx_bbuf *b = calloc(1, sizeof *b);
@@ -220,6 +231,11 @@ static hx_bbuf *cu_buf_alloc(void *p, size_t n_bytes, hx_err *err) {
     return NULL;
   }
   cudaError_t e = cudaMalloc((void **)&b->dev, n_bytes ? n_bytes : 1);
+  if (e == cudaErrorMemoryAllocation && be->repack_tmp) {
+    cudaGetLastError(); /* the load's repack copy gives way to the model's buffers */
+    repack_tmp_free(be);
+    e = cudaMalloc((void **)&b->dev, n_bytes ? n_bytes : 1);
+  }
   if (e != cudaSuccess) {
     cudaGetLastError(); /* an allocation failure is not sticky */
     size_t free_b = 0, total_b = 0;
@@ -399,6 +415,7 @@ static hx_code cu_reserve(void *p, int64_t max_rows, int64_t max_cols, int64_t m
   cuda_be *be = enter(p);
   if (max_rows < 1 || max_cols < 1 || max_ctx < 1)
     return hx_err_set(err, HX_EINVAL, "reserve: bad sizes");
+  repack_tmp_free(be);
   size_t q8 = ((size_t)max_cols / 32 + 1) * HX_CU_Q8_1_BLOCK_BYTES;
   size_t x16 = (size_t)max_rows * (size_t)max_cols * 2;
   size_t w16 = W16_SCRATCH_ELEMS * 2;
@@ -447,18 +464,21 @@ static void cu_weight_prepare(void *p, hx_tensor w) {
     return;
   if (planar_overlap(w.buf, w.offset, n_bytes) || !planar_reserve(w.buf))
     return;
-  void *tmp = NULL;
-  if (cudaMalloc(&tmp, n_bytes) != cudaSuccess) {
-    cudaGetLastError(); /* not sticky */
-    HX_INFO("CUDA device %d: no room for a %zu MiB copy to repack a %lld x %lld weight: native "
-            "layout",
-            be->device, n_bytes >> 20, (long long)w.n_rows, (long long)w.n_cols);
-    return;
+  if (be->repack_tmp_bytes < n_bytes) {
+    repack_tmp_free(be);
+    if (cudaMalloc(&be->repack_tmp, n_bytes) != cudaSuccess) {
+      cudaGetLastError(); /* not sticky */
+      be->repack_tmp = NULL;
+      HX_INFO("CUDA device %d: no room for a %zu MiB copy to repack a %lld x %lld weight: "
+              "native layout",
+              be->device, n_bytes >> 20, (long long)w.n_rows, (long long)w.n_cols);
+      return;
+    }
+    be->repack_tmp_bytes = n_bytes;
   }
-  CK(cudaMemcpyAsync(tmp, dst, n_bytes, cudaMemcpyDeviceToDevice, be->stream));
-  launch_repack_planar(dst, tmp, (int)w.type, w.n_rows, w.n_cols, be->stream);
+  CK(cudaMemcpyAsync(be->repack_tmp, dst, n_bytes, cudaMemcpyDeviceToDevice, be->stream));
+  launch_repack_planar(dst, be->repack_tmp, (int)w.type, w.n_rows, w.n_cols, be->stream);
   CK(cudaStreamSynchronize(be->stream));
-  cudaFree(tmp);
   if (be->poisoned)
     return;
   planar_insert(w.buf, (planar_region){w.offset, w.n_rows, rb, w.type});
@@ -494,6 +514,8 @@ static bool same_tensor(hx_tensor a, hx_tensor b) {
 static void cu_step_begin(void *p, int n_tokens) {
   cuda_be *be = enter(p);
   HX_ASSERT(!be->in_step && n_tokens >= 1);
+  if (be->repack_tmp)
+    repack_tmp_free(be);
   be->in_step = true;
   be->n_ops = 0;
   be->step_tokens = n_tokens;
@@ -1345,6 +1367,7 @@ void hx_backend_cuda_free(hx_backend *b) {
   cudaFree(be->x16);
   cudaFree(be->w16);
   cudaFree(be->attn_part);
+  repack_tmp_free(be);
   if (be->events) {
     for (int i = 0; i <= OPS_MAX; i++)
       cudaEventDestroy(be->events[i]);
