@@ -8,7 +8,7 @@
 
 // Copies 16 bytes from a 2-byte aligned source to a 16-byte aligned
 // destination.
-__device__ __forceinline__ void copy16_from_u16(uint8_t *dst, const uint8_t *src) {
+static __host__ __device__ __forceinline__ void copy16_from_u16(uint8_t *dst, const uint8_t *src) {
   const uint16_t *s = (const uint16_t *)src;
   uint4 u;
   u.x = (uint32_t)s[0] | ((uint32_t)s[1] << 16);
@@ -18,24 +18,20 @@ __device__ __forceinline__ void copy16_from_u16(uint8_t *dst, const uint8_t *src
   *(uint4 *)dst = u;
 }
 
-// One thread per 16-byte piece of a block (Q8_0: qs in 2 pieces; Q6_K: ql in
-// 8, qh in 4, scales in 1) plus one for the block's f16 scale d; threads of a
-// block are adjacent, so a warp writes whole runs of each section.
+// Piece c (0 .. PIECES) of block b: PIECES 16-byte pieces (Q8_0: qs in 2;
+// Q6_K: ql in 8, qh in 4, scales in 1), then the block's f16 scale d.
+template <int TYPE> struct repack_shape {
+  static constexpr int BLOCK_BYTES = TYPE == GT_Q8_0 ? 34 : 210;
+  static constexpr int PIECES = TYPE == GT_Q8_0 ? 2 : 13;
+};
+
 template <int TYPE>
-__global__ static void repack_planar_kernel(uint8_t *w, const uint8_t *tmp, int64_t n_blocks) {
-  pdl_trigger();
-  pdl_wait();
-  constexpr int BLOCK_BYTES = TYPE == GT_Q8_0 ? 34 : 210;
-  constexpr int PIECES = TYPE == GT_Q8_0 ? 2 : 13; // 16-byte pieces before d
-  int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= n_blocks * (PIECES + 1))
-    return;
-  int64_t b = i / (PIECES + 1);
-  int c = (int)(i % (PIECES + 1));
-  const uint8_t *src = tmp + (size_t)b * BLOCK_BYTES;
+__host__ __device__ __forceinline__ void repack_piece(uint8_t *w, const uint8_t *tmp,
+                                                      int64_t n_blocks, int64_t b, int c) {
+  const uint8_t *src = tmp + (size_t)b * repack_shape<TYPE>::BLOCK_BYTES;
   if (TYPE == GT_Q8_0) {
     // native: d @0, qs[32] @2. planar: qs [B][32] | d [B]
-    if (c < PIECES)
+    if (c < 2)
       copy16_from_u16(w + (size_t)b * 32 + (size_t)c * 16, src + 2 + c * 16);
     else
       ((uint16_t *)(w + (size_t)n_blocks * 32))[b] = *(const uint16_t *)src;
@@ -52,6 +48,19 @@ __global__ static void repack_planar_kernel(uint8_t *w, const uint8_t *tmp, int6
     else
       ((uint16_t *)(w + (size_t)n_blocks * 208))[b] = *(const uint16_t *)(src + 208);
   }
+}
+
+// One thread per piece; the pieces of a block are adjacent threads, so a warp
+// writes whole runs of each section.
+template <int TYPE>
+__global__ static void repack_planar_kernel(uint8_t *w, const uint8_t *tmp, int64_t n_blocks) {
+  pdl_trigger();
+  pdl_wait();
+  constexpr int STEPS = repack_shape<TYPE>::PIECES + 1;
+  int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n_blocks * STEPS)
+    return;
+  repack_piece<TYPE>(w, tmp, n_blocks, i / STEPS, (int)(i % STEPS));
 }
 
 void launch_repack_planar(uint8_t *w, const uint8_t *tmp_native_copy, int type, int64_t n_rows,
