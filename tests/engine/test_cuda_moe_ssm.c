@@ -1,7 +1,7 @@
 /* test_cuda_moe_ssm.c — the CUDA backend's MoE and DeltaNet ops against the
  * CPU backend on random inputs: routing (ids exact, weights), the expert
  * matmul selected by ids in its decode (slot, dp4a and f32 activations) and
- * prefill (grouped, several id windows) forms for every weight type, the
+ * prefill (grouped, several id windows and list passes) forms for every weight type, the
  * combine with and without the shared expert, conv1d with its window carried
  * across calls, the delta rule (recurrent against recurrent and against the
  * CPU's chunked form, both value-head orders, column views, a non-zero start
@@ -263,6 +263,12 @@ static void test_moe_matmul_id(void **state) {
     mm_id_case(t, 16, 96, 512, 37, 4, false, 2, bound[ti], "grouped");
     mm_id_case(t, 16, 70, 256, 37, 4, true, 1, bound[ti], "grouped");
     mm_id_case(t, 6, 33, 256, 300, 4, true, 1, bound[ti], "grouped, 2 windows");
+    /* every token on every expert: 900 slots each, more than one gathered
+     * list (1024 entries, refilled from 768) holds */
+    mm_id_case(t, 4, 40, 256, 900, 4, false, 1, bound[ti], "grouped, 2 list passes");
+    /* a width that ends inside a 64-column step (blocks of 32 only) */
+    if (t == QUANT_F16 || t == QUANT_BF16 || t == QUANT_Q8_0)
+      mm_id_case(t, 8, 40, 96, 20, 2, true, 2, bound[ti], "grouped, partial step");
   }
 }
 

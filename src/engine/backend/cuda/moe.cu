@@ -27,6 +27,7 @@
 
 #include <math.h>
 #include <mma.h>
+#include <type_traits>
 
 // ---- routing -----------------------------------------------------------------
 
@@ -356,86 +357,423 @@ __global__ static void __launch_bounds__(MG_THREADS)
   }
 }
 
-// Tensor-core variant: the same tiles as moe_grouped_kernel, held as T (half
-// or bf16) in shared memory; warp w computes the 16x16 output fragment (rows
-// 16 * (w % 4), slots 16 * (w / 4)) with two 16-deep WMMA steps per MG_BK,
-// accumulating in f32; the 64 x 32 result goes through shared memory so the
-// stores to y are row-contiguous.
-enum { MG_LD = MG_BK + 8, MG_CLD = MG_BN + 4 };
-
+// Rounds an activation or weight to the tensor-core element type.
 __device__ __forceinline__ void mg_store(half *p, float v) { *p = __float2half(v); }
 __device__ __forceinline__ void mg_store(__nv_bfloat16 *p, float v) { *p = __float2bfloat16(v); }
 
+// ---- grouped form on tensor cores ---------------------------------------------------
+//
+// Grid (row tiles of MT_BM, n_expert, jobs). A block first gathers, in slot
+// order, the slots routed to its expert into a shared list (a ballot scan of
+// ids; up to MT_LIST per pass, so any routing — duplicates included — is
+// covered by further passes), exits when there are none, and then runs a
+// GEMM over its MT_BM weight rows and the list in tiles of MT_BN slots:
+//   per MT_BK = 64 input columns, each thread expands 32 weights of one row
+//   (thread pair per row: a Q4_K/Q5_K qs group of 32 bytes, a Q6_K quarter
+//   block, two Q8_0 blocks) into T in shared memory, and 16 activations of
+//   the gathered rows; the next step's raw bytes are loaded into registers
+//   before this step's WMMA, so global latency overlaps the tensor cores;
+//   warp w owns rows 16w..16w+15 and up to 4 16x16 f32 accumulators (slot
+//   fragments past the tile's slot count are skipped);
+//   the result leaves through a per-warp 16x16 staging tile, 32 bytes of a
+//   y row per lane.
+// Weights are dequantized in f32 exactly as dequant1 and rounded to T, the
+// activations rounded to T: the same numbers as one dot product in T with
+// f32 accumulation per output element.
+enum {
+  MT_BM = 128,
+  MT_BN = 64,
+  MT_BK = 64,
+  MT_THREADS = 256,
+  MT_WARPS = MT_THREADS / 32,
+  MT_LD = MT_BK + 8, // elements per shared row: 16-byte aligned rows, banks staggered
+  MT_LIST = 1024,    // routed slots gathered per pass
+  MT_GENERIC = -1,   // any type through dequant1 (float weights, odd widths)
+};
+static_assert(MT_BM == MT_WARPS * 16 && MT_THREADS == 2 * MT_BM, "one thread pair per row");
+static_assert(MT_BN * MT_BK == 16 * MT_THREADS, "16 activations per thread per step");
+
+template <typename T> struct mt_smem {
+  __align__(32) T ws[MT_BM * MT_LD];        // weights [row][k]
+  __align__(32) T xs[MT_BN * MT_LD];        // activations [slot][k]
+  __align__(32) float stage[MT_WARPS][256]; // per-warp output fragment
+  int64_t xoff[MT_BN];                      // x row offset (floats) of each tile slot
+  int list[MT_LIST];                        // slots routed to the block's expert
+  int wcount[MT_WARPS];
+};
+
+__device__ __forceinline__ uint32_t mt_pack2(float a, float b, const half *) {
+  const half2 h = __floats2half2_rn(a, b);
+  return *(const uint32_t *)&h;
+}
+__device__ __forceinline__ uint32_t mt_pack2(float a, float b, const __nv_bfloat16 *) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+  return *(const uint32_t *)&h;
+}
+
+// Writes group gr (0..3) of a thread's 32 weights, v[0..7], to shared row
+// `row` with one 16-byte store. split (the K types): groups 0, 1 go to
+// columns 16 hh.., groups 2, 3 to 32 + 16 hh..; otherwise columns 32 hh + 8 gr.
 template <typename T>
-__global__ static void __launch_bounds__(MG_THREADS)
-    moe_grouped_tc_kernel(moe_jobs jobs, const float *x, size_t x_stride, int64_t n_in,
-                          const int32_t *ids, size_t ids_stride, int64_t n, int k, int x_per_slot) {
-  namespace wmma = nvcuda::wmma;
-  pdl_trigger();
-  pdl_wait();
-  __shared__ __align__(32) T ws[MG_BM][MG_LD];
-  __shared__ __align__(32) T xs[MG_BN][MG_LD];
-  __shared__ __align__(32) float cs[MG_BM][MG_CLD];
-  __shared__ int list[MG_WINDOW];
-  __shared__ int count;
-  const cu_moe_job jb = blockIdx.z ? jobs.j[1] : jobs.j[0]; // no local copy of jobs
-  const int e = blockIdx.y;
-  const int64_t r0 = (int64_t)blockIdx.x * MG_BM;
-  if (r0 >= jb.n_out) // uniform over the block
-    return;
-  const int tid = threadIdx.x, warp = tid >> 5, fr = (warp % 4) * 16, fc = (warp / 4) * 16;
-  const uint8_t *wbase = jb.w + ((size_t)e * (size_t)jb.n_out + (size_t)r0) * jb.row_bytes;
-  const int64_t n_slots = n * k;
-  for (int64_t s0 = 0; s0 < n_slots; s0 += MG_WINDOW) {
-    __syncthreads(); // the previous window's list is no longer read
-    if (tid == 0)
-      count = 0;
-    __syncthreads();
-    for (int64_t s = s0 + tid; s < s0 + MG_WINDOW && s < n_slots; s += MG_THREADS)
-      if (ids[(size_t)(s / k) * ids_stride + (size_t)(s % k)] == e)
-        list[atomicAdd(&count, 1)] = (int)(s - s0);
-    __syncthreads();
-    const int cnt = count;
-    for (int b0 = 0; b0 < cnt; b0 += MG_BN) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::fill_fragment(acc, 0.0f);
-      for (int64_t k0 = 0; k0 < n_in; k0 += MG_BK) {
-        __syncthreads(); // the previous step's tiles are no longer read
-        for (int i = tid; i < MG_BM * MG_BK; i += MG_THREADS) {
-          const int rr = i / MG_BK, cc = i % MG_BK;
-          float v = 0.0f;
-          if (r0 + rr < jb.n_out && k0 + cc < n_in)
-            v = dequant1(wbase + (size_t)rr * jb.row_bytes, jb.type, k0 + cc);
-          mg_store(&ws[rr][cc], v);
-        }
-        for (int i = tid; i < MG_BN * MG_BK; i += MG_THREADS) {
-          const int bb = i / MG_BK, cc = i % MG_BK;
-          float v = 0.0f;
-          if (b0 + bb < cnt && k0 + cc < n_in) {
-            const int64_t s = s0 + list[b0 + bb];
-            v = x[(size_t)(x_per_slot ? s : s / k) * x_stride + (size_t)(k0 + cc)];
-          }
-          mg_store(&xs[bb][cc], v);
-        }
-        __syncthreads();
+__device__ __forceinline__ void mt_put8(T *row, int hh, bool split, int gr, const float v[8]) {
+  const int col =
+      split ? (gr < 2 ? 16 * hh + 8 * gr : 32 + 16 * hh + 8 * (gr - 2)) : 32 * hh + 8 * gr;
+  uint4 u;
+  u.x = mt_pack2(v[0], v[1], row);
+  u.y = mt_pack2(v[2], v[3], row);
+  u.z = mt_pack2(v[4], v[5], row);
+  u.w = mt_pack2(v[6], v[7], row);
+  *(uint4 *)(row + col) = u;
+}
+
+// Byte i (runtime, 0..11) of the 12 scale bytes held in s0, s1, s2; selects
+// rather than indexes, so the words stay in registers.
+__device__ __forceinline__ int mt_byte(uint32_t s0, uint32_t s1, uint32_t s2, int i) {
+  const uint32_t w = i < 4 ? s0 : (i < 8 ? s1 : s2);
+  return (int)((w >> (8 * (i & 3))) & 0xFF);
+}
+// get_scale_min_k4 on the scale bytes in registers.
+__device__ __forceinline__ void mt_scale_min(uint32_t s0, uint32_t s1, uint32_t s2, int j, int &d,
+                                             int &m) {
+  if (j < 4) {
+    d = mt_byte(s0, s1, s2, j) & 63;
+    m = mt_byte(s0, s1, s2, j + 4) & 63;
+  } else {
+    d = (mt_byte(s0, s1, s2, j + 4) & 0xF) | ((mt_byte(s0, s1, s2, j - 4) >> 6) << 4);
+    m = (mt_byte(s0, s1, s2, j + 4) >> 4) | ((mt_byte(s0, s1, s2, j) >> 6) << 4);
+  }
+}
+
+__device__ __forceinline__ uint32_t mt_ld16x2(const uint8_t *p) { // 2-byte aligned word
+  const unsigned short *q = (const unsigned short *)p;
+  return (uint32_t)__ldg(q) | ((uint32_t)__ldg(q + 1) << 16);
+}
+__device__ __forceinline__ int mt_b(uint32_t w, int i) { return (int)((w >> (8 * i)) & 0xFF); }
+
+// One thread's part of a weight step: load() takes the raw bytes of row
+// `row` (columns k0.. of the 64-step, part hh) into registers, or zeros when
+// !ok (rows past n_out); put() expands them to the thread's 32 elements of
+// the shared weight row.
+template <int TYPE> struct mt_wraw;
+
+template <> struct mt_wraw<GT_Q4_K> { // 16 qs bytes: low nibbles sub 2g, high sub 2g+1
+  static constexpr bool split = true;
+  uint4 q;
+  uint32_t dm, s0, s1, s2;
+  int g;
+  __device__ __forceinline__ void load(const uint8_t *row, int64_t k0, int hh, bool ok, int64_t,
+                                       int) {
+    g = (int)(k0 % QK_K) / 64;
+    if (!ok) {
+      q = make_uint4(0, 0, 0, 0), dm = s0 = s1 = s2 = 0;
+      return;
+    }
+    const uint8_t *b = row + (size_t)(k0 / QK_K) * sizeof(cu_block_q4_K);
+    q = __ldg((const uint4 *)(b + 16 + g * 32 + hh * 16));
+    const uint32_t *w = (const uint32_t *)b;
+    dm = __ldg(w), s0 = __ldg(w + 1), s1 = __ldg(w + 2), s2 = __ldg(w + 3);
+  }
+  template <typename T> __device__ __forceinline__ void put(T *dst, int hh) const {
+    int sc0, m0, sc1, m1;
+    mt_scale_min(s0, s1, s2, 2 * g, sc0, m0);
+    mt_scale_min(s0, s1, s2, 2 * g + 1, sc1, m1);
+    const half2 h = *(const half2 *)&dm;
+    const float d = __low2float(h), dmin = __high2float(h);
+    const float d0 = d * sc0, mn0 = dmin * m0, d1 = d * sc1, mn1 = dmin * m1;
+    const uint32_t qw[4] = {q.x, q.y, q.z, q.w};
+    float v[8];
 #pragma unroll
-        for (int kk = 0; kk < MG_BK; kk += 16) {
-          wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
-          wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
-          wmma::load_matrix_sync(fa, &ws[fr][kk], MG_LD);
-          wmma::load_matrix_sync(fb, &xs[fc][kk], MG_LD); // B[kk][slot] = xs[slot][kk]
-          wmma::mma_sync(acc, fa, fb, acc);
+    for (int gr = 0; gr < 4; gr++) { // groups of 8: low nibbles of bytes 0..15, then high
+#pragma unroll
+      for (int i = 0; i < 8; i++) {
+        const int byte = mt_b(qw[(8 * (gr & 1) + i) / 4], i % 4);
+        v[i] = gr < 2 ? d0 * (byte & 0xF) - mn0 : d1 * (byte >> 4) - mn1;
+      }
+      mt_put8(dst, hh, true, gr, v);
+    }
+  }
+};
+
+template <> struct mt_wraw<GT_Q5_K> { // as Q4_K plus the fifth bits from qh
+  static constexpr bool split = true;
+  uint4 q, h;
+  uint32_t dm, s0, s1, s2;
+  int g;
+  __device__ __forceinline__ void load(const uint8_t *row, int64_t k0, int hh, bool ok, int64_t,
+                                       int) {
+    g = (int)(k0 % QK_K) / 64;
+    if (!ok) {
+      q = h = make_uint4(0, 0, 0, 0), dm = s0 = s1 = s2 = 0;
+      return;
+    }
+    const uint8_t *b = row + (size_t)(k0 / QK_K) * sizeof(cu_block_q5_K);
+    q = __ldg((const uint4 *)(b + 48 + g * 32 + hh * 16));
+    h = __ldg((const uint4 *)(b + 16 + hh * 16));
+    const uint32_t *w = (const uint32_t *)b;
+    dm = __ldg(w), s0 = __ldg(w + 1), s1 = __ldg(w + 2), s2 = __ldg(w + 3);
+  }
+  template <typename T> __device__ __forceinline__ void put(T *dst, int hh) const {
+    int sc0, m0, sc1, m1;
+    const int j0 = 2 * g, j1 = 2 * g + 1;
+    mt_scale_min(s0, s1, s2, j0, sc0, m0);
+    mt_scale_min(s0, s1, s2, j1, sc1, m1);
+    const half2 hd = *(const half2 *)&dm;
+    const float d = __low2float(hd), dmin = __high2float(hd);
+    const float d0 = d * sc0, mn0 = dmin * m0, d1 = d * sc1, mn1 = dmin * m1;
+    const uint32_t qw[4] = {q.x, q.y, q.z, q.w}, hw[4] = {h.x, h.y, h.z, h.w};
+    float v[8];
+#pragma unroll
+    for (int gr = 0; gr < 4; gr++) {
+#pragma unroll
+      for (int i = 0; i < 8; i++) {
+        const int w = (8 * (gr & 1) + i) / 4;
+        const int byte = mt_b(qw[w], i % 4), hb = mt_b(hw[w], i % 4);
+        v[i] = gr < 2 ? d0 * ((byte & 0xF) + (((hb >> j0) & 1) << 4)) - mn0
+                      : d1 * ((byte >> 4) + (((hb >> j1) & 1) << 4)) - mn1;
+      }
+      mt_put8(dst, hh, true, gr, v);
+    }
+  }
+};
+
+template <> struct mt_wraw<GT_Q6_K> { // a quarter block: sub-rows r0 and r0 + 1
+  static constexpr bool split = true;
+  uint32_t l0[4], l1[4], hq[4];
+  float ds0, ds1;
+  int r0;
+  __device__ __forceinline__ void load(const uint8_t *row, int64_t k0, int hh, bool ok, int64_t,
+                                       int) {
+    const int c = (int)(k0 % QK_K), h = c / 128;
+    r0 = (c % 128) / 32;
+    if (!ok) {
+#pragma unroll
+      for (int i = 0; i < 4; i++)
+        l0[i] = l1[i] = hq[i] = 0;
+      ds0 = ds1 = 0.0f;
+      return;
+    }
+    const uint8_t *b = row + (size_t)(k0 / QK_K) * sizeof(cu_block_q6_K); // 2-byte aligned
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      l0[i] = mt_ld16x2(b + h * 64 + hh * 16 + 4 * i);
+      l1[i] = mt_ld16x2(b + h * 64 + 32 + hh * 16 + 4 * i);
+      hq[i] = mt_ld16x2(b + 128 + h * 32 + hh * 16 + 4 * i);
+    }
+    const float d = __half2float(__ushort_as_half(__ldg((const unsigned short *)(b + 208))));
+    const int8_t *sc = (const int8_t *)b + 192 + h * 8 + hh;
+    ds0 = d * (float)__ldg(sc + 2 * r0);
+    ds1 = d * (float)__ldg(sc + 2 * r0 + 2);
+  }
+  template <typename T> __device__ __forceinline__ void put(T *dst, int hh) const {
+    const int ls = (r0 >> 1) * 4, hs0 = 2 * r0, hs1 = 2 * r0 + 2;
+    float v[8];
+#pragma unroll
+    for (int gr = 0; gr < 4; gr++) {
+#pragma unroll
+      for (int i = 0; i < 8; i++) {
+        const int w = (8 * (gr & 1) + i) / 4, h = mt_b(hq[w], i % 4);
+        v[i] = gr < 2 ? ds0 * ((((mt_b(l0[w], i % 4) >> ls) & 0xF) | (((h >> hs0) & 3) << 4)) - 32)
+                      : ds1 * ((((mt_b(l1[w], i % 4) >> ls) & 0xF) | (((h >> hs1) & 3) << 4)) - 32);
+      }
+      mt_put8(dst, hh, true, gr, v);
+    }
+  }
+};
+
+template <> struct mt_wraw<GT_Q8_0> { // block k0 / 32 + hh
+  static constexpr bool split = false;
+  uint32_t q[8];
+  float d;
+  __device__ __forceinline__ void load(const uint8_t *row, int64_t k0, int hh, bool ok,
+                                       int64_t n_in, int) {
+    if (!ok || k0 + 32 * hh >= n_in) {
+#pragma unroll
+      for (int i = 0; i < 8; i++)
+        q[i] = 0;
+      d = 0.0f;
+      return;
+    }
+    const uint8_t *b = row + (size_t)(k0 / 32 + hh) * sizeof(cu_block_q8_0); // 2-byte aligned
+    d = __half2float(__ushort_as_half(__ldg((const unsigned short *)b)));
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+      q[i] = mt_ld16x2(b + 2 + 4 * i);
+  }
+  template <typename T> __device__ __forceinline__ void put(T *dst, int hh) const {
+    float v[8];
+#pragma unroll
+    for (int gr = 0; gr < 4; gr++) {
+#pragma unroll
+      for (int i = 0; i < 8; i++)
+        v[i] = d * (float)(int8_t)mt_b(q[2 * gr + i / 4], i % 4);
+      mt_put8(dst, hh, false, gr, v);
+    }
+  }
+};
+
+template <> struct mt_wraw<MT_GENERIC> { // element by element at expand time
+  static constexpr bool split = false;
+  const uint8_t *row;
+  int64_t c0, n_in;
+  int type;
+  bool ok;
+  __device__ __forceinline__ void load(const uint8_t *r, int64_t k0, int hh, bool ok_, int64_t n,
+                                       int ty) {
+    row = r, c0 = k0 + 32 * hh, n_in = n, ok = ok_, type = ty;
+  }
+  template <typename T> __device__ __forceinline__ void put(T *dst, int hh) const {
+    for (int i = 0; i < 32; i++)
+      mg_store(dst + 32 * hh + i, ok && c0 + i < n_in ? dequant1(row, type, c0 + i) : 0.0f);
+  }
+};
+
+// One block's work (see above) for weights of type TYPE held as T.
+template <int TYPE, typename T>
+__device__ __forceinline__ void
+mt_block(mt_smem<T> &sm, const cu_moe_job &jb, int e, int64_t r0, const float *x, size_t x_stride,
+         int64_t n_in, const int32_t *ids, size_t ids_stride, int n_slots, int k, int x_per_slot) {
+  namespace wmma = nvcuda::wmma;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int rr = tid >> 1, hh = tid & 1; // weight row and part this thread expands
+  const bool row_ok = r0 + rr < jb.n_out, warp_ok = r0 + warp * 16 < jb.n_out;
+  const uint8_t *wrow =
+      jb.w + ((size_t)e * (size_t)jb.n_out + (size_t)(row_ok ? r0 + rr : r0)) * jb.row_bytes;
+  const int xc = tid & (MT_BK - 1), xs0 = tid / MT_BK; // activation column, first slot
+  mt_wraw<TYPE> wr;
+  for (int cursor = 0; cursor < n_slots;) {
+    // gather the next up to MT_LIST routed slots, in slot order
+    int cnt = 0;
+    while (cursor < n_slots && cnt <= MT_LIST - MT_THREADS) {
+      const int s = cursor + tid;
+      const bool hit = s < n_slots && ids[(size_t)(s / k) * ids_stride + (size_t)(s % k)] == e;
+      const unsigned bal = __ballot_sync(0xffffffffu, hit);
+      if (lane == 0)
+        sm.wcount[warp] = __popc(bal);
+      __syncthreads();
+      int before = 0, total = 0;
+#pragma unroll
+      for (int w = 0; w < MT_WARPS; w++) {
+        const int c = sm.wcount[w];
+        before += w < warp ? c : 0;
+        total += c;
+      }
+      if (hit)
+        sm.list[cnt + before + __popc(bal & ((1u << lane) - 1u))] = s;
+      cnt += total;
+      cursor += MT_THREADS;
+      __syncthreads(); // wcount is rewritten next round; the list is complete
+    }
+    for (int b0 = 0; b0 < cnt; b0 += MT_BN) {
+      const int nt = cnt - b0 < MT_BN ? cnt - b0 : MT_BN; // slots in this tile
+      if (tid < MT_BN) {
+        int64_t off = 0;
+        if (tid < nt) {
+          const int s = sm.list[b0 + tid];
+          off = (int64_t)(x_per_slot ? s : s / k) * (int64_t)x_stride;
+        }
+        sm.xoff[tid] = off;
+      }
+      __syncthreads(); // xoff set; the previous tile's shared tiles are no longer read
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[MT_BN / 16];
+#pragma unroll
+      for (int f = 0; f < MT_BN / 16; f++)
+        wmma::fill_fragment(acc[f], 0.0f);
+      float xv[16];
+      auto load_x = [&](int64_t k0) {
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+          const int sl = xs0 + i * (MT_THREADS / MT_BK);
+          xv[i] = sl < nt && k0 + xc < n_in ? __ldg(x + sm.xoff[sl] + k0 + xc) : 0.0f;
+        }
+      };
+      wr.load(wrow, 0, hh, row_ok, n_in, jb.type);
+      load_x(0);
+      for (int64_t k0 = 0; k0 < n_in; k0 += MT_BK) {
+        if (k0 > 0)
+          __syncthreads(); // the previous step's tiles are no longer read
+        wr.put(sm.ws + rr * MT_LD, hh);
+#pragma unroll
+        for (int i = 0; i < 16; i++)
+          mg_store(&sm.xs[(xs0 + i * (MT_THREADS / MT_BK)) * MT_LD + xc], xv[i]);
+        __syncthreads();
+        if (k0 + MT_BK < n_in) { // next step's bytes in flight during the MMAs
+          wr.load(wrow, k0 + MT_BK, hh, row_ok, n_in, jb.type);
+          load_x(k0 + MT_BK);
+        }
+        if (warp_ok) {
+#pragma unroll
+          for (int kk = 0; kk < MT_BK; kk += 16) {
+            wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
+            wmma::load_matrix_sync(fa, sm.ws + warp * 16 * MT_LD + kk, MT_LD);
+#pragma unroll
+            for (int f = 0; f < MT_BN / 16; f++)
+              if (f * 16 < nt) {
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
+                wmma::load_matrix_sync(fb, sm.xs + f * 16 * MT_LD + kk,
+                                       MT_LD); // B[k][n] = xs[n][k]
+                wmma::mma_sync(acc[f], fa, fb, acc[f]);
+              }
+          }
         }
       }
-      wmma::store_matrix_sync(&cs[fr][fc], acc, MG_CLD, wmma::mem_row_major);
-      __syncthreads();
-      for (int i = tid; i < MG_BM * MG_BN; i += MG_THREADS) {
-        const int bb = i / MG_BM, rr = i % MG_BM;
-        if (b0 + bb < cnt && r0 + rr < jb.n_out)
-          jb.y[(size_t)(s0 + list[b0 + bb]) * jb.y_stride + (size_t)(r0 + rr)] = cs[rr][bb];
+      if (warp_ok) {
+        float *stage = sm.stage[warp];
+        const int c = lane >> 1, rh = (lane & 1) * 8;
+        const int64_t row = r0 + warp * 16 + rh;
+#pragma unroll
+        for (int f = 0; f < MT_BN / 16; f++)
+          if (f * 16 < nt) {
+            wmma::store_matrix_sync(stage, acc[f], 16, wmma::mem_col_major); // [slot][row]
+            __syncwarp();
+            if (f * 16 + c < nt) {
+              float *yr = jb.y + (size_t)sm.list[b0 + f * 16 + c] * jb.y_stride + (size_t)row;
+#pragma unroll
+              for (int i = 0; i < 8; i++)
+                if (row + i < jb.n_out)
+                  yr[i] = stage[c * 16 + rh + i];
+            }
+            __syncwarp(); // stage is rewritten by the next fragment
+          }
       }
     }
   }
+}
+
+template <typename T>
+__global__ static void __launch_bounds__(MT_THREADS, 2)
+    moe_grouped_tc_kernel(moe_jobs jobs, const float *x, size_t x_stride, int64_t n_in,
+                          const int32_t *ids, size_t ids_stride, int n_slots, int k,
+                          int x_per_slot) {
+  pdl_trigger();
+  pdl_wait();
+  __shared__ mt_smem<T> sm;
+  const cu_moe_job jb = blockIdx.z ? jobs.j[1] : jobs.j[0]; // no local copy of jobs
+  const int e = blockIdx.y;
+  const int64_t r0 = (int64_t)blockIdx.x * MT_BM;
+  if (r0 >= jb.n_out) // uniform over the block
+    return;
+#define MT_BLOCK(TY)                                                                               \
+  mt_block<TY, T>(sm, jb, e, r0, x, x_stride, n_in, ids, ids_stride, n_slots, k, x_per_slot)
+  if (std::is_same<T, half>::value && n_in % 32 == 0) { // quantized types expand natively
+    switch (jb.type) {
+    case GT_Q4_K:
+      MT_BLOCK(GT_Q4_K);
+      return;
+    case GT_Q5_K:
+      MT_BLOCK(GT_Q5_K);
+      return;
+    case GT_Q6_K:
+      MT_BLOCK(GT_Q6_K);
+      return;
+    case GT_Q8_0:
+      MT_BLOCK(GT_Q8_0);
+      return;
+    default:
+      break;
+    }
+  }
+  MT_BLOCK(MT_GENERIC);
+#undef MT_BLOCK
 }
 
 void launch_moe_matmul_id(const cu_moe_job *jobs, int n_jobs, const float *x, size_t x_stride,
@@ -472,16 +810,20 @@ void launch_moe_matmul_id(const cu_moe_job *jobs, int n_jobs, const float *x, si
     int n_f32 = 0, n_bf16 = 0;
     for (int i = 0; i < n_jobs; i++)
       n_f32 += jobs[i].type == GT_F32, n_bf16 += jobs[i].type == GT_BF16;
-    dim3 grid(cdiv(n_out_max, MG_BM), (unsigned)n_expert, (unsigned)n_jobs);
-    if (n_f32 == 0 && n_bf16 == 0)
-      cu_launch(moe_grouped_tc_kernel<half>, grid, MG_THREADS, 0, st, mj, x, x_stride, n_in, ids,
-                ids_stride, n, k, x_per_slot);
-    else if (n_f32 == 0 && n_bf16 == n_jobs)
-      cu_launch(moe_grouped_tc_kernel<__nv_bfloat16>, grid, MG_THREADS, 0, st, mj, x, x_stride,
-                n_in, ids, ids_stride, n, k, x_per_slot);
-    else
+    CU_ASSERT(n * k < INT32_MAX - MT_THREADS);
+    if (n_f32 == 0 && (n_bf16 == 0 || n_bf16 == n_jobs)) {
+      dim3 grid(cdiv(n_out_max, MT_BM), (unsigned)n_expert, (unsigned)n_jobs);
+      if (n_bf16 == 0)
+        cu_launch(moe_grouped_tc_kernel<half>, grid, MT_THREADS, 0, st, mj, x, x_stride, n_in, ids,
+                  ids_stride, (int)(n * k), k, x_per_slot);
+      else
+        cu_launch(moe_grouped_tc_kernel<__nv_bfloat16>, grid, MT_THREADS, 0, st, mj, x, x_stride,
+                  n_in, ids, ids_stride, (int)(n * k), k, x_per_slot);
+    } else {
+      dim3 grid(cdiv(n_out_max, MG_BM), (unsigned)n_expert, (unsigned)n_jobs);
       cu_launch(moe_grouped_kernel, grid, MG_THREADS, 0, st, mj, x, x_stride, n_in, ids, ids_stride,
                 n, k, x_per_slot);
+    }
   }
   CUDA_LAUNCH_CHECK();
 }
