@@ -7,17 +7,21 @@
 // replays from the captured graph. The expert matmul has two forms:
 //   slot form (few tokens: decode): one block row per (token, slot) pair;
 //     each reads the id, then only that expert's weight rows — decode reads
-//     exactly the k chosen experts' bytes. Quantized weights use the q8_1
-//     dp4a dot of mmvq.cu (re-stated here: those device functions are private
-//     to that file) on activations quantized once per call into the
-//     backend's q8 scratch; float weights, or activations too wide for the
-//     scratch, use a dequantize-and-FMA dot on f32 activations.
-//   grouped form (prefill): one block per (expert, 64 output rows) gathers
-//     the (token, slot) pairs routed to its expert from ids and runs a small
-//     tiled GEMM over them, so an expert's rows are read once per 32 routed
-//     tokens. Experts nobody chose exit after the scan. On tensor cores
-//     (WMMA, f32 accumulation) with weights dequantized and activations
-//     rounded to f16 — bf16 for BF16 weights — as the dense prefill GEMM
+//     exactly the k chosen experts' bytes. Quantized weights use a q8_1 dp4a
+//     dot on activations quantized once per call into the backend's q8
+//     scratch: Q4_K streams 16-byte chunks per lane, several loads in flight
+//     (as mmv_stream.cu), the other types use mmvq.cu's one sub-block per
+//     lane (both re-stated here: those device functions are private to their
+//     files); float weights, or activations too wide for the scratch, use a
+//     dequantize-and-FMA dot on f32 activations.
+//   grouped form (prefill): one block per (expert, 128 output rows) gathers
+//     the slots routed to its expert from ids into shared memory (no global
+//     scratch, so the launch shape never depends on the routing; experts
+//     nobody chose exit after the scan) and runs a GEMM over them in tiles
+//     of 64 slots, so an expert's rows are read once per 64 routed slots. On
+//     tensor cores (WMMA, f32 accumulation) with weights dequantized — the
+//     quantized types natively, 16-byte chunks per thread — and activations
+//     rounded to f16 (bf16 for BF16 weights), as the dense prefill GEMM
 //     does; F32 weights keep an f32 SIMT form.
 // Each output element is one dot product of one weight row and one input
 // row in both forms (backend.h contract).
@@ -776,6 +780,112 @@ __global__ static void __launch_bounds__(MT_THREADS, 2)
 #undef MT_BLOCK
 }
 
+// ---- slot form, Q4_K streaming --------------------------------------------------
+//
+// Q4_K weights with q8_1 activations (decode's common case) stream as in
+// mmv_stream.cu: a warp owns `rows` consecutive rows of its slot's expert
+// and walks their (row, super-block) units, 8 lanes per unit; lane p = lane
+// % 8 takes qs bytes 16p..16p+15 (16-byte loads that skip L1): weights
+// 16(p%2).. of sub-blocks 2(p/2) (low nibbles) and 2(p/2) + 1 (high), and the
+// unit's 16-byte header. MQ_UNITS units per lane group are loaded before
+// any is used, so a warp keeps up to 4 * MQ_UNITS units in flight; `rows`
+// is chosen so that one such batch covers the warp's rows when they are
+// short (down: 3 super-blocks per row).
+enum { MQ_UNITS = 4, MQ_ROWS_MAX = 4 };
+
+__device__ __forceinline__ uint4 mq_ld_stream(const void *p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+// 16 bytes (4 ints) of q8_1 block b's quants from int 4 hf on, and (d, s).
+__device__ __forceinline__ void mq_ld_x16(const cu_block_q8_1 *b, int hf, int x[4], float2 &ds) {
+  ds = *(const float2 *)b;
+  const int2 *q = (const int2 *)(b->qs + 16 * hf);
+  const int2 a = q[0], c = q[1];
+  x[0] = a.x, x[1] = a.y, x[2] = c.x, x[3] = c.y;
+}
+
+// grid (row groups of MS_WARPS * rows, n * k slots, jobs); every job Q4_K.
+__global__ static void __launch_bounds__(MS_WARPS * 32, 6)
+    moe_slot_q4k_kernel(moe_jobs jobs, const cu_block_q8_1 *xq, int64_t n_in, const int32_t *ids,
+                        size_t ids_stride, int k, int64_t n_expert, int x_per_slot, int rows) {
+  pdl_trigger();
+  pdl_wait();
+  const cu_moe_job jb = blockIdx.z ? jobs.j[1] : jobs.j[0]; // no local copy of jobs
+  const int64_t slot = blockIdx.y, t = slot / k;
+  const int j = (int)(slot % k), lane = threadIdx.x & 31;
+  const int64_t r0 = ((int64_t)blockIdx.x * MS_WARPS + threadIdx.x / 32) * rows;
+  if (r0 >= jb.n_out)
+    return;
+  const int nr = (int)(jb.n_out - r0 < rows ? jb.n_out - r0 : rows); // rows of this warp
+  float *y = jb.y + (size_t)slot * jb.y_stride + (size_t)r0;
+  const int32_t e = ids[(size_t)t * ids_stride + j];
+  if (e < 0 || e >= n_expert) { // broken contract: make it visible, touch nothing
+    if (lane < nr)
+      y[lane] = NAN;
+    return;
+  }
+  const uint8_t *w = jb.w + ((size_t)e * (size_t)jb.n_out + (size_t)r0) * jb.row_bytes;
+  const int nb = (int)(n_in / QK_K), n_units = nr * nb;
+  const cu_block_q8_1 *xb = xq + (x_per_slot ? slot : t) * (n_in / 32);
+  const int p = lane & 7, grp = lane >> 3, g = p >> 1, hf = p & 1;
+  float acc[MQ_ROWS_MAX];
+#pragma unroll
+  for (int jr = 0; jr < MQ_ROWS_MAX; jr++)
+    acc[jr] = 0.0f;
+  for (int base = 0; base < n_units; base += 4 * MQ_UNITS) {
+    uint4 qs[MQ_UNITS], hd[MQ_UNITS];
+#pragma unroll
+    for (int u = 0; u < MQ_UNITS; u++) {
+      const int un = base + 4 * u + grp;
+      if (un < n_units) {
+        const uint8_t *blk = w + (size_t)(un / nb) * jb.row_bytes + (size_t)(un % nb) * 144;
+        hd[u] = mq_ld_stream(blk);
+        qs[u] = mq_ld_stream(blk + 16 + 16 * p);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < MQ_UNITS; u++) {
+      const int un = base + 4 * u + grp;
+      if (un >= n_units)
+        break;
+      const int rr = un / nb, sb = un % nb;
+      int xa[4], xc[4];
+      float2 da, dc;
+      mq_ld_x16(xb + sb * 8 + 2 * g, hf, xa, da);
+      mq_ld_x16(xb + sb * 8 + 2 * g + 1, hf, xc, dc);
+      const int qv[4] = {(int)qs[u].x, (int)qs[u].y, (int)qs[u].z, (int)qs[u].w};
+      int s0 = 0, s1 = 0;
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        s0 = __dp4a(qv[i] & 0x0F0F0F0F, xa[i], s0);
+        s1 = __dp4a((qv[i] >> 4) & 0x0F0F0F0F, xc[i], s1);
+      }
+      int sc0, m0, sc1, m1;
+      mt_scale_min(hd[u].y, hd[u].z, hd[u].w, 2 * g, sc0, m0);
+      mt_scale_min(hd[u].y, hd[u].z, hd[u].w, 2 * g + 1, sc1, m1);
+      const float2 dm = __half22float2(*(const __half2 *)&hd[u].x);
+      float v = dm.x * ((float)sc0 * da.x * (float)s0 + (float)sc1 * dc.x * (float)s1);
+      if (hf == 0) // the min term once per sub-block: x.s sums all 32 of its inputs
+        v -= dm.y * ((float)m0 * da.y + (float)m1 * dc.y);
+#pragma unroll
+      for (int jr = 0; jr < MQ_ROWS_MAX; jr++)
+        acc[jr] += jr == rr ? v : 0.0f;
+    }
+  }
+#pragma unroll
+  for (int jr = 0; jr < MQ_ROWS_MAX; jr++)
+    if (jr < nr) { // uniform over the warp
+      const float a = warp_sum(acc[jr]);
+      if (lane == 0)
+        y[jr] = a;
+    }
+}
+
 void launch_moe_matmul_id(const cu_moe_job *jobs, int n_jobs, const float *x, size_t x_stride,
                           int64_t n_x_rows, int64_t n_in, const int32_t *ids, size_t ids_stride,
                           int64_t n, int k, int64_t n_expert, void *q8, size_t q8_bytes,
@@ -801,9 +911,21 @@ void launch_moe_matmul_id(const cu_moe_job *jobs, int n_jobs, const float *x, si
       launch_quantize_q8_1(q8, x, x_stride, n_in, n_x_rows, st);
       xq = (const cu_block_q8_1 *)q8;
     }
-    dim3 grid(cdiv(n_out_max, MS_WARPS * MS_ROWS), (unsigned)(n * k), (unsigned)n_jobs);
-    cu_launch(moe_slot_kernel, grid, MS_WARPS * 32, 0, st, mj, xq, x, x_stride, n_in, ids,
-              ids_stride, k, n_expert, x_per_slot);
+    bool all_q4k = xq != NULL;
+    for (int i = 0; i < n_jobs; i++)
+      all_q4k = all_q4k && jobs[i].type == GT_Q4_K;
+    if (all_q4k) {
+      /* rows per warp: one batch of 4 * MQ_UNITS super-blocks covers them */
+      int64_t rows = (4 * MQ_UNITS) / (n_in / QK_K);
+      rows = rows < 1 ? 1 : (rows > MQ_ROWS_MAX ? (int64_t)MQ_ROWS_MAX : rows);
+      dim3 grid(cdiv(n_out_max, MS_WARPS * rows), (unsigned)(n * k), (unsigned)n_jobs);
+      cu_launch(moe_slot_q4k_kernel, grid, MS_WARPS * 32, 0, st, mj, xq, n_in, ids, ids_stride, k,
+                n_expert, x_per_slot, (int)rows);
+    } else {
+      dim3 grid(cdiv(n_out_max, MS_WARPS * MS_ROWS), (unsigned)(n * k), (unsigned)n_jobs);
+      cu_launch(moe_slot_kernel, grid, MS_WARPS * 32, 0, st, mj, xq, x, x_stride, n_in, ids,
+                ids_stride, k, n_expert, x_per_slot);
+    }
   } else {
     /* tensor cores unless a weight is F32 (kept exact) or BF16 and other
        types are mixed in one call (one activation format per launch) */
