@@ -257,6 +257,10 @@ static void test_moe_matmul_id(void **state) {
     mm_id_case(t, 8, 75, 256, 1, 4, true, 1, bound[ti], "slot");
     /* a few tokens: still the slot form */
     mm_id_case(t, 16, 64, 512, 3, 2, false, 2, bound[ti], "slot");
+    /* rows of 3 super-blocks (several rows per warp), and of 32 (two
+     * batches of loads per row) in the Q4_K streaming form */
+    mm_id_case(t, 8, 50, 768, 1, 4, true, 1, bound[ti], "slot, 768 wide");
+    mm_id_case(t, 4, 12, 8192, 1, 2, false, 2, bound[ti], "slot, 8192 wide");
     /* slot form with activations too wide for the q8 scratch: f32 activations */
     mm_id_case(t, 12, 40, 1024, 4, 8, true, 1, bound[ti], "slot, f32 activations");
     /* prefill: grouped by expert; 300 x 4 slots span two id windows */
@@ -530,8 +534,8 @@ static int setup(void **state) {
     return -1;
   if (hx_backend_cuda_init(&g_gpu, 0, &err) != HX_OK)
     return -1;
-  if (g_cpu.ops->reserve(g_cpu.be, 512, 4096, 8192, &err) ||
-      g_gpu.ops->reserve(g_gpu.be, 512, 4096, 8192, &err))
+  if (g_cpu.ops->reserve(g_cpu.be, 512, 8192, 8192, &err) ||
+      g_gpu.ops->reserve(g_gpu.be, 512, 8192, 8192, &err))
     return -1;
   return 0;
 }

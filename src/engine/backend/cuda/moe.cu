@@ -461,7 +461,6 @@ __device__ __forceinline__ int mt_b(uint32_t w, int i) { return (int)((w >> (8 *
 template <int TYPE> struct mt_wraw;
 
 template <> struct mt_wraw<GT_Q4_K> { // 16 qs bytes: low nibbles sub 2g, high sub 2g+1
-  static constexpr bool split = true;
   uint4 q;
   uint32_t dm, s0, s1, s2;
   int g;
@@ -499,7 +498,6 @@ template <> struct mt_wraw<GT_Q4_K> { // 16 qs bytes: low nibbles sub 2g, high s
 };
 
 template <> struct mt_wraw<GT_Q5_K> { // as Q4_K plus the fifth bits from qh
-  static constexpr bool split = true;
   uint4 q, h;
   uint32_t dm, s0, s1, s2;
   int g;
@@ -541,7 +539,6 @@ template <> struct mt_wraw<GT_Q5_K> { // as Q4_K plus the fifth bits from qh
 };
 
 template <> struct mt_wraw<GT_Q6_K> { // a quarter block: sub-rows r0 and r0 + 1
-  static constexpr bool split = true;
   uint32_t l0[4], l1[4], hq[4];
   float ds0, ds1;
   int r0;
@@ -585,7 +582,6 @@ template <> struct mt_wraw<GT_Q6_K> { // a quarter block: sub-rows r0 and r0 + 1
 };
 
 template <> struct mt_wraw<GT_Q8_0> { // block k0 / 32 + hh
-  static constexpr bool split = false;
   uint32_t q[8];
   float d;
   __device__ __forceinline__ void load(const uint8_t *row, int64_t k0, int hh, bool ok,
@@ -616,7 +612,6 @@ template <> struct mt_wraw<GT_Q8_0> { // block k0 / 32 + hh
 };
 
 template <> struct mt_wraw<MT_GENERIC> { // element by element at expand time
-  static constexpr bool split = false;
   const uint8_t *row;
   int64_t c0, n_in;
   int type;
