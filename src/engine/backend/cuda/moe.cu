@@ -611,6 +611,28 @@ template <> struct mt_wraw<GT_Q8_0> { // block k0 / 32 + hh
   }
 };
 
+// F16 / BF16 rows held as the same T: 4 16-byte chunks copied as they are
+// (rows 16-byte aligned, n_in % 8 == 0: checked by the kernel).
+struct mt_wraw_f16 {
+  uint4 v[4];
+  __device__ __forceinline__ void load(const uint8_t *row, int64_t k0, int hh, bool ok,
+                                       int64_t n_in, int) {
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+      const int64_t c = k0 + 32 * hh + 8 * q;
+      v[q] = ok && c < n_in ? __ldg((const uint4 *)(row + 2 * c)) : make_uint4(0, 0, 0, 0);
+    }
+  }
+  template <typename T> __device__ __forceinline__ void put(T *dst, int hh) const {
+    static_assert(sizeof(T) == 2, "16-bit element");
+#pragma unroll
+    for (int q = 0; q < 4; q++)
+      *(uint4 *)(dst + 32 * hh + 8 * q) = v[q];
+  }
+};
+template <> struct mt_wraw<GT_F16> : mt_wraw_f16 {};
+template <> struct mt_wraw<GT_BF16> : mt_wraw_f16 {};
+
 template <> struct mt_wraw<MT_GENERIC> { // element by element at expand time
   const uint8_t *row;
   int64_t c0, n_in;
@@ -753,7 +775,9 @@ __global__ static void __launch_bounds__(MT_THREADS, 2)
     return;
 #define MT_BLOCK(TY)                                                                               \
   mt_block<TY, T>(sm, jb, e, r0, x, x_stride, n_in, ids, ids_stride, n_slots, k, x_per_slot)
-  if (std::is_same<T, half>::value && n_in % 32 == 0) { // quantized types expand natively
+  // 16-bit float rows copy straight into the tile when they are 16-byte aligned
+  const bool f16_ok = (uintptr_t)jb.w % 16 == 0 && jb.row_bytes % 16 == 0 && n_in % 8 == 0;
+  if (std::is_same<T, half>::value) { // quantized types expand natively
     switch (jb.type) {
     case GT_Q4_K:
       MT_BLOCK(GT_Q4_K);
@@ -767,9 +791,18 @@ __global__ static void __launch_bounds__(MT_THREADS, 2)
     case GT_Q8_0:
       MT_BLOCK(GT_Q8_0);
       return;
+    case GT_F16:
+      if (f16_ok) {
+        MT_BLOCK(GT_F16);
+        return;
+      }
+      break;
     default:
       break;
     }
+  } else if (jb.type == GT_BF16 && f16_ok) { // the bf16 kernel gets only BF16 weights
+    MT_BLOCK(GT_BF16);
+    return;
   }
   MT_BLOCK(MT_GENERIC);
 #undef MT_BLOCK
