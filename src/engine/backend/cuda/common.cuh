@@ -194,7 +194,7 @@ __device__ __forceinline__ void prefetch_l2(const void *p, size_t n_bytes, int t
 }
 
 // Whether launches on the calling thread's device use programmatic dependent
-// launch (compute capability ≥ 9.0 and HX_CUDA_PDL=1; cuda_backend.c).
+// launch (compute capability ≥ 9.0 unless HX_CUDA_PDL=0; cuda_backend.c).
 extern "C" int hx_cuda_pdl_enabled(void);
 
 // Launches kernel<<<grid, block, smem, st>>>(args...), with the programmatic

@@ -25,7 +25,10 @@
 // next batch's loads issued before computing the current one were a tie
 // (252.5 vs 253.0) and BF16 lost 20% in the persistent form (144.5 -> 116.5):
 // the mat-vec is bound by instructions per weight byte, not by loads in flight
-// -- hence the uniform scale decoding.
+// -- hence the uniform scale decoding (243 -> 287 tok/s). A two-stage pipeline
+// per warp (the next batch's loads issued before the current batch's math)
+// measured 278 against 287 and was dropped; ncu puts the big mat-vecs at ~2.45
+// TB/s streaming plus a fixed ~6 us per launch (ramp and tail).
 //
 // One launch serves up to three jobs (q/k/v or gate/up) of any of these types;
 // each warp takes two consecutive rows of one job.
@@ -69,263 +72,181 @@ __device__ __forceinline__ void q4k_scale_min(int j, uint32_t s0, uint32_t s1, u
   }
 }
 
-// Each row function below runs a two-stage pipeline: the loads of batch i+1
-// (quants and the scales each lane needs) are issued before batch i is
-// computed, so a warp computes while its next bytes are in flight instead of
-// alternating "all loads, then all math" (which left a one-wave mat-vec such
-// as the 4096 x 4096 o-projection waiting on HBM, then on arithmetic).
-
-// ---- Q4_K (GGUF layout) ----
-enum { Q4U = 1 }; /* steps of 8 super-blocks per batch: a 4096-wide row is 2 batches */
-struct q4k_bt {
-  uint4 qa[MS_ROWS][Q4U], qb[MS_ROWS][Q4U], h[MS_ROWS][Q4U];
-};
-
-__device__ __forceinline__ void q4k_load(q4k_bt &bt, const uint8_t *const w[MS_ROWS], int64_t nb,
-                                         int64_t i0) {
-  const int lane = threadIdx.x & 31, p = lane & 3;
-#pragma unroll
-  for (int u = 0; u < Q4U; u++) {
-    const int64_t sb = (i0 + u) * 8 + (lane >> 2);
-#pragma unroll
-    for (int r = 0; r < MS_ROWS; r++)
-      if (sb < nb) {
-        const uint8_t *blk = w[r] + (size_t)sb * 144;
-        bt.h[r][u] = ld_stream(blk);
-        bt.qa[r][u] = ld_stream(blk + 16 + 16 * p);
-        bt.qb[r][u] = ld_stream(blk + 80 + 16 * p);
-      }
-  }
-}
-
-__device__ __forceinline__ void q4k_dot(const q4k_bt &bt, int64_t nb, int64_t i0,
-                                        const cu_block_q8_1 *xq, float acc[MS_ROWS]) {
-  const int lane = threadIdx.x & 31, p = lane & 3, g = p >> 1, hf = p & 1;
-#pragma unroll
-  for (int u = 0; u < Q4U; u++) {
-    const int64_t sb = (i0 + u) * 8 + (lane >> 2);
-    if (sb >= nb)
-      break;
-    /* activation: sub-blocks 2g, 2g+1 (first chunk), 4+2g, 5+2g (second) */
-    int x0[4], x1[4], x2[4], x3[4];
-    float2 d0, d1, d2, d3;
-    ld_x16(xq, sb * 8 + 2 * g, hf, x0, d0);
-    ld_x16(xq, sb * 8 + 2 * g + 1, hf, x1, d1);
-    ld_x16(xq, sb * 8 + 2 * g + 4, hf, x2, d2);
-    ld_x16(xq, sb * 8 + 2 * g + 5, hf, x3, d3);
-#pragma unroll
-    for (int r = 0; r < MS_ROWS; r++) {
-      const uint4 qq = bt.qa[r][u], qr = bt.qb[r][u], hh = bt.h[r][u];
-      const int va[4] = {(int)qq.x, (int)qq.y, (int)qq.z, (int)qq.w};
-      const int vb[4] = {(int)qr.x, (int)qr.y, (int)qr.z, (int)qr.w};
-      int s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-#pragma unroll
-      for (int k = 0; k < 4; k++) {
-        s0 = __dp4a(va[k] & 0x0F0F0F0F, x0[k], s0);
-        s1 = __dp4a((va[k] >> 4) & 0x0F0F0F0F, x1[k], s1);
-        s2 = __dp4a(vb[k] & 0x0F0F0F0F, x2[k], s2);
-        s3 = __dp4a((vb[k] >> 4) & 0x0F0F0F0F, x3[k], s3);
-      }
-      /* scales j = 2g, 2g+1 (< 4) and 4+2g, 5+2g; the 12 bytes are hh.y|hh.z|hh.w */
-      const int j0 = 2 * g, j1 = 2 * g + 1;
-      const int a0 = byte_at(hh.y, j0), a1 = byte_at(hh.y, j1); /* scales 0-3 (+ high bits) */
-      const int b0 = byte_at(hh.z, j0), b1 = byte_at(hh.z, j1); /* mins 0-3 (+ high bits) */
-      const int c0 = byte_at(hh.w, j0), c1 = byte_at(hh.w, j1); /* low nibbles of 4-7 */
-      const int sc0 = a0 & 63, sc1 = a1 & 63, m0 = b0 & 63, m1 = b1 & 63;
-      const int sc2 = (c0 & 0xF) | ((a0 >> 6) << 4), sc3 = (c1 & 0xF) | ((a1 >> 6) << 4);
-      const int m2 = (c0 >> 4) | ((b0 >> 6) << 4), m3 = (c1 >> 4) | ((b1 >> 6) << 4);
-      const float2 dm = __half22float2(*(const __half2 *)&hh.x);
-      float v = (float)(s0 * sc0) * d0.x + (float)(s1 * sc1) * d1.x + (float)(s2 * sc2) * d2.x +
-                (float)(s3 * sc3) * d3.x;
-      v *= dm.x;
-      if (hf == 0) /* the min term once per sub-block: x.s sums all 32 */
-        v -= dm.y * ((float)m0 * d0.y + (float)m1 * d1.y + (float)m2 * d2.y + (float)m3 * d3.y);
-      acc[r] += v;
-    }
-  }
-}
-
 // One warp, rows w[0], w[1] (GGUF Q4_K), nb super-blocks per row.
 __device__ __forceinline__ void rows_q4k(const uint8_t *const w[MS_ROWS], int64_t nb,
                                          const cu_block_q8_1 *xq, float acc[MS_ROWS],
                                          bool wait_first) {
-  q4k_bt b0, b1;
-  q4k_load(b0, w, nb, 0);
-  if (wait_first)
-    pdl_wait();
-  for (int64_t i0 = 0; i0 * 8 < nb; i0 += Q4U) {
-    const bool more = (i0 + Q4U) * 8 < nb;
-    if (more)
-      q4k_load(b1, w, nb, i0 + Q4U);
-    q4k_dot(b0, nb, i0, xq, acc);
-    if (more)
-      b0 = b1;
-  }
-}
-
-// ---- Q6_K (planar) ----
-enum { Q6U = 2 }; /* steps of 4 super-blocks per batch */
-struct q6k_bt {
-  uint4 l[MS_ROWS][Q6U], hb[MS_ROWS][Q6U];
-  uint32_t sd[MS_ROWS][Q6U]; /* d (f16) | scale lo << 16 | scale hi << 24 */
-};
-struct q6k_rows {
-  const uint8_t *ql[MS_ROWS], *qh[MS_ROWS];
-  const int8_t *sc[MS_ROWS];
-  const unsigned short *dd[MS_ROWS];
-};
-
-__device__ __forceinline__ void q6k_load(q6k_bt &bt, const q6k_rows &rw, int64_t nb, int64_t i0) {
-  const int lane = threadIdx.x & 31;
+  enum { U = 2 }; /* 8 super-blocks per step: a 4096-wide row is one batch */
+  const int lane = threadIdx.x & 31, p = lane & 3, g = p >> 1, hf = p & 1;
+  for (int64_t i0 = 0; i0 * 8 < nb; i0 += U) {
+    uint4 qa[MS_ROWS][U], qb[MS_ROWS][U], h[MS_ROWS][U];
 #pragma unroll
-  for (int u = 0; u < Q6U; u++) {
-    const int64_t sb = (i0 + u) * 4 + (lane >> 3);
+    for (int u = 0; u < U; u++) {
+      const int64_t sb = (i0 + u) * 8 + (lane >> 2);
 #pragma unroll
-    for (int r = 0; r < MS_ROWS; r++)
-      if (sb < nb) {
-        bt.l[r][u] = ld_stream(rw.ql[r] + (size_t)sb * 128);
-        bt.hb[r][u] = ld_stream(rw.qh[r] + (size_t)sb * 64);
-        const int8_t *s = rw.sc[r] + (size_t)sb * 16;
-        bt.sd[r][u] = (uint32_t)__ldg(rw.dd[r] + sb) | ((uint32_t)(uint8_t)__ldg(s) << 16) |
-                      ((uint32_t)(uint8_t)__ldg(s + 4) << 24);
+      for (int r = 0; r < MS_ROWS; r++)
+        if (sb < nb) {
+          const uint8_t *blk = w[r] + (size_t)sb * 144;
+          h[r][u] = ld_stream(blk);
+          qa[r][u] = ld_stream(blk + 16 + 16 * p);
+          qb[r][u] = ld_stream(blk + 80 + 16 * p);
+        }
+    }
+    if (wait_first && i0 == 0)
+      pdl_wait();
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int64_t sb = (i0 + u) * 8 + (lane >> 2);
+      if (sb >= nb)
+        break;
+      /* activation: sub-blocks 2g, 2g+1 (first chunk), 4+2g, 5+2g (second) */
+      int x0[4], x1[4], x2[4], x3[4];
+      float2 d0, d1, d2, d3;
+      ld_x16(xq, sb * 8 + 2 * g, hf, x0, d0);
+      ld_x16(xq, sb * 8 + 2 * g + 1, hf, x1, d1);
+      ld_x16(xq, sb * 8 + 2 * g + 4, hf, x2, d2);
+      ld_x16(xq, sb * 8 + 2 * g + 5, hf, x3, d3);
+#pragma unroll
+      for (int r = 0; r < MS_ROWS; r++) {
+        const uint4 qq = qa[r][u], qr = qb[r][u], hh = h[r][u];
+        const int va[4] = {(int)qq.x, (int)qq.y, (int)qq.z, (int)qq.w};
+        const int vb[4] = {(int)qr.x, (int)qr.y, (int)qr.z, (int)qr.w};
+        int s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+          s0 = __dp4a(va[k] & 0x0F0F0F0F, x0[k], s0);
+          s1 = __dp4a((va[k] >> 4) & 0x0F0F0F0F, x1[k], s1);
+          s2 = __dp4a(vb[k] & 0x0F0F0F0F, x2[k], s2);
+          s3 = __dp4a((vb[k] >> 4) & 0x0F0F0F0F, x3[k], s3);
+        }
+        /* scales j = 2g, 2g+1 (< 4) and 4+2g, 5+2g; the 12 bytes are hh.y|hh.z|hh.w */
+        const int j0 = 2 * g, j1 = 2 * g + 1;
+        const int a0 = byte_at(hh.y, j0), a1 = byte_at(hh.y, j1); /* scales 0-3 (+ high bits) */
+        const int b0 = byte_at(hh.z, j0), b1 = byte_at(hh.z, j1); /* mins 0-3 (+ high bits) */
+        const int c0 = byte_at(hh.w, j0), c1 = byte_at(hh.w, j1); /* low nibbles of 4-7 */
+        const int sc0 = a0 & 63, sc1 = a1 & 63, m0 = b0 & 63, m1 = b1 & 63;
+        const int sc2 = (c0 & 0xF) | ((a0 >> 6) << 4), sc3 = (c1 & 0xF) | ((a1 >> 6) << 4);
+        const int m2 = (c0 >> 4) | ((b0 >> 6) << 4), m3 = (c1 >> 4) | ((b1 >> 6) << 4);
+        const float2 dm = __half22float2(*(const __half2 *)&hh.x);
+        float v = (float)(s0 * sc0) * d0.x + (float)(s1 * sc1) * d1.x + (float)(s2 * sc2) * d2.x +
+                  (float)(s3 * sc3) * d3.x;
+        v *= dm.x;
+        if (hf == 0) /* the min term once per sub-block: x.s sums all 32 */
+          v -= dm.y * ((float)m0 * d0.y + (float)m1 * d1.y + (float)m2 * d2.y + (float)m3 * d3.y);
+        acc[r] += v;
       }
-  }
-}
-
-__device__ __forceinline__ void q6k_dot(const q6k_bt &bt, int64_t nb, int64_t i0,
-                                        const cu_block_q8_1 *xq, float acc[MS_ROWS]) {
-  const int lane = threadIdx.x & 31, p = lane & 7, h = p >> 2, cc = p & 3;
-  const int e_lo = h * 128 + 16 * cc, sh = cc < 2 ? 0 : 2;
-#pragma unroll
-  for (int u = 0; u < Q6U; u++) {
-    const int64_t sb = (i0 + u) * 4 + (lane >> 3);
-    if (sb >= nb)
-      break;
-    int xa[4], xb[4];
-    float2 da, db;
-    ld_x16(xq, sb * 8 + e_lo / 32, cc & 1, xa, da);
-    ld_x16(xq, sb * 8 + e_lo / 32 + 2, cc & 1, xb, db);
-#pragma unroll
-    for (int r = 0; r < MS_ROWS; r++) {
-      const uint4 lq = bt.l[r][u], hq = bt.hb[r][u];
-      const int lv[4] = {(int)lq.x, (int)lq.y, (int)lq.z, (int)lq.w};
-      const int hv[4] = {(int)hq.x, (int)hq.y, (int)hq.z, (int)hq.w};
-      int s0 = 0, s1 = 0;
-#pragma unroll
-      for (int k = 0; k < 4; k++) {
-        const int lo =
-            __vsubss4((lv[k] & 0x0F0F0F0F) | (((hv[k] >> sh) & 0x03030303) << 4), 0x20202020);
-        const int hi = __vsubss4(
-            ((lv[k] >> 4) & 0x0F0F0F0F) | (((hv[k] >> (sh + 4)) & 0x03030303) << 4), 0x20202020);
-        s0 = __dp4a(lo, xa[k], s0);
-        s1 = __dp4a(hi, xb[k], s1);
-      }
-      const uint32_t c = bt.sd[r][u];
-      const float d = __half2float(__ushort_as_half((unsigned short)(c & 0xFFFF)));
-      acc[r] += d * ((float)(s0 * (int)(int8_t)(c >> 16)) * da.x +
-                     (float)(s1 * (int)(int8_t)(c >> 24)) * db.x);
     }
   }
 }
 
-// One warp, rows rr[0], rr[1] of a planar Q6_K matrix (R rows, nb super-blocks
+// One warp, rows r[0], r[1] of a planar Q6_K matrix (R rows, nb super-blocks
 // per row) at base.
 __device__ __forceinline__ void rows_q6kp(const uint8_t *base, int64_t R, const int64_t rr[MS_ROWS],
                                           int64_t nb, const cu_block_q8_1 *xq, float acc[MS_ROWS],
                                           bool wait_first) {
   const int lane = threadIdx.x & 31, p = lane & 7, h = p >> 2, cc = p & 3;
-  q6k_rows rw;
+  const int e_lo = h * 128 + 16 * cc, sh = cc < 2 ? 0 : 2;
+  const uint8_t *ql[MS_ROWS], *qh[MS_ROWS];
+  const int8_t *sc[MS_ROWS];
+  const __half *dd[MS_ROWS];
 #pragma unroll
   for (int r = 0; r < MS_ROWS; r++) {
-    rw.ql[r] = q6_kp_ql(base, rr[r], nb) + 16 * p;
-    rw.qh[r] = q6_kp_qh(base, R, rr[r], nb) + 32 * h + 16 * (cc & 1);
-    rw.sc[r] = q6_kp_sc(base, R, rr[r], nb) + h * 8 + cc;
-    rw.dd[r] = (const unsigned short *)q6_kp_d(base, R, rr[r], nb);
+    ql[r] = q6_kp_ql(base, rr[r], nb) + 16 * p;
+    qh[r] = q6_kp_qh(base, R, rr[r], nb) + 32 * h + 16 * (cc & 1);
+    sc[r] = q6_kp_sc(base, R, rr[r], nb);
+    dd[r] = q6_kp_d(base, R, rr[r], nb);
   }
-  q6k_bt b0, b1;
-  q6k_load(b0, rw, nb, 0);
-  if (wait_first)
-    pdl_wait();
-  for (int64_t i0 = 0; i0 * 4 < nb; i0 += Q6U) {
-    const bool more = (i0 + Q6U) * 4 < nb;
-    if (more)
-      q6k_load(b1, rw, nb, i0 + Q6U);
-    q6k_dot(b0, nb, i0, xq, acc);
-    if (more)
-      b0 = b1;
-  }
-}
-
-// ---- Q8_0 (planar) ----
-enum { Q8U = 2 }; /* steps of 32 16-byte chunks (16 blocks) per batch */
-struct q8_bt {
-  uint4 q[MS_ROWS][Q8U];
-  unsigned short d[MS_ROWS][Q8U];
-};
-
-__device__ __forceinline__ void q8_load(q8_bt &bt, const uint8_t *const qs[MS_ROWS],
-                                        const unsigned short *const dd[MS_ROWS], int64_t n_chunks,
-                                        int64_t i0) {
-  const int lane = threadIdx.x & 31;
+  for (int64_t i0 = 0; i0 * 4 < nb; i0 += MS_UNROLL) {
+    uint4 l[MS_ROWS][MS_UNROLL], hb[MS_ROWS][MS_UNROLL];
+    uint32_t sd[MS_ROWS][MS_UNROLL]; /* d (f16) | scale lo << 16 | scale hi << 24 */
 #pragma unroll
-  for (int u = 0; u < Q8U; u++) {
-    const int64_t c = (i0 + u) * 32 + lane;
+    for (int u = 0; u < MS_UNROLL; u++) {
+      const int64_t sb = (i0 + u) * 4 + (lane >> 3);
 #pragma unroll
-    for (int r = 0; r < MS_ROWS; r++)
-      if (c < n_chunks) {
-        bt.q[r][u] = ld_stream(qs[r] + (size_t)c * 16);
-        bt.d[r][u] = __ldg(dd[r] + (c >> 1));
+      for (int r = 0; r < MS_ROWS; r++)
+        if (sb < nb) {
+          l[r][u] = ld_stream(ql[r] + (size_t)sb * 128);
+          hb[r][u] = ld_stream(qh[r] + (size_t)sb * 64);
+          const int8_t *s = sc[r] + (size_t)sb * 16 + h * 8 + cc;
+          sd[r][u] = (uint32_t)__ldg((const unsigned short *)dd[r] + sb) |
+                     ((uint32_t)(uint8_t)__ldg(s) << 16) | ((uint32_t)(uint8_t)__ldg(s + 4) << 24);
+        }
+    }
+    if (wait_first && i0 == 0)
+      pdl_wait();
+#pragma unroll
+    for (int u = 0; u < MS_UNROLL; u++) {
+      const int64_t sb = (i0 + u) * 4 + (lane >> 3);
+      if (sb >= nb)
+        break;
+      int xa[4], xb[4];
+      float2 da, db;
+      ld_x16(xq, sb * 8 + e_lo / 32, cc & 1, xa, da);
+      ld_x16(xq, sb * 8 + e_lo / 32 + 2, cc & 1, xb, db);
+#pragma unroll
+      for (int r = 0; r < MS_ROWS; r++) {
+        const uint4 lq = l[r][u], hq = hb[r][u];
+        const int lv[4] = {(int)lq.x, (int)lq.y, (int)lq.z, (int)lq.w};
+        const int hv[4] = {(int)hq.x, (int)hq.y, (int)hq.z, (int)hq.w};
+        int s0 = 0, s1 = 0;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+          const int lo =
+              __vsubss4((lv[k] & 0x0F0F0F0F) | (((hv[k] >> sh) & 0x03030303) << 4), 0x20202020);
+          const int hi = __vsubss4(
+              ((lv[k] >> 4) & 0x0F0F0F0F) | (((hv[k] >> (sh + 4)) & 0x03030303) << 4), 0x20202020);
+          s0 = __dp4a(lo, xa[k], s0);
+          s1 = __dp4a(hi, xb[k], s1);
+        }
+        const uint32_t c = sd[r][u];
+        const float d = __half2float(__ushort_as_half((unsigned short)(c & 0xFFFF)));
+        acc[r] += d * ((float)(s0 * (int)(int8_t)(c >> 16)) * da.x +
+                       (float)(s1 * (int)(int8_t)(c >> 24)) * db.x);
       }
-  }
-}
-
-__device__ __forceinline__ void q8_dot(const q8_bt &bt, int64_t n_chunks, int64_t i0,
-                                       const cu_block_q8_1 *xq, float acc[MS_ROWS]) {
-  const int lane = threadIdx.x & 31;
-#pragma unroll
-  for (int u = 0; u < Q8U; u++) {
-    const int64_t c = (i0 + u) * 32 + lane;
-    if (c >= n_chunks)
-      break;
-    int xa[4];
-    float2 da;
-    ld_x16(xq, c >> 1, (int)(c & 1), xa, da);
-#pragma unroll
-    for (int r = 0; r < MS_ROWS; r++) {
-      const uint4 qq = bt.q[r][u];
-      int s = __dp4a((int)qq.x, xa[0], 0);
-      s = __dp4a((int)qq.y, xa[1], s);
-      s = __dp4a((int)qq.z, xa[2], s);
-      s = __dp4a((int)qq.w, xa[3], s);
-      acc[r] += __half2float(__ushort_as_half(bt.d[r][u])) * da.x * (float)s;
     }
   }
 }
 
-// One warp, rows rr[0], rr[1] of a planar Q8_0 matrix (R rows, nb blocks per row).
+// One warp, rows r[0], r[1] of a planar Q8_0 matrix (R rows, nb blocks per row).
 __device__ __forceinline__ void rows_q8_0p(const uint8_t *base, int64_t R,
                                            const int64_t rr[MS_ROWS], int64_t nb,
                                            const cu_block_q8_1 *xq, float acc[MS_ROWS],
                                            bool wait_first) {
+  const int lane = threadIdx.x & 31;
   const int64_t n_chunks = nb * 2;
-  const uint8_t *qs[MS_ROWS];
-  const unsigned short *dd[MS_ROWS];
+  for (int64_t i0 = 0; i0 * 32 < n_chunks; i0 += MS_UNROLL) {
+    uint4 q[MS_ROWS][MS_UNROLL];
+    unsigned short dq[MS_ROWS][MS_UNROLL];
 #pragma unroll
-  for (int r = 0; r < MS_ROWS; r++) {
-    qs[r] = q8_0p_qs(base, rr[r], nb);
-    dd[r] = (const unsigned short *)q8_0p_d(base, R, rr[r], nb);
-  }
-  q8_bt b0, b1;
-  q8_load(b0, qs, dd, n_chunks, 0);
-  if (wait_first)
-    pdl_wait();
-  for (int64_t i0 = 0; i0 * 32 < n_chunks; i0 += Q8U) {
-    const bool more = (i0 + Q8U) * 32 < n_chunks;
-    if (more)
-      q8_load(b1, qs, dd, n_chunks, i0 + Q8U);
-    q8_dot(b0, n_chunks, i0, xq, acc);
-    if (more)
-      b0 = b1;
+    for (int u = 0; u < MS_UNROLL; u++) {
+      const int64_t c = (i0 + u) * 32 + lane;
+#pragma unroll
+      for (int r = 0; r < MS_ROWS; r++)
+        if (c < n_chunks) {
+          q[r][u] = ld_stream(q8_0p_qs(base, rr[r], nb) + (size_t)c * 16);
+          dq[r][u] = __ldg((const unsigned short *)q8_0p_d(base, R, rr[r], nb) + (c >> 1));
+        }
+    }
+    if (wait_first && i0 == 0)
+      pdl_wait();
+#pragma unroll
+    for (int u = 0; u < MS_UNROLL; u++) {
+      const int64_t c = (i0 + u) * 32 + lane;
+      if (c >= n_chunks)
+        break;
+      int xa[4];
+      float2 da;
+      ld_x16(xq, c >> 1, (int)(c & 1), xa, da);
+#pragma unroll
+      for (int r = 0; r < MS_ROWS; r++) {
+        const uint4 qq = q[r][u];
+        int s = __dp4a((int)qq.x, xa[0], 0);
+        s = __dp4a((int)qq.y, xa[1], s);
+        s = __dp4a((int)qq.z, xa[2], s);
+        s = __dp4a((int)qq.w, xa[3], s);
+        acc[r] += __half2float(__ushort_as_half(dq[r][u])) * da.x * (float)s;
+      }
+    }
   }
 }
 
@@ -390,10 +311,7 @@ struct ms_jobs {
   int n;
 };
 
-/* MINB: blocks per SM the registers must allow (4: 128 registers, a few bytes
-   spilled; 3: 160, none) -- HX_MS_MINB=3 picks the second build */
-template <int MINB>
-__global__ static void __launch_bounds__(MS_WARPS * 32, MINB)
+__global__ static void __launch_bounds__(MS_WARPS * 32)
     mv_stream_kernel(ms_jobs jobs, int64_t n_in, const float *x, const cu_block_q8_1 *xq) {
   pdl_trigger();
   const unsigned gw = blockIdx.x * MS_WARPS + (threadIdx.x >> 5);
@@ -490,16 +408,7 @@ void launch_matvec_stream(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const
   }
   mj.first_warp[n_jobs] = warps;
   mj.n = n_jobs;
-  static int minb = 0;
-  if (minb == 0) {
-    const char *e = getenv("HX_MS_MINB");
-    minb = e && e[0] == '3' ? 3 : 4;
-  }
-  if (minb == 3)
-    cu_launch(mv_stream_kernel<3>, cdiv(warps, MS_WARPS), MS_WARPS * 32, 0, st, mj, n_in, x,
-              (const cu_block_q8_1 *)xq);
-  else
-    cu_launch(mv_stream_kernel<4>, cdiv(warps, MS_WARPS), MS_WARPS * 32, 0, st, mj, n_in, x,
-              (const cu_block_q8_1 *)xq);
+  cu_launch(mv_stream_kernel, cdiv(warps, MS_WARPS), MS_WARPS * 32, 0, st, mj, n_in, x,
+            (const cu_block_q8_1 *)xq);
   CUDA_LAUNCH_CHECK();
 }
