@@ -347,6 +347,35 @@ static void test_elementwise_topk(void **state) {
     free_pair(&l), free_pair(&vals), free_pair(&ids);
   }
   free(lv);
+
+  /* One row with k = 1 takes the many-block arg-max: a tie goes to the lower
+     index across blocks, a NaN sorts last, a row starting 4 bytes past an
+     aligned address takes the scalar loads, and repeated calls must find the
+     last-block ticket reset. */
+  for (int rep = 0; rep < 4; rep++) {
+    n_tok = 1;
+    const int64_t off = rep & 1; /* columns [off, off + vocab) of a wider row */
+    float *rv = rand_vec((size_t)vocab + 1, 10.0f);
+    rv[off + 140000] = 60.0f;
+    rv[off + 321 + rep] = 60.0f; /* the tie: the lower index wins */
+    rv[off + 5] = NAN;
+    pair l = make_pair(0, vocab + 1, 1, rv), vals = make_pair(0, 1, 1, NULL);
+    pair ids = make_pair(26, 1, 1, NULL);
+    hx_tensor lc = l.c, lg = l.g;
+    lc.offset = lg.offset = (size_t)off * sizeof(float);
+    lc.n_cols = lg.n_cols = vocab;
+    BOTH(g_cpu.ops->top_k(g_cpu.be, vals.c, ids.c, lc, 1),
+         g_gpu.ops->top_k(g_gpu.be, vals.g, ids.g, lg, 1));
+    int32_t ic = -2, ig = -2;
+    hx_err err;
+    g_cpu.ops->buf_download(g_cpu.be, ids.c.buf, 0, &ic, 4, &err);
+    g_gpu.ops->buf_download(g_gpu.be, ids.g.buf, 0, &ig, 4, &err);
+    assert_int_equal(ic, 321 + rep);
+    assert_int_equal(ig, 321 + rep);
+    check("top_k k=1 one row (many-block arg-max)", nmse_pair(&vals), 1e-14);
+    free_pair(&l), free_pair(&vals), free_pair(&ids);
+    free(rv);
+  }
 }
 
 /* A decode-like step replayed from the captured graph at changing positions

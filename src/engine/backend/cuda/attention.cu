@@ -282,9 +282,12 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
 
 // Combines the splits of a decode attention: only splits that hold positions
 // up to pos[0] are read (the rest were never written this step); the split
-// loop is unrolled so the partials' loads overlap.
+// loop is unrolled so the partials' loads overlap. With q8 set (head_dim a
+// multiple of 32) it also writes the q8_1 blocks of the output row for the
+// o-projection's mat-vec: each warp's 32 consecutive dims are one block, so
+// the quantize step needs no launch of its own.
 __global__ static void attn_combine_kernel(float *out, const float *partial, int D, int n_splits,
-                                           const int32_t *pos) {
+                                           const int32_t *pos, cu_block_q8_1 *q8) {
   pdl_trigger();
   pdl_wait();
   int h = blockIdx.x;
@@ -295,9 +298,11 @@ __global__ static void attn_combine_kernel(float *out, const float *partial, int
   float M = -INFINITY;
   for (int s = 0; s < n_act; s++)
     M = fmaxf(M, pp[s * W]);
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+  const int lane = threadIdx.x & 31;
+  for (int d0 = threadIdx.x - lane; d0 < D; d0 += blockDim.x) {
+    const int d = d0 + lane; /* whole warps stay in the loop (D % 32 == 0 with q8) */
     float L = 0.0f, A = 0.0f;
-    if (M != -INFINITY) {
+    if (M != -INFINITY && d < D) {
 #pragma unroll 8
       for (int s = 0; s < n_act; s++) {
         float f = __expf(pp[s * W] - M);
@@ -305,7 +310,21 @@ __global__ static void attn_combine_kernel(float *out, const float *partial, int
         A += pp[s * W + 2 + d] * f;
       }
     }
-    out[(size_t)h * D + d] = L > 0.0f ? A / L : 0.0f;
+    const float v = L > 0.0f ? A / L : 0.0f;
+    if (d < D)
+      out[(size_t)h * D + d] = v;
+    if (q8) {
+      const float amax = warp_max(fabsf(v));
+      const float dq = amax / 127.0f;
+      const int qi = amax == 0.0f ? 0 : __float2int_rn(v / dq);
+      const float sum = warp_sum((float)qi);
+      cu_block_q8_1 *b = q8 + ((size_t)h * D + d0) / 32;
+      b->qs[lane] = (int8_t)qi;
+      if (lane == 0) {
+        b->d = dq;
+        b->s = dq * sum;
+      }
+    }
   }
 }
 
@@ -479,7 +498,7 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
                       const uint8_t *k_cache, const uint8_t *v_cache, int cache_type,
                       size_t cache_row_bytes, const int32_t *pos, int64_t n_tokens, int n_heads,
                       int n_kv_heads, int head_dim, float scale, int64_t max_ctx, float *partial,
-                      int n_splits_max, hx_stream st) {
+                      int n_splits_max, void *q8_out, hx_stream st) {
   CU_ASSERT(n_kv_heads > 0 && n_heads % n_kv_heads == 0 && head_dim > 0 && head_dim <= 256);
   CU_ASSERT(n_tokens > 0 && n_tokens < 65536 && max_ctx > 0);
   int G = n_heads / n_kv_heads;
@@ -554,9 +573,12 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
     break;
   }
   CUDA_LAUNCH_CHECK();
+  CU_ASSERT(!q8_out || (n_tokens == 1 && head_dim % 32 == 0));
   if (n_splits > 1) {
     cu_launch(attn_combine_kernel, (unsigned)n_heads, 128, 0, st, out, partial, head_dim, n_splits,
-              pos);
+              pos, (cu_block_q8_1 *)q8_out);
     CUDA_LAUNCH_CHECK();
+  } else if (q8_out) {
+    launch_quantize_q8_1(q8_out, out, out_stride, (int64_t)n_heads * head_dim, 1, st);
   }
 }

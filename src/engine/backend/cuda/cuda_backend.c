@@ -143,6 +143,7 @@ typedef struct cuda_be {
   void *w16; /* dequantized weight rows */
   float *attn_part;
   size_t attn_part_floats;
+  void *argmax_scratch; /* HX_CU_ARGMAX_SCRATCH_BYTES, zeroed (topk.cu) */
   /* the step being recorded */
   cu_op *ops;
   int n_ops;
@@ -876,6 +877,20 @@ static void exec_gemm(cuda_be *be, const cu_op *op) {
     launch_add_bias((float *)ptr(y), stride_f(y), (const float *)ptr(bias), n_out, n, be->stream);
 }
 
+/* The attention op; q8_out also writes the q8_1 blocks of its (one-row) output. */
+static void exec_attention(cuda_be *be, const cu_op *op, void *q8_out) {
+  const hx_tensor *t = op->t;
+  const hx_attn_params *a = &op->attn;
+  launch_attention(
+      (float *)ptr(t[0]), stride_f(t[0]), (const float *)ptr(t[1]), stride_f(t[1]), ptr(t[2]),
+      ptr(t[3]), (int)t[2].type, t[2].row_bytes, (const int32_t *)ptr(t[4]), t[1].n_rows,
+      a->n_heads, a->n_kv_heads, a->head_dim, a->scale, t[2].n_rows, be->attn_part,
+      be->attn_part_floats >= attn_partial_floats(a->n_heads, a->head_dim, ATTN_SPLITS_MAX)
+          ? ATTN_SPLITS_MAX
+          : 1,
+      q8_out, be->stream);
+}
+
 static void exec_op(cuda_be *be, const cu_op *op) {
   const hx_tensor *t = op->t;
   cudaStream_t st = be->stream;
@@ -937,18 +952,9 @@ static void exec_op(cuda_be *be, const cu_op *op) {
     }
     break;
   }
-  case OP_ATTN: {
-    const hx_attn_params *a = &op->attn;
-    launch_attention(
-        (float *)ptr(t[0]), stride_f(t[0]), (const float *)ptr(t[1]), stride_f(t[1]), ptr(t[2]),
-        ptr(t[3]), (int)t[2].type, t[2].row_bytes, (const int32_t *)ptr(t[4]), t[1].n_rows,
-        a->n_heads, a->n_kv_heads, a->head_dim, a->scale, t[2].n_rows, be->attn_part,
-        be->attn_part_floats >= attn_partial_floats(a->n_heads, a->head_dim, ATTN_SPLITS_MAX)
-            ? ATTN_SPLITS_MAX
-            : 1,
-        st);
+  case OP_ATTN:
+    exec_attention(be, op, NULL);
     break;
-  }
   case OP_SWIGLU:
     launch_swiglu((float *)ptr(t[0]), stride_f(t[0]), (const float *)ptr(t[1]), stride_f(t[1]),
                   (const float *)ptr(t[2]), stride_f(t[2]), t[0].n_cols, t[0].n_rows, st);
@@ -965,7 +971,7 @@ static void exec_op(cuda_be *be, const cu_op *op) {
   case OP_TOPK:
     launch_top_k((float *)ptr(t[0]), stride_f(t[0]), (int32_t *)ptr(t[1]),
                  t[1].row_bytes / sizeof(int32_t), (const float *)ptr(t[2]), stride_f(t[2]),
-                 t[2].n_cols, t[2].n_rows, op->ival[0], st);
+                 t[2].n_cols, t[2].n_rows, op->ival[0], be->argmax_scratch, st);
     break;
   case OP_MOE_ROUTE:
     launch_moe_route((float *)ptr(t[0]), stride_f(t[0]), (int32_t *)ptr(t[1]),
@@ -1088,6 +1094,17 @@ static int fuse_norm_quant(cuda_be *be, const cu_op *ops, int n) {
   return 2;
 }
 
+/* attention(out) ; quant(out) → the split combine writes the q8_1 blocks too */
+static int fuse_attn_quant(cuda_be *be, const cu_op *ops, int n) {
+  const hx_tensor *t = ops[0].t;
+  if (n < 2 || ops[0].kind != OP_ATTN || t[1].n_rows != 1 || !is_quant_of(&ops[1], t[0]) ||
+      ops[0].attn.head_dim % 32 != 0 ||
+      t[0].n_cols != (int64_t)ops[0].attn.n_heads * ops[0].attn.head_dim)
+    return 0;
+  exec_attention(be, &ops[0], be->q8);
+  return 2;
+}
+
 /* swiglu(out) ; quant(out) → one kernel */
 static int fuse_swiglu_quant(cuda_be *be, const cu_op *ops, int n) {
   const hx_tensor *t = ops[0].t;
@@ -1169,6 +1186,8 @@ static void run_ops(cuda_be *be) {
       kind = PROF_F_NORMQ;
     else if (fuse && (used = fuse_swiglu_quant(be, op, rest)))
       kind = PROF_F_SWIGLUQ;
+    else if (fuse && (used = fuse_attn_quant(be, op, rest)))
+      kind = OP_ATTN;
     else if (fuse && (used = fuse_matvecs(be, op, rest)))
       kind = PROF_F_MULTI;
     else if (fuse && (used = fuse_qk_rope_store(be, op, rest)))
@@ -1341,6 +1360,14 @@ hx_code hx_backend_cuda_init(hx_backend *out, int device, hx_err *err) {
   }
   cublasSetStream(be->cublas, be->stream);
   cublasSetMathMode(be->cublas, CUBLAS_DEFAULT_MATH);
+  /* the many-block arg-max's partials and ticket; without it top_k keeps the
+     one-block kernel */
+  if (cudaMalloc(&be->argmax_scratch, HX_CU_ARGMAX_SCRATCH_BYTES) != cudaSuccess ||
+      cudaMemset(be->argmax_scratch, 0, HX_CU_ARGMAX_SCRATCH_BYTES) != cudaSuccess) {
+    cudaFree(be->argmax_scratch);
+    be->argmax_scratch = NULL;
+    (void)cudaGetLastError();
+  }
   int cc_major = 0;
   cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, device);
   /* On by default on sm_90+ (H100, 8B Q4_K_M decode 287 -> 295 tok/s with the
@@ -1368,6 +1395,7 @@ void hx_backend_cuda_free(hx_backend *b) {
   cudaFree(be->x16);
   cudaFree(be->w16);
   cudaFree(be->attn_part);
+  cudaFree(be->argmax_scratch);
   repack_tmp_free(be);
   if (be->events) {
     for (int i = 0; i <= OPS_MAX; i++)

@@ -72,7 +72,7 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
                       const uint8_t *k_cache, const uint8_t *v_cache, int cache_type,
                       size_t cache_row_bytes, const int32_t *pos, int64_t n_tokens, int n_heads,
                       int n_kv_heads, int head_dim, float scale, int64_t max_ctx, float *partial,
-                      int n_splits_max, hx_stream st);
+                      int n_splits_max, void *q8_out, hx_stream st);
 
 /* elementwise.cu; launch_binary op 0 = add, 1 = mul; b_stride 0 broadcasts. */
 void launch_swiglu(float *out, size_t out_stride, const float *gate, size_t g_stride,
@@ -88,8 +88,12 @@ void launch_f32_to_bf16(void *dst, const float *x, size_t x_stride, int64_t n_co
                         hx_stream st);
 
 /* topk.cu */
+/* argmax_scratch: HX_CU_ARGMAX_SCRATCH_BYTES of device memory zeroed once, for
+ * the many-block arg-max of one row (k = 1); NULL keeps the one-block kernel. */
+enum { HX_CU_ARGMAX_BLOCKS = 256, HX_CU_ARGMAX_SCRATCH_BYTES = HX_CU_ARGMAX_BLOCKS * 8 + 16 };
 void launch_top_k(float *vals, size_t v_stride, int32_t *ids, size_t i_stride, const float *x,
-                  size_t x_stride, int64_t n_cols, int64_t n_rows, int k, hx_stream st);
+                  size_t x_stride, int64_t n_cols, int64_t n_rows, int k, void *argmax_scratch,
+                  hx_stream st);
 
 /* fused.cu: one-token fusions (see cuda_backend.c for when they apply). */
 void launch_rms_norm_q8(float *out, float *x, float *residual, const float *w, int64_t n_cols,
