@@ -436,9 +436,8 @@ static void test_graph_replay(void **state) {
  * backend's one-token fusions (norm+quantize, multi-matvec, q/k norm + RoPE
  * + cache store, SwiGLU+quantize) run; compared with the CPU after each of
  * several steps. Mixed weight types as in Q4_K_M. */
-static void test_decode_layer_fused(void **state) {
-  (void)state;
-  const int d = 512, nh = 8, nkv = 2, hd = 64, ff = 1024, n_ctx = 128;
+static void decode_layer_fused(int hd) {
+  const int d = 512, nh = 8, nkv = 2, ff = 1024, n_ctx = 128;
   const int qd = nh * hd, kvd = nkv * hd;
   pair wq = quant_weights(12, qd, d, 0.05f), wk = quant_weights(12, kvd, d, 0.05f);
   pair wv = quant_weights(14, kvd, d, 0.05f), wo = quant_weights(12, d, qd, 0.05f);
@@ -477,7 +476,8 @@ static void test_decode_layer_fused(void **state) {
     BOTH(LAYER(g_cpu, c), LAYER(g_gpu, g));
 #undef LAYER
     double e1 = nmse_pair(&xb), e2 = nmse_pair(&x), e3 = nmse_pair(&q);
-    printf("  decode layer step %d: nmse out %.3g, residual %.3g, q %.3g\n", p, e1, e2, e3);
+    printf("  decode layer hd %d step %d: nmse out %.3g, residual %.3g, q %.3g\n", hd, p, e1, e2,
+           e3);
     if (!(e1 < 1e-3 && e2 < 1e-4 && e3 < 1e-3))
       fail_msg("fused decode layer at pos %d: nmse %g %g %g", p, e1, e2, e3);
   }
@@ -486,6 +486,14 @@ static void test_decode_layer_fused(void **state) {
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
     free_pair(&all[i]);
   free(nv), free(hv), free(xv);
+}
+
+/* head_dim 64 and 128: the register-resident q/k norm + RoPE + store kernel
+ * with 2 and 4 dims per lane */
+static void test_decode_layer_fused(void **state) {
+  (void)state;
+  decode_layer_fused(64);
+  decode_layer_fused(128);
 }
 
 /* ---- planar Q8_0 / Q6_K weights (weight_prepare, repack.cu) ---- */
