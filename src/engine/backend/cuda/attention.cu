@@ -154,6 +154,29 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
                 const uint8_t *vc, int type, size_t rb, const int32_t *pos, int D, float scale,
                 int n_splits, bool vec, float *partial) {
   pdl_trigger();
+  {
+    /* Before waiting for q: ask L2 for this block's K/V rows of earlier
+       positions (written by earlier steps; the current one is being stored by
+       the kernel before this). pos is uploaded before the step. */
+    const int64_t n_pos = (int64_t)pos[blockIdx.y] + 1, chunk = attn_chunk(n_pos, n_splits);
+    const int64_t p0 = (int64_t)blockIdx.z * chunk;
+    const int64_t p1 = min(p0 + chunk, n_pos - 1);
+    const size_t esz = type == GT_F32 ? 4 : 2;
+    const size_t off =
+        type == GT_Q8_0 ? (size_t)blockIdx.x * (D / 32) * 34 : (size_t)blockIdx.x * D * esz;
+    const size_t len = type == GT_Q8_0 ? (size_t)(D / 32) * 34 : (size_t)D * esz;
+    const int lines = (int)((len + 127) / 128);
+    if (gridDim.y == 1 && p1 > p0) { /* decode */
+      const int64_t n_lines = (p1 - p0) * lines * 2;
+      for (int64_t i = threadIdx.x; i < n_lines; i += ATT_WARPS * 32) {
+        const int64_t r = p0 + i / (2 * lines);
+        const int c = (int)(i % (2 * lines));
+        const uint8_t *base =
+            (c < lines ? kc : vc) + (size_t)r * rb + off + (size_t)(c % lines) * 128;
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(base));
+      }
+    }
+  }
   pdl_wait();
   extern __shared__ float sm[]; // [ATT_WARPS][G][D + 2]
   int kvh = blockIdx.x, t = blockIdx.y;
