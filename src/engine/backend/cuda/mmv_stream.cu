@@ -60,6 +60,15 @@ __device__ __forceinline__ void ld_x16(const cu_block_q8_1 *xq, int64_t blk, int
 
 __device__ __forceinline__ int byte_at(uint32_t v, int i) { return (int)((v >> (8 * i)) & 0xFF); }
 
+// Before the PDL wait, a warp asks L2 for bytes [from, to) of a region (its
+// rows beyond the first batch, which goes to registers): the whole of a row's
+// weights is then on its way while the kernel before finishes.
+__device__ __forceinline__ void warp_prefetch_l2(const uint8_t *p, int64_t from, int64_t to) {
+  const int lane = threadIdx.x & 31;
+  for (int64_t off = (from & ~(int64_t)127) + 128 * lane; off < to; off += 128 * 32)
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p + off));
+}
+
 // Q4_K: scale and min of sub-block j from the 12 scale bytes s0|s1|s2.
 __device__ __forceinline__ void q4k_scale_min(int j, uint32_t s0, uint32_t s1, uint32_t s2,
                                               float &sc, float &m) {
@@ -75,9 +84,13 @@ __device__ __forceinline__ void q4k_scale_min(int j, uint32_t s0, uint32_t s1, u
 // One warp, rows w[0], w[1] (GGUF Q4_K), nb super-blocks per row.
 __device__ __forceinline__ void rows_q4k(const uint8_t *const w[MS_ROWS], int64_t nb,
                                          const cu_block_q8_1 *xq, float acc[MS_ROWS],
-                                         bool wait_first) {
+                                         bool wait_first, bool prefetch) {
   enum { U = 2 }; /* 8 super-blocks per step: a 4096-wide row is one batch */
   const int lane = threadIdx.x & 31, p = lane & 3, g = p >> 1, hf = p & 1;
+  if (prefetch && nb > U * 8)
+#pragma unroll
+    for (int r = 0; r < MS_ROWS; r++)
+      warp_prefetch_l2(w[r], (int64_t)U * 8 * 144, nb * 144);
   for (int64_t i0 = 0; i0 * 8 < nb; i0 += U) {
     uint4 qa[MS_ROWS][U], qb[MS_ROWS][U], h[MS_ROWS][U];
 #pragma unroll
@@ -143,7 +156,7 @@ __device__ __forceinline__ void rows_q4k(const uint8_t *const w[MS_ROWS], int64_
 // per row) at base.
 __device__ __forceinline__ void rows_q6kp(const uint8_t *base, int64_t R, const int64_t rr[MS_ROWS],
                                           int64_t nb, const cu_block_q8_1 *xq, float acc[MS_ROWS],
-                                          bool wait_first) {
+                                          bool wait_first, bool prefetch) {
   const int lane = threadIdx.x & 31, p = lane & 7, h = p >> 2, cc = p & 3;
   const int e_lo = h * 128 + 16 * cc, sh = cc < 2 ? 0 : 2;
   const uint8_t *ql[MS_ROWS], *qh[MS_ROWS];
@@ -156,6 +169,13 @@ __device__ __forceinline__ void rows_q6kp(const uint8_t *base, int64_t R, const 
     sc[r] = q6_kp_sc(base, R, rr[r], nb);
     dd[r] = q6_kp_d(base, R, rr[r], nb);
   }
+  if (prefetch && nb > MS_UNROLL * 4)
+#pragma unroll
+    for (int r = 0; r < MS_ROWS; r++) {
+      warp_prefetch_l2(q6_kp_ql(base, rr[r], nb), MS_UNROLL * 4 * 128, nb * 128);
+      warp_prefetch_l2(q6_kp_qh(base, R, rr[r], nb), MS_UNROLL * 4 * 64, nb * 64);
+      warp_prefetch_l2((const uint8_t *)q6_kp_sc(base, R, rr[r], nb), 0, nb * 16);
+    }
   for (int64_t i0 = 0; i0 * 4 < nb; i0 += MS_UNROLL) {
     uint4 l[MS_ROWS][MS_UNROLL], hb[MS_ROWS][MS_UNROLL];
     uint32_t sd[MS_ROWS][MS_UNROLL]; /* d (f16) | scale lo << 16 | scale hi << 24 */
@@ -211,9 +231,15 @@ __device__ __forceinline__ void rows_q6kp(const uint8_t *base, int64_t R, const 
 __device__ __forceinline__ void rows_q8_0p(const uint8_t *base, int64_t R,
                                            const int64_t rr[MS_ROWS], int64_t nb,
                                            const cu_block_q8_1 *xq, float acc[MS_ROWS],
-                                           bool wait_first) {
+                                           bool wait_first, bool prefetch) {
   const int lane = threadIdx.x & 31;
   const int64_t n_chunks = nb * 2;
+  if (prefetch && n_chunks > MS_UNROLL * 32)
+#pragma unroll
+    for (int r = 0; r < MS_ROWS; r++) {
+      warp_prefetch_l2(q8_0p_qs(base, rr[r], nb), MS_UNROLL * 32 * 16, nb * 32);
+      warp_prefetch_l2((const uint8_t *)q8_0p_d(base, R, rr[r], nb), 0, nb * 2);
+    }
   for (int64_t i0 = 0; i0 * 32 < n_chunks; i0 += MS_UNROLL) {
     uint4 q[MS_ROWS][MS_UNROLL];
     unsigned short dq[MS_ROWS][MS_UNROLL];
@@ -253,10 +279,15 @@ __device__ __forceinline__ void rows_q8_0p(const uint8_t *base, int64_t R,
 // Float rows (F32, F16, BF16): 16 bytes per lane per step.
 template <int TYPE>
 __device__ __forceinline__ void rows_f(const uint8_t *const w[MS_ROWS], int64_t n_in,
-                                       const float *x, float acc[MS_ROWS], bool wait_first) {
+                                       const float *x, float acc[MS_ROWS], bool wait_first,
+                                       bool prefetch) {
   const int lane = threadIdx.x & 31;
   const int per = TYPE == GT_F32 ? 4 : 8; /* elements per 16 bytes */
   const int64_t n_chunks = n_in / per;
+  if (prefetch && n_chunks > MS_UNROLL * 32)
+#pragma unroll
+    for (int r = 0; r < MS_ROWS; r++)
+      warp_prefetch_l2(w[r], MS_UNROLL * 32 * 16, n_chunks * 16);
   for (int64_t i0 = 0; i0 * 32 < n_chunks; i0 += MS_UNROLL) {
     uint4 q[MS_ROWS][MS_UNROLL];
 #pragma unroll
@@ -312,7 +343,7 @@ struct ms_jobs {
 };
 
 __global__ static void __launch_bounds__(MS_WARPS * 32)
-    mv_stream_kernel(ms_jobs jobs, int64_t n_in, const float *x, const cu_block_q8_1 *xq) {
+    mv_stream_kernel(ms_jobs jobs, int64_t n_in, const float *x, const cu_block_q8_1 *xq, bool pf) {
   pdl_trigger();
   const unsigned gw = blockIdx.x * MS_WARPS + (threadIdx.x >> 5);
   if (gw >= jobs.first_warp[jobs.n])
@@ -335,26 +366,26 @@ __global__ static void __launch_bounds__(MS_WARPS * 32)
     acc[r] = 0.0f;
   switch (jb.type) {
   case GT_Q4_K:
-    rows_q4k(w, n_in / 256, xq, acc, true);
+    rows_q4k(w, n_in / 256, xq, acc, true, pf);
     break;
   case GT_Q6_KP: {
     const int64_t pr[MS_ROWS] = {jb.row0 + rr[0], jb.row0 + rr[1]};
-    rows_q6kp(jb.w, jb.r_total, pr, n_in / 256, xq, acc, true);
+    rows_q6kp(jb.w, jb.r_total, pr, n_in / 256, xq, acc, true, pf);
     break;
   }
   case GT_Q8_0P: {
     const int64_t pr[MS_ROWS] = {jb.row0 + rr[0], jb.row0 + rr[1]};
-    rows_q8_0p(jb.w, jb.r_total, pr, n_in / 32, xq, acc, true);
+    rows_q8_0p(jb.w, jb.r_total, pr, n_in / 32, xq, acc, true, pf);
     break;
   }
   case GT_F32:
-    rows_f<GT_F32>(w, n_in, x, acc, true);
+    rows_f<GT_F32>(w, n_in, x, acc, true, pf);
     break;
   case GT_F16:
-    rows_f<GT_F16>(w, n_in, x, acc, true);
+    rows_f<GT_F16>(w, n_in, x, acc, true, pf);
     break;
   default:
-    rows_f<GT_BF16>(w, n_in, x, acc, true);
+    rows_f<GT_BF16>(w, n_in, x, acc, true, pf);
     break;
   }
   const int lane = threadIdx.x & 31;
@@ -408,7 +439,13 @@ void launch_matvec_stream(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const
   }
   mj.first_warp[n_jobs] = warps;
   mj.n = n_jobs;
+  /* rows past the first batch asked of L2 before the PDL wait (HX_MV_PREFETCH=0: off) */
+  static int pf = -1;
+  if (pf < 0) {
+    const char *e = getenv("HX_MV_PREFETCH");
+    pf = !(e && e[0] == '0');
+  }
   cu_launch(mv_stream_kernel, cdiv(warps, MS_WARPS), MS_WARPS * 32, 0, st, mj, n_in, x,
-            (const cu_block_q8_1 *)xq);
+            (const cu_block_q8_1 *)xq, pf != 0);
   CUDA_LAUNCH_CHECK();
 }
