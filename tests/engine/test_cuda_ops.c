@@ -305,6 +305,14 @@ static void test_attention(void **state) {
   attn_case(1, 40, 8, 128, 1024, 300, 1, p1, 1e-6);
   attn_case(1, 40, 8, 128, 512, 300, 37, later + 63, 1e-5);
   attn_case(1, 40, 8, 128, 512, 300, 100, later, 1e-5);
+  /* 6 query heads per KV head (Qwen3.5-27B: 24/4, head_dim 256) and 3: the
+     decode split path, prefill on tensor cores (head_dim 128) and the SIMT
+     prefill (head_dim 256) */
+  attn_case(1, 24, 4, 256, 1024, 300, 1, p1, 1e-6);
+  attn_case(1, 24, 4, 256, 512, 300, 37, later + 63, 1e-5);
+  attn_case(1, 24, 4, 128, 512, 300, 100, later, 1e-5);
+  attn_case(1, 12, 4, 128, 1024, 300, 1, p1, 1e-6);
+  attn_case(1, 12, 4, 128, 512, 300, 37, later + 63, 1e-5);
 }
 
 static void test_elementwise_topk(void **state) {

@@ -525,7 +525,8 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
   CU_ASSERT(n_kv_heads > 0 && n_heads % n_kv_heads == 0 && head_dim > 0 && head_dim <= 256);
   CU_ASSERT(n_tokens > 0 && n_tokens < 65536 && max_ctx > 0);
   int G = n_heads / n_kv_heads;
-  CU_ASSERT(G == 1 || G == 2 || G == 4 || G == 5 || G == 8); /* 5: Qwen3-14B (40/8) */
+  /* 5: Qwen3-14B (40/8); 6: Qwen3.5-27B (24/4); 3: 3 query heads per KV head */
+  CU_ASSERT(G == 1 || G == 2 || G == 3 || G == 4 || G == 5 || G == 6 || G == 8);
   if (n_tokens > 1 && cache_type == GT_F16 && (head_dim == 64 || head_dim == 128) &&
       ((uintptr_t)k_cache % 16) == 0 && ((uintptr_t)v_cache % 16) == 0 &&
       cache_row_bytes % 16 == 0 && !getenv("HX_ATTN_NO_WMMA")) {
@@ -540,11 +541,17 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
     case 2:
       PF_LAUNCH(2);
       break;
+    case 3:
+      PF_LAUNCH(3);
+      break;
     case 4:
       PF_LAUNCH(4);
       break;
     case 5:
       PF_LAUNCH(5);
+      break;
+    case 6:
+      PF_LAUNCH(6);
       break;
     default:
       PF_LAUNCH(8);
@@ -582,8 +589,16 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
     launch_g<2>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
                 cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
     break;
+  case 3:
+    launch_g<3>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
+                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
+    break;
   case 5:
     launch_g<5>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
+                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
+    break;
+  case 6:
+    launch_g<6>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
                 cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
     break;
   case 4:
