@@ -380,7 +380,13 @@ static hx_code cu_buf_upload(void *p, hx_bbuf *b, size_t off, const void *src, s
     return hx_err_set(err, HX_EINVAL,
                       "CUDA buffer upload [%zu, +%zu) overwrites part of a repacked weight", off,
                       n);
-  CK(cudaMemcpy(b->dev + off, src, n, cudaMemcpyHostToDevice));
+  /* On the backend's stream, waited for: a plain cudaMemcpy from pageable
+     memory (a mapped model file) runs on the legacy stream, which the
+     non-blocking stream does not wait for, and may return before its DMA has
+     landed -- weight_prepare's copy right after an upload then read a
+     partly written matrix (a tied Qwen3-0.6B table lost rows at random). */
+  CK(cudaMemcpyAsync(b->dev + off, src, n, cudaMemcpyHostToDevice, be->stream));
+  CK(cudaStreamSynchronize(be->stream));
   return be->poisoned ? poisoned_err(be, err) : HX_OK;
 }
 
@@ -392,7 +398,8 @@ static hx_code cu_buf_download(void *p, const hx_bbuf *b, size_t off, void *dst,
   if (check_range(b, off, n, err))
     return err ? err->code : HX_EINVAL;
   HX_ASSERT(!be->in_step);
-  CK(cudaMemcpy(dst, b->dev + off, n, cudaMemcpyDeviceToHost));
+  CK(cudaMemcpyAsync(dst, b->dev + off, n, cudaMemcpyDeviceToHost, be->stream));
+  CK(cudaStreamSynchronize(be->stream));
   return be->poisoned ? poisoned_err(be, err) : HX_OK;
 }
 
@@ -1363,7 +1370,9 @@ hx_code hx_backend_cuda_init(hx_backend *out, int device, hx_err *err) {
   /* the many-block arg-max's partials and ticket; without it top_k keeps the
      one-block kernel */
   if (cudaMalloc(&be->argmax_scratch, HX_CU_ARGMAX_SCRATCH_BYTES) != cudaSuccess ||
-      cudaMemset(be->argmax_scratch, 0, HX_CU_ARGMAX_SCRATCH_BYTES) != cudaSuccess) {
+      cudaMemsetAsync(be->argmax_scratch, 0, HX_CU_ARGMAX_SCRATCH_BYTES, be->stream) !=
+          cudaSuccess ||
+      cudaStreamSynchronize(be->stream) != cudaSuccess) {
     cudaFree(be->argmax_scratch);
     be->argmax_scratch = NULL;
     (void)cudaGetLastError();
