@@ -667,6 +667,43 @@ static void test_planar(void **state) {
       planar_case(types[ti], shapes[si][0], shapes[si][1]);
 }
 
+/* A large matrix prepared right after its upload from pageable memory (a
+ * Qwen3-0.6B tied embedding table: 151936 x 1024 Q6_K, 127 MB): the repack must
+ * see every uploaded byte. (Uploads once used a cudaMemcpy on the legacy
+ * stream, which can return before its DMA lands and is not ordered with the
+ * backend's non-blocking stream: the repack read a partly written table.) */
+static void test_planar_after_large_upload(void **state) {
+  (void)state;
+  const char *e_planar = getenv("HX_CUDA_PLANAR"), *e_stream = getenv("HX_MV_STREAM");
+  if ((e_planar && strcmp(e_planar, "0") == 0) || (e_stream && e_stream[0] == '0'))
+    skip();
+  hx_err err;
+  const int64_t n_rows = 151936, n_cols = 1024;
+  const size_t rb = hx_backend_row_bytes(14, n_cols), n = rb * (size_t)n_rows;
+  uint8_t *native = rand_native_quant(14, n_rows, n_cols), *got = malloc(n), *want = malloc(n);
+  assert_non_null(got);
+  assert_non_null(want);
+  planar_reference(14, native, want, (size_t)n_rows * (size_t)(n_cols / 256));
+  for (int rep = 0; rep < 3; rep++) {
+    hx_bbuf *bg = g_gpu.ops->buf_alloc(g_gpu.be, n, &err);
+    assert_non_null(bg);
+    assert_int_equal(g_gpu.ops->buf_upload(g_gpu.be, bg, 0, native, n, &err), HX_OK);
+    hx_tensor t = {bg, 0, 14, n_cols, n_rows, rb};
+    g_gpu.ops->weight_prepare(g_gpu.be, t);
+    assert_int_equal(g_gpu.ops->buf_download(g_gpu.be, bg, 0, got, n, &err), HX_OK);
+    if (memcmp(got, want, n) != 0) {
+      size_t i = 0;
+      while (got[i] == want[i])
+        i++;
+      fail_msg("repack right after a %zu MB upload: byte %zu of %zu differs", n >> 20, i, n);
+    }
+    g_gpu.ops->buf_free(g_gpu.be, bg);
+  }
+  printf("  repack right after a %zu MB upload (3 times): bytes match the planar layout\n",
+         n >> 20);
+  free(native), free(got), free(want);
+}
+
 static int setup(void **state) {
   (void)state;
 #ifdef HELEXA_HAVE_CUDA
@@ -712,6 +749,7 @@ int main(void) {
       cmocka_unit_test(test_elementwise_topk),
       cmocka_unit_test(test_graph_replay),
       cmocka_unit_test(test_decode_layer_fused),
+      cmocka_unit_test(test_planar_after_large_upload),
       cmocka_unit_test(test_planar),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
