@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "engine/backend.h"
 #include "engine/quant.h"
@@ -667,7 +669,7 @@ static void test_planar(void **state) {
       planar_case(types[ti], shapes[si][0], shapes[si][1]);
 }
 
-/* A large matrix prepared right after its upload from pageable memory (a
+/* A large matrix prepared right after its upload from a mapped file (a
  * Qwen3-0.6B tied embedding table: 151936 x 1024 Q6_K, 127 MB): the repack must
  * see every uploaded byte. (Uploads once used a cudaMemcpy on the legacy
  * stream, which can return before its DMA lands and is not ordered with the
@@ -680,10 +682,23 @@ static void test_planar_after_large_upload(void **state) {
   hx_err err;
   const int64_t n_rows = 151936, n_cols = 1024;
   const size_t rb = hx_backend_row_bytes(14, n_cols), n = rb * (size_t)n_rows;
-  uint8_t *native = rand_native_quant(14, n_rows, n_cols), *got = malloc(n), *want = malloc(n);
+  uint8_t *bytes = rand_native_quant(14, n_rows, n_cols), *got = malloc(n), *want = malloc(n);
   assert_non_null(got);
   assert_non_null(want);
-  planar_reference(14, native, want, (size_t)n_rows * (size_t)(n_cols / 256));
+  planar_reference(14, bytes, want, (size_t)n_rows * (size_t)(n_cols / 256));
+  /* uploaded from a mapped file, as the model loader does */
+  char path[] = "/tmp/helexa-test-planar-XXXXXX";
+  int fd = mkstemp(path);
+  assert_true(fd >= 0);
+  unlink(path);
+  for (size_t done = 0; done < n;) {
+    ssize_t k = write(fd, bytes + done, n - done);
+    assert_true(k > 0);
+    done += (size_t)k;
+  }
+  free(bytes);
+  const uint8_t *native = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
+  assert_true(native != MAP_FAILED);
   for (int rep = 0; rep < 3; rep++) {
     hx_bbuf *bg = g_gpu.ops->buf_alloc(g_gpu.be, n, &err);
     assert_non_null(bg);
@@ -699,9 +714,12 @@ static void test_planar_after_large_upload(void **state) {
     }
     g_gpu.ops->buf_free(g_gpu.be, bg);
   }
-  printf("  repack right after a %zu MB upload (3 times): bytes match the planar layout\n",
+  printf("  repack right after a %zu MB upload from a mapped file (3 times): bytes match the "
+         "planar layout\n",
          n >> 20);
-  free(native), free(got), free(want);
+  munmap((void *)native, n);
+  close(fd);
+  free(got), free(want);
 }
 
 static int setup(void **state) {
