@@ -381,10 +381,11 @@ static hx_code cu_buf_upload(void *p, hx_bbuf *b, size_t off, const void *src, s
                       "CUDA buffer upload [%zu, +%zu) overwrites part of a repacked weight", off,
                       n);
   /* On the backend's stream, waited for: a plain cudaMemcpy from pageable
-     memory (a mapped model file) runs on the legacy stream, which the
-     non-blocking stream does not wait for, and may return before its DMA has
-     landed -- weight_prepare's copy right after an upload then read a
-     partly written matrix (a tied Qwen3-0.6B table lost rows at random). */
+     memory runs on the legacy stream, which the non-blocking stream does not
+     wait for, and may return before its DMA has landed -- a step's token ids
+     and positions, or weight_prepare's copy right after a weight upload,
+     could then read bytes not yet written (synthetic Qwen3-0.6B with 8k-16k
+     token prompts stopped at random with non-finite logits). */
   CK(cudaMemcpyAsync(b->dev + off, src, n, cudaMemcpyHostToDevice, be->stream));
   CK(cudaStreamSynchronize(be->stream));
   return be->poisoned ? poisoned_err(be, err) : HX_OK;
