@@ -186,6 +186,27 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
+// 16 bytes of weights streamed past L1 (read once per token: caching them
+// there would only evict the activations).
+__device__ __forceinline__ uint4 ld_stream(const void *p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+// 16 bytes (4 ints) of q8_1 block blk's quants starting at int 4 * half, and
+// the block's (d, s): a 16-byte weight chunk's activations.
+__device__ __forceinline__ void ld_x16(const cu_block_q8_1 *xq, int64_t blk, int half, int x[4],
+                                       float2 &ds) {
+  const cu_block_q8_1 *b = xq + blk;
+  ds = *(const float2 *)b;
+  const int2 *q = (const int2 *)(b->qs + 16 * half);
+  const int2 a = q[0], c = q[1];
+  x[0] = a.x, x[1] = a.y, x[2] = c.x, x[3] = c.y;
+}
+
 // Asks L2 for [p, p + n_bytes), one 128-byte line per thread step.
 __device__ __forceinline__ void prefetch_l2(const void *p, size_t n_bytes, int tid, int n_threads) {
   const char *c = (const char *)p;

@@ -39,25 +39,6 @@
 
 enum { MS_WARPS = 4, MS_ROWS = 2, MS_UNROLL = 4 };
 
-__device__ __forceinline__ uint4 ld_stream(const void *p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
-// 16 bytes (4 ints) of a q8_1 block's quants starting at int 4*half, and the
-// block's (d, s).
-__device__ __forceinline__ void ld_x16(const cu_block_q8_1 *xq, int64_t blk, int half, int x[4],
-                                       float2 &ds) {
-  const cu_block_q8_1 *b = xq + blk;
-  ds = *(const float2 *)b;
-  const int2 *q = (const int2 *)(b->qs + 16 * half);
-  int2 a = q[0], c = q[1];
-  x[0] = a.x, x[1] = a.y, x[2] = c.x, x[3] = c.y;
-}
-
 __device__ __forceinline__ int byte_at(uint32_t v, int i) { return (int)((v >> (8 * i)) & 0xFF); }
 
 // Before the PDL wait, a warp asks L2 for bytes [from, to) of a region (its

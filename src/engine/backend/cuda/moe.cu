@@ -822,22 +822,6 @@ __global__ static void __launch_bounds__(MT_THREADS, 2)
 // short (down: 3 super-blocks per row).
 enum { MQ_UNITS = 4, MQ_ROWS_MAX = 4 };
 
-__device__ __forceinline__ uint4 mq_ld_stream(const void *p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
-// 16 bytes (4 ints) of q8_1 block b's quants from int 4 hf on, and (d, s).
-__device__ __forceinline__ void mq_ld_x16(const cu_block_q8_1 *b, int hf, int x[4], float2 &ds) {
-  ds = *(const float2 *)b;
-  const int2 *q = (const int2 *)(b->qs + 16 * hf);
-  const int2 a = q[0], c = q[1];
-  x[0] = a.x, x[1] = a.y, x[2] = c.x, x[3] = c.y;
-}
-
 // grid (row groups of MS_WARPS * rows, n * k slots, jobs); every job Q4_K.
 __global__ static void __launch_bounds__(MS_WARPS * 32, 6)
     moe_slot_q4k_kernel(moe_jobs jobs, const cu_block_q8_1 *xq, int64_t n_in, const int32_t *ids,
@@ -873,8 +857,8 @@ __global__ static void __launch_bounds__(MS_WARPS * 32, 6)
       const int un = base + 4 * u + grp;
       if (un < n_units) {
         const uint8_t *blk = w + (size_t)(un / nb) * jb.row_bytes + (size_t)(un % nb) * 144;
-        hd[u] = mq_ld_stream(blk);
-        qs[u] = mq_ld_stream(blk + 16 + 16 * p);
+        hd[u] = ld_stream(blk);
+        qs[u] = ld_stream(blk + 16 + 16 * p);
       }
     }
 #pragma unroll
@@ -885,8 +869,8 @@ __global__ static void __launch_bounds__(MS_WARPS * 32, 6)
       const int rr = un / nb, sb = un % nb;
       int xa[4], xc[4];
       float2 da, dc;
-      mq_ld_x16(xb + sb * 8 + 2 * g, hf, xa, da);
-      mq_ld_x16(xb + sb * 8 + 2 * g + 1, hf, xc, dc);
+      ld_x16(xb, sb * 8 + 2 * g, hf, xa, da);
+      ld_x16(xb, sb * 8 + 2 * g + 1, hf, xc, dc);
       const int qv[4] = {(int)qs[u].x, (int)qs[u].y, (int)qs[u].z, (int)qs[u].w};
       int s0 = 0, s1 = 0;
 #pragma unroll
