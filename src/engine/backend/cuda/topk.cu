@@ -13,6 +13,16 @@ __device__ __forceinline__ bool before(float v, int i, float bv, int bi) {
   return v > bv || (v == bv && i < bi);
 }
 
+// The warp's first (value, index) in that order, on every lane.
+__device__ __forceinline__ void warp_best(float &bv, int &bi) {
+  for (int o = 16; o > 0; o >>= 1) {
+    float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+    int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+    if (before(ov, oi, bv, bi))
+      bv = ov, bi = oi;
+  }
+}
+
 __global__ static void top_k_kernel(float *vals, size_t vs, int32_t *ids, size_t is, const float *x,
                                     size_t xs, int64_t n_cols, int k) {
   pdl_trigger();
@@ -35,24 +45,14 @@ __global__ static void top_k_kernel(float *vals, size_t vs, int32_t *ids, size_t
         bi = (int)c;
       }
     }
-    for (int o = 16; o > 0; o >>= 1) {
-      float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-      int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-      if (before(ov, oi, bv, bi))
-        bv = ov, bi = oi;
-    }
+    warp_best(bv, bi);
     __syncthreads();
     if (lane == 0)
       sv[warp] = bv, si[warp] = bi;
     __syncthreads();
     bv = lane < nw ? sv[lane] : -INFINITY;
     bi = lane < nw ? si[lane] : INT_MAX;
-    for (int o = 16; o > 0; o >>= 1) {
-      float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-      int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-      if (before(ov, oi, bv, bi))
-        bv = ov, bi = oi;
-    }
+    warp_best(bv, bi);
     if (threadIdx.x == 0) {
       vals[blockIdx.x * vs + r] = bv;
       ids[blockIdx.x * is + r] = bi == INT_MAX ? -1 : bi;
@@ -80,24 +80,14 @@ __device__ __forceinline__ void am_take(float v, int i, float &bv, int &bi) {
 __device__ __forceinline__ void am_block(float &bv, int &bi) {
   __shared__ float sv[AM_THREADS / 32];
   __shared__ int si[AM_THREADS / 32];
-  for (int o = 16; o > 0; o >>= 1) {
-    float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-    int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-    if (before(ov, oi, bv, bi))
-      bv = ov, bi = oi;
-  }
+  warp_best(bv, bi);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0)
     sv[warp] = bv, si[warp] = bi;
   __syncthreads();
   bv = lane < AM_THREADS / 32 ? sv[lane] : -INFINITY;
   bi = lane < AM_THREADS / 32 ? si[lane] : INT_MAX;
-  for (int o = 16; o > 0; o >>= 1) {
-    float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-    int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-    if (before(ov, oi, bv, bi))
-      bv = ov, bi = oi;
-  }
+  warp_best(bv, bi);
   __syncthreads();
 }
 
