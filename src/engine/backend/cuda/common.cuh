@@ -217,12 +217,16 @@ __device__ __forceinline__ void prefetch_l2(const void *p, size_t n_bytes, int t
 // Whether launches on the calling thread's device use programmatic dependent
 // launch (compute capability ≥ 9.0 unless HX_CUDA_PDL=0; cuda_backend.c).
 extern "C" int hx_cuda_pdl_enabled(void);
+// Whether launches are suppressed (HX_CUDA_SKIP's dry pass; cuda_backend.c).
+extern "C" int hx_cuda_launch_suppressed(void);
 
 // Launches kernel<<<grid, block, smem, st>>>(args...), with the programmatic
 // stream serialization attribute when PDL is on (see pdl_wait above).
 template <typename... KArgs, typename... Args>
 static inline void cu_launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
                              cudaStream_t st, Args &&...args) {
+  if (hx_cuda_launch_suppressed())
+    return;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;

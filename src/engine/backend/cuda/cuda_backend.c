@@ -155,9 +155,14 @@ typedef struct cuda_be {
   int graph_n_ops;
   cudaGraphExec_t graph_exec;
   bool use_graphs;
-  bool use_fusion;  /* HX_CUDA_FUSION=0 turns the one-token fusions off */
-  bool pdl;         /* programmatic dependent launch (sm_90+ unless HX_CUDA_PDL=0) */
-  bool use_planar;  /* weight_prepare repacks Q8_0 / Q6_K (HX_CUDA_PLANAR=0: off) */
+  bool use_fusion; /* HX_CUDA_FUSION=0 turns the one-token fusions off */
+  bool pdl;        /* programmatic dependent launch (sm_90+ unless HX_CUDA_PDL=0) */
+  bool use_planar; /* weight_prepare repacks Q8_0 / Q6_K (HX_CUDA_PLANAR=0: off) */
+  /* HX_CUDA_SKIP=name,...: one-token launch groups of those profile buckets are
+     not launched (a measurement of their cost inside the replayed step; the
+     results are garbage). suppress: cu_launch returns without launching. */
+  uint64_t skip_mask;
+  bool suppress;
   void *repack_tmp; /* weight_prepare's native copy, kept across one load (freed by reserve) */
   size_t repack_tmp_bytes;
   long n_replayed, n_captured;
@@ -202,6 +207,20 @@ void hx_cuda_report(cudaError_t e, const char *stmt, const char *file, int line)
   } while (0)
 
 int hx_cuda_pdl_enabled(void) { return t_current && t_current->pdl; }
+int hx_cuda_launch_suppressed(void) { return t_current && t_current->suppress; }
+
+/* HX_CUDA_SKIP's comma-separated profile bucket names → a mask. */
+static uint64_t parse_skip(const char *s) {
+  uint64_t m = 0;
+  while (s && *s) {
+    size_t n = strcspn(s, ",");
+    for (int k = 0; k < PROF_KINDS && k < 64; k++)
+      if (strlen(prof_names[k]) == n && strncmp(prof_names[k], s, n) == 0)
+        m |= (uint64_t)1 << k;
+    s += n + (s[n] == ',');
+  }
+  return m;
+}
 
 static cuda_be *enter(void *p) {
   cuda_be *be = p;
@@ -1175,6 +1194,29 @@ static int fuse_qk_rope_store(cuda_be *be, const cu_op *ops, int n) {
   return i + 4;
 }
 
+/* Launches one group of recorded ops starting at op (fused where they match
+ * in a one-token step); *used gets how many ops it took; returns its profile
+ * bucket. */
+static int run_group(cuda_be *be, const cu_op *op, int rest, int *used) {
+  bool fuse = be->step_tokens == 1 && be->use_fusion;
+  int kind = prof_bucket(op);
+  if (fuse && (*used = fuse_norm_quant(be, op, rest)))
+    kind = PROF_F_NORMQ;
+  else if (fuse && (*used = fuse_swiglu_quant(be, op, rest)))
+    kind = PROF_F_SWIGLUQ;
+  else if (fuse && (*used = fuse_attn_quant(be, op, rest)))
+    kind = OP_ATTN;
+  else if (fuse && (*used = fuse_matvecs(be, op, rest)))
+    kind = PROF_F_MULTI;
+  else if (fuse && (*used = fuse_qk_rope_store(be, op, rest)))
+    kind = PROF_F_QKROPE;
+  else {
+    exec_op(be, op);
+    *used = 1;
+  }
+  return kind;
+}
+
 /* Runs the recorded ops, fused where they match. With profiling on, an event
  * brackets every launch group and its time goes to the group's bucket. */
 static void run_ops(cuda_be *be) {
@@ -1187,23 +1229,19 @@ static void run_ops(cuda_be *be) {
   int n_groups = 0;
   for (int i = 0; i < be->n_ops && !be->poisoned;) {
     const cu_op *op = &be->ops[i];
-    int rest = be->n_ops - i, used = 0, kind = prof_bucket(op);
+    int rest = be->n_ops - i, used = 0, kind;
     if (be->profile)
       CK(cudaEventRecord(be->events[n_groups], be->stream));
-    if (fuse && (used = fuse_norm_quant(be, op, rest)))
-      kind = PROF_F_NORMQ;
-    else if (fuse && (used = fuse_swiglu_quant(be, op, rest)))
-      kind = PROF_F_SWIGLUQ;
-    else if (fuse && (used = fuse_attn_quant(be, op, rest)))
-      kind = OP_ATTN;
-    else if (fuse && (used = fuse_matvecs(be, op, rest)))
-      kind = PROF_F_MULTI;
-    else if (fuse && (used = fuse_qk_rope_store(be, op, rest)))
-      kind = PROF_F_QKROPE;
-    else {
-      exec_op(be, op);
-      used = 1;
+    if (fuse && be->skip_mask) { /* a dry pass names the group; skipped ones stop there */
+      be->suppress = true;
+      int k = run_group(be, op, rest, &used);
+      be->suppress = false;
+      if (k < 64 && (be->skip_mask >> k & 1)) {
+        i += used;
+        continue;
+      }
     }
+    kind = run_group(be, op, rest, &used);
     double b = 0;
     for (int j = 0; j < used; j++)
       if (op[j].kind == OP_MATMUL)
@@ -1355,6 +1393,7 @@ hx_code hx_backend_cuda_init(hx_backend *out, int device, hx_err *err) {
   be->use_planar = !(planar && strcmp(planar, "0") == 0);
   const char *prof = getenv("HX_CUDA_PROFILE");
   be->profile = prof && strcmp(prof, "1") == 0;
+  be->skip_mask = parse_skip(getenv("HX_CUDA_SKIP"));
   t_current = be;
   if (!be->ops || !be->graph_ops || cudaSetDevice(device) != cudaSuccess ||
       cudaStreamCreateWithFlags(&be->stream, cudaStreamNonBlocking) != cudaSuccess ||
