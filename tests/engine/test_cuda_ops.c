@@ -288,6 +288,13 @@ static void test_attention(void **state) {
   for (int i = 0; i < 17; i++)
     pre[i] = i;
   attn_case(1, 32, 8, 128, 1024, 300, 1, p1, 1e-6);
+  /* the split blocks' last one combines (a ticket per KV head, left zeroed for
+     the next call): one position, one split's worth, just past it, and the
+     cases after all reuse the tickets */
+  int32_t p0[1] = {0}, p7[1] = {7}, p8[1] = {8};
+  attn_case(1, 32, 8, 128, 1024, 300, 1, p0, 1e-6);
+  attn_case(1, 32, 8, 128, 1024, 300, 1, p7, 1e-6);
+  attn_case(1, 32, 8, 128, 1024, 300, 1, p8, 1e-6);
   attn_case(0, 16, 16, 64, 512, 300, 1, p1, 1e-8);
   attn_case(8, 16, 2, 128, 512, 300, 1, p1, 1e-6);
   attn_case(1, 16, 2, 256, 8192, 5000, 1, plong, 1e-6);
