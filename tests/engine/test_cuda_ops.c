@@ -288,9 +288,7 @@ static void test_attention(void **state) {
   for (int i = 0; i < 17; i++)
     pre[i] = i;
   attn_case(1, 32, 8, 128, 1024, 300, 1, p1, 1e-6);
-  /* the split blocks' last one combines (a ticket per KV head, left zeroed for
-     the next call): one position, one split's worth, just past it, and the
-     cases after all reuse the tickets */
+  /* decode at one position, within the first split's batch and just past it */
   int32_t p0[1] = {0}, p7[1] = {7}, p8[1] = {8};
   attn_case(1, 32, 8, 128, 1024, 300, 1, p0, 1e-6);
   attn_case(1, 32, 8, 128, 1024, 300, 1, p7, 1e-6);

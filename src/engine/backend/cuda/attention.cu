@@ -139,62 +139,6 @@ size_t attn_partial_floats(int n_heads, int head_dim, int n_splits) {
   return (size_t)n_heads * (size_t)n_splits * (size_t)(head_dim + 2);
 }
 
-// Combines the splits of one head h of a decode attention: only the n_act
-// splits that hold positions up to the current one are read (the rest were
-// never written this step); the split loop is unrolled so the partials' loads
-// overlap, and they go through L2 (other blocks wrote them). With q8 set
-// (head_dim a multiple of 32) it also writes the q8_1 blocks of the output row
-// for the o-projection's mat-vec: each warp's 32 consecutive dims are one
-// block, so the quantize step needs no launch of its own. The whole block
-// takes part.
-__device__ static void combine_head(float *out, const float *partial, int D, int n_splits,
-                                    int n_act, int h, cu_block_q8_1 *q8) {
-  const int W = D + 2;
-  const float *pp = partial + (size_t)h * n_splits * W;
-  float M = -INFINITY;
-  for (int s = 0; s < n_act; s++)
-    M = fmaxf(M, __ldcg(pp + s * W));
-  const int lane = threadIdx.x & 31;
-  for (int d0 = threadIdx.x - lane; d0 < D; d0 += blockDim.x) {
-    const int d = d0 + lane; /* whole warps stay in the loop (D % 32 == 0 with q8) */
-    float L = 0.0f, A = 0.0f;
-    if (M != -INFINITY && d < D) {
-#pragma unroll 8
-      for (int s = 0; s < n_act; s++) {
-        float f = __expf(__ldcg(pp + s * W) - M);
-        L += __ldcg(pp + s * W + 1) * f;
-        A += __ldcg(pp + s * W + 2 + d) * f;
-      }
-    }
-    const float v = L > 0.0f ? A / L : 0.0f;
-    if (d < D)
-      out[(size_t)h * D + d] = v;
-    if (q8) {
-      const float amax = warp_max(fabsf(v));
-      const float dq = amax / 127.0f;
-      const int qi = amax == 0.0f ? 0 : __float2int_rn(v / dq);
-      const float sum = warp_sum((float)qi);
-      cu_block_q8_1 *b = q8 + ((size_t)h * D + d0) / 32;
-      b->qs[lane] = (int8_t)qi;
-      if (lane == 0) {
-        b->d = dq;
-        b->s = dq * sum;
-      }
-    }
-  }
-}
-
-// The splits' combine as a kernel of its own (one block per head), for when
-// no ticket array is given.
-__global__ static void attn_combine_kernel(float *out, const float *partial, int D, int n_splits,
-                                           const int32_t *pos, cu_block_q8_1 *q8) {
-  pdl_trigger();
-  pdl_wait();
-  int64_t n_pos = (int64_t)pos[0] + 1, chunk = attn_chunk(n_pos, n_splits);
-  int n_act = (int)min((int64_t)n_splits, (n_pos + chunk - 1) / chunk);
-  combine_head(out, partial, D, n_splits, n_act, blockIdx.x, q8);
-}
-
 // Positions per batch: 4 for G <= 4 (128 registers, 4 blocks per SM, so the
 // decode grid of ~4 blocks per SM runs in one wave; batches of 8 took 168
 // registers and two waves: 8B Q4_K_M decode at depth 16k 112 -> 158 tok/s),
@@ -208,7 +152,7 @@ template <int G, int NK>
 __global__ static void __launch_bounds__(ATT_WARPS * 32)
     attn_kernel(float *out, size_t os, const float *q, size_t qs, const uint8_t *kc,
                 const uint8_t *vc, int type, size_t rb, const int32_t *pos, int D, float scale,
-                int n_splits, bool vec, float *partial, int *tickets, cu_block_q8_1 *q8) {
+                int n_splits, bool vec, float *partial) {
   pdl_trigger();
   {
     /* Before waiting for q: ask L2 for this block's K/V rows of earlier
@@ -357,24 +301,53 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
     }
     __syncthreads(); /* the next split reuses the shared merge area */
   }
-  if (tickets && n_splits > 1) {
-    /* the last of this KV head's active splits to finish combines them: no
-       second launch (and no kernel boundary) per layer */
-    __shared__ int is_last;
-    __threadfence(); /* every thread's partial writes, before the ticket */
-    __syncthreads();
-    const int n_act = (int)min((int64_t)n_splits, (n_pos + chunk - 1) / chunk);
-    if (threadIdx.x == 0) {
-      is_last = atomicAdd(&tickets[kvh], 1) == n_act - 1;
-      if (is_last)
-        tickets[kvh] = 0; /* ready for the next step */
+}
+
+// Combines the splits of a decode attention: only splits that hold positions
+// up to pos[0] are read (the rest were never written this step); the split
+// loop is unrolled so the partials' loads overlap. With q8 set (head_dim a
+// multiple of 32) it also writes the q8_1 blocks of the output row for the
+// o-projection's mat-vec: each warp's 32 consecutive dims are one block, so
+// the quantize step needs no launch of its own.
+__global__ static void attn_combine_kernel(float *out, const float *partial, int D, int n_splits,
+                                           const int32_t *pos, cu_block_q8_1 *q8) {
+  pdl_trigger();
+  pdl_wait();
+  int h = blockIdx.x;
+  int W = D + 2;
+  int64_t n_pos = (int64_t)pos[0] + 1, chunk = attn_chunk(n_pos, n_splits);
+  int n_act = (int)min((int64_t)n_splits, (n_pos + chunk - 1) / chunk);
+  const float *pp = partial + (size_t)h * n_splits * W;
+  float M = -INFINITY;
+  for (int s = 0; s < n_act; s++)
+    M = fmaxf(M, pp[s * W]);
+  const int lane = threadIdx.x & 31;
+  for (int d0 = threadIdx.x - lane; d0 < D; d0 += blockDim.x) {
+    const int d = d0 + lane; /* whole warps stay in the loop (D % 32 == 0 with q8) */
+    float L = 0.0f, A = 0.0f;
+    if (M != -INFINITY && d < D) {
+#pragma unroll 8
+      for (int s = 0; s < n_act; s++) {
+        float f = __expf(pp[s * W] - M);
+        L += pp[s * W + 1] * f;
+        A += pp[s * W + 2 + d] * f;
+      }
     }
-    __syncthreads();
-    if (!is_last)
-      return;
-    __threadfence();
-    for (int g = 0; g < G; g++)
-      combine_head(out, partial, D, n_splits, n_act, kvh * G + g, q8);
+    const float v = L > 0.0f ? A / L : 0.0f;
+    if (d < D)
+      out[(size_t)h * D + d] = v;
+    if (q8) {
+      const float amax = warp_max(fabsf(v));
+      const float dq = amax / 127.0f;
+      const int qi = amax == 0.0f ? 0 : __float2int_rn(v / dq);
+      const float sum = warp_sum((float)qi);
+      cu_block_q8_1 *b = q8 + ((size_t)h * D + d0) / 32;
+      b->qs[lane] = (int8_t)qi;
+      if (lane == 0) {
+        b->d = dq;
+        b->s = dq * sum;
+      }
+    }
   }
 }
 
@@ -382,10 +355,10 @@ template <int G>
 static void launch_g(int nk, dim3 grid, size_t smem, cudaStream_t st, float *out, size_t os,
                      const float *q, size_t qs, const uint8_t *kc, const uint8_t *vc, int type,
                      size_t rb, const int32_t *pos, int D, float scale, int n_splits, bool vec,
-                     float *partial, int *tickets, cu_block_q8_1 *q8) {
+                     float *partial) {
 #define ATT_LAUNCH(NK)                                                                             \
   cu_launch(attn_kernel<G, NK>, grid, ATT_WARPS * 32, smem, st, out, os, q, qs, kc, vc, type, rb,  \
-            pos, D, scale, n_splits, vec, partial, tickets, q8)
+            pos, D, scale, n_splits, vec, partial)
   switch (nk) {
   case 1:
     ATT_LAUNCH(1);
@@ -548,7 +521,7 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
                       const uint8_t *k_cache, const uint8_t *v_cache, int cache_type,
                       size_t cache_row_bytes, const int32_t *pos, int64_t n_tokens, int n_heads,
                       int n_kv_heads, int head_dim, float scale, int64_t max_ctx, float *partial,
-                      int n_splits_max, void *q8_out, int *tickets, hx_stream st) {
+                      int n_splits_max, void *q8_out, hx_stream st) {
   CU_ASSERT(n_kv_heads > 0 && n_heads % n_kv_heads == 0 && head_dim > 0 && head_dim <= 256);
   CU_ASSERT(n_tokens > 0 && n_tokens < 65536 && max_ctx > 0);
   int G = n_heads / n_kv_heads;
@@ -603,10 +576,6 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
     if ((int64_t)n_splits > max_ctx)
       n_splits = (int)max_ctx;
   }
-  CU_ASSERT(!q8_out || (n_tokens == 1 && head_dim % 32 == 0));
-  /* with a ticket per KV head the split kernel combines its own splits */
-  int *tk = n_splits > 1 && n_kv_heads <= HX_CU_ATTN_TICKETS ? tickets : NULL;
-  cu_block_q8_1 *q8 = tk ? (cu_block_q8_1 *)q8_out : NULL;
   bool vec = head_dim == 32 * nk && ((uintptr_t)k_cache % 16) == 0 &&
              ((uintptr_t)v_cache % 16) == 0 && cache_row_bytes % 16 == 0;
   size_t smem = (size_t)ATT_WARPS * G * (head_dim + 2) * sizeof(float);
@@ -614,35 +583,36 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
   switch (G) {
   case 1:
     launch_g<1>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial, tk, q8);
+                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
     break;
   case 2:
     launch_g<2>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial, tk, q8);
+                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
     break;
   case 3:
     launch_g<3>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial, tk, q8);
+                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
     break;
   case 5:
     launch_g<5>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial, tk, q8);
+                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
     break;
   case 6:
     launch_g<6>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial, tk, q8);
+                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
     break;
   case 4:
     launch_g<4>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial, tk, q8);
+                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
     break;
   default:
     launch_g<8>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial, tk, q8);
+                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
     break;
   }
   CUDA_LAUNCH_CHECK();
-  if (n_splits > 1 && !tk) {
+  CU_ASSERT(!q8_out || (n_tokens == 1 && head_dim % 32 == 0));
+  if (n_splits > 1) {
     cu_launch(attn_combine_kernel, (unsigned)n_heads, 128, 0, st, out, partial, head_dim, n_splits,
               pos, (cu_block_q8_1 *)q8_out);
     CUDA_LAUNCH_CHECK();

@@ -144,8 +144,6 @@ typedef struct cuda_be {
   float *attn_part;
   size_t attn_part_floats;
   void *argmax_scratch; /* HX_CU_ARGMAX_SCRATCH_BYTES, zeroed (topk.cu) */
-  int *attn_tickets;    /* HX_CU_ATTN_TICKETS ints after it, zeroed (attention.cu); NULL when
-                           HX_CUDA_ATTN_TICKETS=0: the splits' combine is a kernel of its own */
   /* the step being recorded */
   cu_op *ops;
   int n_ops;
@@ -917,7 +915,7 @@ static void exec_attention(cuda_be *be, const cu_op *op, void *q8_out) {
       be->attn_part_floats >= attn_partial_floats(a->n_heads, a->head_dim, ATTN_SPLITS_MAX)
           ? ATTN_SPLITS_MAX
           : 1,
-      q8_out, be->attn_tickets, be->stream);
+      q8_out, be->stream);
 }
 
 static void exec_op(cuda_be *be, const cu_op *op) {
@@ -1409,20 +1407,16 @@ hx_code hx_backend_cuda_init(hx_backend *out, int device, hx_err *err) {
   }
   cublasSetStream(be->cublas, be->stream);
   cublasSetMathMode(be->cublas, CUBLAS_DEFAULT_MATH);
-  /* the many-block arg-max's partials and ticket, then the decode attention's
-     tickets; without them top_k keeps the one-block kernel and attention a
-     combine kernel */
-  const size_t zs = HX_CU_ARGMAX_SCRATCH_BYTES + HX_CU_ATTN_TICKETS * sizeof(int);
-  if (cudaMalloc(&be->argmax_scratch, zs) != cudaSuccess ||
-      cudaMemsetAsync(be->argmax_scratch, 0, zs, be->stream) != cudaSuccess ||
+  /* the many-block arg-max's partials and ticket; without it top_k keeps the
+     one-block kernel */
+  if (cudaMalloc(&be->argmax_scratch, HX_CU_ARGMAX_SCRATCH_BYTES) != cudaSuccess ||
+      cudaMemsetAsync(be->argmax_scratch, 0, HX_CU_ARGMAX_SCRATCH_BYTES, be->stream) !=
+          cudaSuccess ||
       cudaStreamSynchronize(be->stream) != cudaSuccess) {
     cudaFree(be->argmax_scratch);
     be->argmax_scratch = NULL;
     (void)cudaGetLastError();
   }
-  const char *tk = getenv("HX_CUDA_ATTN_TICKETS");
-  if (be->argmax_scratch && !(tk && strcmp(tk, "0") == 0))
-    be->attn_tickets = (int *)((char *)be->argmax_scratch + HX_CU_ARGMAX_SCRATCH_BYTES);
   int cc_major = 0;
   cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, device);
   /* On by default on sm_90+ (H100, 8B Q4_K_M decode 287 -> 295 tok/s with the

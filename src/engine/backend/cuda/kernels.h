@@ -72,11 +72,7 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
                       const uint8_t *k_cache, const uint8_t *v_cache, int cache_type,
                       size_t cache_row_bytes, const int32_t *pos, int64_t n_tokens, int n_heads,
                       int n_kv_heads, int head_dim, float scale, int64_t max_ctx, float *partial,
-                      int n_splits_max, void *q8_out, int *tickets, hx_stream st);
-/* tickets: HX_CU_ATTN_TICKETS ints of zeroed device memory (they are left
-   zeroed); given one, a split decode attention combines its splits in the
-   last split block to finish (no second launch); NULL: a combine kernel. */
-enum { HX_CU_ATTN_TICKETS = 256 };
+                      int n_splits_max, void *q8_out, hx_stream st);
 
 /* elementwise.cu; launch_binary op 0 = add, 1 = mul; b_stride 0 broadcasts. */
 void launch_swiglu(float *out, size_t out_stride, const float *gate, size_t g_stride,
