@@ -152,7 +152,7 @@ template <int G, int NK>
 __global__ static void __launch_bounds__(ATT_WARPS * 32)
     attn_kernel(float *out, size_t os, const float *q, size_t qs, const uint8_t *kc,
                 const uint8_t *vc, int type, size_t rb, const int32_t *pos, int D, float scale,
-                int n_splits, bool vec, float *partial, cu_l2pf pf) {
+                int n_splits, bool vec, float *partial) {
   pdl_trigger();
   {
     /* Before waiting for q: ask L2 for this block's K/V rows of earlier
@@ -183,15 +183,8 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
   int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   int64_t n_pos = (int64_t)pos[t] + 1;
   int64_t chunk = attn_chunk(n_pos, n_splits);
-  if ((int64_t)blockIdx.z * chunk >= n_pos) {
-    /* no split of this block holds a position yet: it asks L2 for upcoming
-       weights instead (its rank among the idle blocks) */
-    const int n_act = (int)min((int64_t)n_splits, (n_pos + chunk - 1) / chunk);
-    if (threadIdx.x == 0 && gridDim.y == 1)
-      l2pf_issue(pf, blockIdx.x * (unsigned)(n_splits - n_act) + (blockIdx.z - n_act),
-                 gridDim.x * (unsigned)(n_splits - n_act));
-    return;
-  }
+  if ((int64_t)blockIdx.z * chunk >= n_pos)
+    return; /* no split of this block holds a position yet */
   float qr[G][NK], acc[G][NK], m[G], l[G];
 #pragma unroll
   for (int g = 0; g < G; g++) {
@@ -362,10 +355,10 @@ template <int G>
 static void launch_g(int nk, dim3 grid, size_t smem, cudaStream_t st, float *out, size_t os,
                      const float *q, size_t qs, const uint8_t *kc, const uint8_t *vc, int type,
                      size_t rb, const int32_t *pos, int D, float scale, int n_splits, bool vec,
-                     float *partial, const cu_l2pf &pf) {
+                     float *partial) {
 #define ATT_LAUNCH(NK)                                                                             \
   cu_launch(attn_kernel<G, NK>, grid, ATT_WARPS * 32, smem, st, out, os, q, qs, kc, vc, type, rb,  \
-            pos, D, scale, n_splits, vec, partial, pf)
+            pos, D, scale, n_splits, vec, partial)
   switch (nk) {
   case 1:
     ATT_LAUNCH(1);
@@ -528,9 +521,7 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
                       const uint8_t *k_cache, const uint8_t *v_cache, int cache_type,
                       size_t cache_row_bytes, const int32_t *pos, int64_t n_tokens, int n_heads,
                       int n_kv_heads, int head_dim, float scale, int64_t max_ctx, float *partial,
-                      int n_splits_max, void *q8_out, const cu_l2pf *pf, hx_stream st) {
-  const cu_l2pf none = {};
-  const cu_l2pf req = pf ? *pf : none;
+                      int n_splits_max, void *q8_out, hx_stream st) {
   CU_ASSERT(n_kv_heads > 0 && n_heads % n_kv_heads == 0 && head_dim > 0 && head_dim <= 256);
   CU_ASSERT(n_tokens > 0 && n_tokens < 65536 && max_ctx > 0);
   int G = n_heads / n_kv_heads;
@@ -592,31 +583,31 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
   switch (G) {
   case 1:
     launch_g<1>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial, req);
+                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
     break;
   case 2:
     launch_g<2>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial, req);
+                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
     break;
   case 3:
     launch_g<3>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial, req);
+                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
     break;
   case 5:
     launch_g<5>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial, req);
+                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
     break;
   case 6:
     launch_g<6>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial, req);
+                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
     break;
   case 4:
     launch_g<4>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial, req);
+                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
     break;
   default:
     launch_g<8>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial, req);
+                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
     break;
   }
   CUDA_LAUNCH_CHECK();

@@ -186,32 +186,6 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
-// Issues this rank's share (of n_ranks) of an L2 prefetch request (kernels.h):
-// one thread per rank, shares in 4 KB units, one bulk prefetch per 64 KB.
-__device__ __forceinline__ void l2pf_issue(const cu_l2pf &pf, unsigned rank, unsigned n_ranks) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  uint64_t total = 0;
-#pragma unroll
-  for (int r = 0; r < HX_L2PF_RANGES; r++)
-    total += pf.n[r];
-  if (total == 0 || rank >= n_ranks)
-    return;
-  const uint64_t slice = ((total + n_ranks - 1) / n_ranks + 4095) & ~(uint64_t)4095;
-  const uint64_t a = (uint64_t)rank * slice, b = a + slice < total ? a + slice : total;
-  uint64_t off = 0;
-#pragma unroll
-  for (int r = 0; r < HX_L2PF_RANGES; r++) {
-    const uint64_t s = a > off ? a : off, e = b < off + pf.n[r] ? b : off + pf.n[r];
-    for (uint64_t c = s; c < e; c += 65536) {
-      const uint32_t len = (uint32_t)(e - c < 65536 ? e - c : 65536);
-      asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(pf.p[r] + (c - off)), "r"(len)
-                   : "memory");
-    }
-    off += pf.n[r];
-  }
-#endif
-}
-
 // 16 bytes of weights streamed past L1 (read once per token: caching them
 // there would only evict the activations).
 __device__ __forceinline__ uint4 ld_stream(const void *p) {

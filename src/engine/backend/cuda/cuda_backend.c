@@ -163,13 +163,6 @@ typedef struct cuda_be {
      results are garbage). suppress: cu_launch returns without launching. */
   uint64_t skip_mask;
   bool suppress;
-  /* L2 prefetch of upcoming mat-vec weights by the small decode kernels
-     (kernels.h cu_l2pf): bytes each kind of kernel may ask for (HX_L2PF=
-     norm,rope,attn,glu in MB; HX_L2PF=0: none), and how far into the step's
-     weight stream the requests have gone (op index of a mat-vec group, bytes) */
-  int64_t pf_budget[4];
-  int pf_cur_op;
-  uint64_t pf_cur_off;
   void *repack_tmp; /* weight_prepare's native copy, kept across one load (freed by reserve) */
   size_t repack_tmp_bytes;
   long n_replayed, n_captured;
@@ -215,28 +208,6 @@ void hx_cuda_report(cudaError_t e, const char *stmt, const char *file, int line)
 
 int hx_cuda_pdl_enabled(void) { return t_current && t_current->pdl; }
 int hx_cuda_launch_suppressed(void) { return t_current && t_current->suppress; }
-
-enum { PF_NORM, PF_ROPE, PF_ATTN, PF_GLU };
-
-/* HX_L2PF: four budgets in MB (norm, rope, attention, swiglu kernels), or 0. */
-static void parse_l2pf(cuda_be *be, const char *s) {
-  static const int64_t dflt[4] = {8, 6, 16, 6};
-  for (int k = 0; k < 4; k++)
-    be->pf_budget[k] = dflt[k] << 20;
-  if (!s)
-    return;
-  for (int k = 0; k < 4; k++) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    be->pf_budget[k] = end == s || v < 0 ? 0 : (int64_t)v << 20;
-    if (k == 0 && *end == '\0') /* one number: the same for all */
-      for (int j = 1; j < 4; j++)
-        be->pf_budget[j] = be->pf_budget[0];
-    if (*end != ',')
-      break;
-    s = end + 1;
-  }
-}
 
 /* HX_CUDA_SKIP's comma-separated profile bucket names → a mask. */
 static uint64_t parse_skip(const char *s) {
@@ -934,12 +905,8 @@ static void exec_gemm(cuda_be *be, const cu_op *op) {
 }
 
 /* The attention op; q8_out also writes the q8_1 blocks of its (one-row) output. */
-static cu_l2pf l2pf_next(cuda_be *be, const cu_op *after, int kind);
-
-/* after: the op after the group this attention belongs to (for its L2 prefetch) */
-static void exec_attention(cuda_be *be, const cu_op *op, void *q8_out, const cu_op *after) {
+static void exec_attention(cuda_be *be, const cu_op *op, void *q8_out) {
   const hx_tensor *t = op->t;
-  const cu_l2pf pf = l2pf_next(be, after, PF_ATTN);
   const hx_attn_params *a = &op->attn;
   launch_attention(
       (float *)ptr(t[0]), stride_f(t[0]), (const float *)ptr(t[1]), stride_f(t[1]), ptr(t[2]),
@@ -948,7 +915,7 @@ static void exec_attention(cuda_be *be, const cu_op *op, void *q8_out, const cu_
       be->attn_part_floats >= attn_partial_floats(a->n_heads, a->head_dim, ATTN_SPLITS_MAX)
           ? ATTN_SPLITS_MAX
           : 1,
-      q8_out, &pf, be->stream);
+      q8_out, be->stream);
 }
 
 static void exec_op(cuda_be *be, const cu_op *op) {
@@ -1013,7 +980,7 @@ static void exec_op(cuda_be *be, const cu_op *op) {
     break;
   }
   case OP_ATTN:
-    exec_attention(be, op, NULL, op + 1);
+    exec_attention(be, op, NULL);
     break;
   case OP_SWIGLU:
     launch_swiglu((float *)ptr(t[0]), stride_f(t[0]), (const float *)ptr(t[1]), stride_f(t[1]),
@@ -1138,74 +1105,6 @@ static int prof_bucket(const cu_op *op) {
 /* ---- one-token fusions: chosen at execution when the recorded ops match;
  * each returns how many ops it consumed (0 = no match). ---- */
 
-/* A one-token mat-vec (the decode kernels of mmv_stream.cu / mmvq.cu). */
-static bool is_decode_matvec(const cu_op *op) {
-  return op->kind == OP_MATMUL && op->t[2].n_rows == 1 &&
-         matvec_shape_ok(native_type(op->t[1].type), op->t[1].n_cols);
-}
-
-/* The mat-vec group starting at op j (up to 3 sharing one activation, as
- * fuse_matvecs launches them): how many ops, and each weight's bytes (0 for a
- * slice of a planar matrix, whose rows are not one range). */
-static int mv_group(const cuda_be *be, int j, const uint8_t *p[3], uint64_t n[3]) {
-  int k = 0;
-  while (k < 3 && j + k < be->n_ops && is_decode_matvec(&be->ops[j + k]) &&
-         (k == 0 || same_tensor(be->ops[j + k].t[2], be->ops[j].t[2]))) {
-    const cu_op *op = &be->ops[j + k];
-    int64_t row0, r_total;
-    p[k] = weight_base(op, &row0, &r_total);
-    n[k] = row0 == 0 && r_total == op->t[1].n_rows
-               ? (uint64_t)op->t[1].row_bytes * (uint64_t)op->t[1].n_rows
-               : 0;
-    k++;
-  }
-  return k;
-}
-
-/* The L2 prefetch request for a small kernel of the given kind launched before
- * op `after`: the next bytes of the coming mat-vec groups' weights (at most two
- * groups ahead) not yet asked for this step, up to the kind's budget. */
-static cu_l2pf l2pf_next(cuda_be *be, const cu_op *after, int kind) {
-  cu_l2pf r;
-  memset(&r, 0, sizeof r);
-  uint64_t budget = (uint64_t)be->pf_budget[kind];
-  if (budget == 0 || be->step_tokens != 1)
-    return r;
-  int nr = 0, groups = 0, j = (int)(after - be->ops);
-  while (budget > 0 && nr < HX_L2PF_RANGES && groups < 2) {
-    while (j < be->n_ops && !is_decode_matvec(&be->ops[j]))
-      j++;
-    if (j >= be->n_ops)
-      break;
-    const uint8_t *p[3];
-    uint64_t n[3], total = 0;
-    int k = mv_group(be, j, p, n);
-    for (int i = 0; i < k; i++)
-      total += n[i];
-    uint64_t cur = be->pf_cur_op == j ? be->pf_cur_off : be->pf_cur_op > j ? total : 0;
-    uint64_t off = 0;
-    for (int i = 0; i < k && budget > 0 && nr < HX_L2PF_RANGES; off += n[i], i++) {
-      if (cur >= off + n[i])
-        continue;
-      uint64_t s = cur - off, len = n[i] - s < budget ? n[i] - s : budget;
-      const uint8_t *a = p[i] + s;
-      uint64_t mis = (16 - ((uintptr_t)a & 15)) & 15;
-      if (len > mis && ((len - mis) & ~(uint64_t)15) > 0) {
-        r.p[nr] = a + mis;
-        r.n[nr] = (len - mis) & ~(uint64_t)15;
-        nr++;
-      }
-      budget -= len;
-      cur = off + s + len;
-    }
-    be->pf_cur_op = cur >= total ? j + k : j;
-    be->pf_cur_off = cur >= total ? 0 : cur;
-    j += k;
-    groups++;
-  }
-  return r;
-}
-
 static bool is_quant_of(const cu_op *op, hx_tensor t) {
   return op->kind == OP_QUANT && same_tensor(op->t[0], t);
 }
@@ -1216,10 +1115,9 @@ static int fuse_norm_quant(cuda_be *be, const cu_op *ops, int n) {
   if (n < 2 || ops[0].kind != OP_RMS_NORM || t[1].n_rows != 1 || !is_quant_of(&ops[1], t[0]) ||
       t[1].n_cols % 32 != 0)
     return 0;
-  const cu_l2pf pf = l2pf_next(be, ops + 2, PF_NORM);
   launch_rms_norm_q8((float *)ptr(t[0]), (float *)ptr(t[1]), (float *)ptr(t[2]),
                      (const float *)ptr(t[3]), t[1].n_cols, ops[0].fval[0], ops[0].ival[0], be->q8,
-                     &pf, be->stream);
+                     be->stream);
   return 2;
 }
 
@@ -1230,7 +1128,7 @@ static int fuse_attn_quant(cuda_be *be, const cu_op *ops, int n) {
       ops[0].attn.head_dim % 32 != 0 ||
       t[0].n_cols != (int64_t)ops[0].attn.n_heads * ops[0].attn.head_dim)
     return 0;
-  exec_attention(be, &ops[0], be->q8, ops + 2);
+  exec_attention(be, &ops[0], be->q8);
   return 2;
 }
 
@@ -1240,9 +1138,8 @@ static int fuse_swiglu_quant(cuda_be *be, const cu_op *ops, int n) {
   if (n < 2 || ops[0].kind != OP_SWIGLU || t[0].n_rows != 1 || !is_quant_of(&ops[1], t[0]) ||
       t[0].n_cols % 32 != 0)
     return 0;
-  const cu_l2pf pf = l2pf_next(be, ops + 2, PF_GLU);
   launch_swiglu_q8((float *)ptr(t[0]), (const float *)ptr(t[1]), (const float *)ptr(t[2]),
-                   t[0].n_cols, be->q8, &pf, be->stream);
+                   t[0].n_cols, be->q8, be->stream);
   return 2;
 }
 
@@ -1288,13 +1185,12 @@ static int fuse_qk_rope_store(cuda_be *be, const cu_op *ops, int n) {
   if (nq && (!same_tensor(nq->t[0], q) || !same_tensor(nk->t[0], k) || nq->ival[0] != hd ||
              nk->ival[0] != hd || nq->fval[0] != nk->fval[0]))
     return 0;
-  const cu_l2pf pf = l2pf_next(be, ops + i + 4, PF_ROPE);
   launch_qk_rope_store((float *)ptr(q), (float *)ptr(k), (const float *)ptr(sv->t[1]),
                        nq ? (const float *)ptr(nq->t[1]) : NULL,
                        nk ? (const float *)ptr(nk->t[1]) : NULL, (const int32_t *)ptr(pos),
                        (int)(q.n_cols / hd), (int)(k.n_cols / hd), hd, nq ? nq->fval[0] : 0.0f,
                        &rq->rope, ptr(sk->t[0]), ptr(sv->t[0]), (int)sk->t[0].type,
-                       sk->t[0].row_bytes, &pf, be->stream);
+                       sk->t[0].row_bytes, be->stream);
   return i + 4;
 }
 
@@ -1331,20 +1227,15 @@ static void run_ops(cuda_be *be) {
       CK(cudaEventCreate(&be->events[i]));
   }
   int n_groups = 0;
-  be->pf_cur_op = -1; /* nothing of this step's weights asked of L2 yet */
-  be->pf_cur_off = 0;
   for (int i = 0; i < be->n_ops && !be->poisoned;) {
     const cu_op *op = &be->ops[i];
     int rest = be->n_ops - i, used = 0, kind;
     if (be->profile)
       CK(cudaEventRecord(be->events[n_groups], be->stream));
     if (fuse && be->skip_mask) { /* a dry pass names the group; skipped ones stop there */
-      const int pf_op = be->pf_cur_op;
-      const uint64_t pf_off = be->pf_cur_off;
       be->suppress = true;
       int k = run_group(be, op, rest, &used);
       be->suppress = false;
-      be->pf_cur_op = pf_op, be->pf_cur_off = pf_off;
       if (k < 64 && (be->skip_mask >> k & 1)) {
         i += used;
         continue;
@@ -1503,7 +1394,6 @@ hx_code hx_backend_cuda_init(hx_backend *out, int device, hx_err *err) {
   const char *prof = getenv("HX_CUDA_PROFILE");
   be->profile = prof && strcmp(prof, "1") == 0;
   be->skip_mask = parse_skip(getenv("HX_CUDA_SKIP"));
-  parse_l2pf(be, getenv("HX_L2PF"));
   t_current = be;
   if (!be->ops || !be->graph_ops || cudaSetDevice(device) != cudaSuccess ||
       cudaStreamCreateWithFlags(&be->stream, cudaStreamNonBlocking) != cudaSuccess ||

@@ -29,7 +29,7 @@ __device__ __forceinline__ void warp_quantize(float v, cu_block_q8_1 *b, int lan
 template <int K>
 __global__ static void __launch_bounds__(1024)
     rms_norm_q8_kernel(float *out, float *x, float *res, const float *w, int64_t n, float eps,
-                       int zc, cu_block_q8_1 *q8, cu_l2pf pf) {
+                       int zc, cu_block_q8_1 *q8) {
   pdl_trigger();
   /* the norm weights are constant: read before waiting for x */
   float wv[K];
@@ -39,11 +39,6 @@ __global__ static void __launch_bounds__(1024)
     wv[k] = i < n ? (zc ? 1.0f + w[i] : w[i]) : 0.0f;
   }
   pdl_wait();
-  if (blockIdx.x > 0) { /* the blocks after the first only ask L2 for upcoming weights */
-    if (threadIdx.x == 0)
-      l2pf_issue(pf, blockIdx.x - 1, gridDim.x - 1);
-    return;
-  }
   __shared__ float red[32];
   float v[K];
   float ss = 0.0f;
@@ -106,39 +101,32 @@ __global__ static void __launch_bounds__(1024)
 }
 
 void launch_rms_norm_q8(float *out, float *x, float *residual, const float *w, int64_t n_cols,
-                        float eps, int zero_centred, void *q8, const cu_l2pf *pf, hx_stream st) {
+                        float eps, int zero_centred, void *q8, hx_stream st) {
   CU_ASSERT(n_cols % 32 == 0 && n_cols > 0 && n_cols <= 16384);
   cu_block_q8_1 *qb = (cu_block_q8_1 *)q8;
-  const cu_l2pf none = {};
-  const cu_l2pf req = pf ? *pf : none;
-  bool any = false;
-  for (int r = 0; r < HX_L2PF_RANGES; r++)
-    any |= req.n[r] > 0;
-  const unsigned grid = any ? 1 + 16 : 1; /* 16 prefetching blocks beside the norm's */
   int64_t k = (n_cols + 1023) / 1024;
-#define NQ(K)                                                                                      \
-  cu_launch(rms_norm_q8_kernel<K>, grid, 1024, 0, st, out, x, residual, w, n_cols, eps,            \
-            zero_centred, qb, req)
   if (k <= 1)
-    NQ(1);
+    cu_launch(rms_norm_q8_kernel<1>, 1, 1024, 0, st, out, x, residual, w, n_cols, eps, zero_centred,
+              qb);
   else if (k <= 2)
-    NQ(2);
+    cu_launch(rms_norm_q8_kernel<2>, 1, 1024, 0, st, out, x, residual, w, n_cols, eps, zero_centred,
+              qb);
   else if (k <= 4)
-    NQ(4);
+    cu_launch(rms_norm_q8_kernel<4>, 1, 1024, 0, st, out, x, residual, w, n_cols, eps, zero_centred,
+              qb);
   else if (k <= 8)
-    NQ(8);
+    cu_launch(rms_norm_q8_kernel<8>, 1, 1024, 0, st, out, x, residual, w, n_cols, eps, zero_centred,
+              qb);
   else
-    NQ(16);
-#undef NQ
+    cu_launch(rms_norm_q8_kernel<16>, 1, 1024, 0, st, out, x, residual, w, n_cols, eps,
+              zero_centred, qb);
   CUDA_LAUNCH_CHECK();
 }
 
 __global__ static void swiglu_q8_kernel(float *out, const float *g, const float *u, int64_t n,
-                                        cu_block_q8_1 *q8, cu_l2pf pf) {
+                                        cu_block_q8_1 *q8) {
   pdl_trigger();
   pdl_wait();
-  if (threadIdx.x == 0)
-    l2pf_issue(pf, blockIdx.x, gridDim.x);
   int64_t blk = (int64_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
   int lane = threadIdx.x & 31;
   if (blk * 32 >= n)
@@ -151,11 +139,10 @@ __global__ static void swiglu_q8_kernel(float *out, const float *g, const float 
 }
 
 void launch_swiglu_q8(float *out, const float *gate, const float *up, int64_t n_cols, void *q8,
-                      const cu_l2pf *pf, hx_stream st) {
+                      hx_stream st) {
   CU_ASSERT(n_cols % 32 == 0);
-  const cu_l2pf none = {};
   cu_launch(swiglu_q8_kernel, cdiv(n_cols / 32, 8), 256, 0, st, out, gate, up, n_cols,
-            (cu_block_q8_1 *)q8, pf ? *pf : none);
+            (cu_block_q8_1 *)q8);
   CUDA_LAUNCH_CHECK();
 }
 
@@ -170,11 +157,9 @@ __device__ __forceinline__ float kv_round(float v, int type) {
 __global__ static void qk_rope_store_kernel(float *q, float *k, const float *v, const float *qw,
                                             const float *kw, const int32_t *pos, int n_q, int n_kv,
                                             int D, float eps, cu_rope p, uint8_t *kc, uint8_t *vc,
-                                            int ctype, size_t crb, cu_l2pf pf) {
+                                            int ctype, size_t crb) {
   pdl_trigger();
   pdl_wait();
-  if (threadIdx.x == 0)
-    l2pf_issue(pf, blockIdx.x, gridDim.x);
   int h = blockIdx.x, lane = threadIdx.x;
   int kind = h < n_q ? 0 : h < n_q + n_kv ? 1 : 2;
   int hh = kind == 0 ? h : kind == 1 ? h - n_q : h - n_q - n_kv;
@@ -240,7 +225,7 @@ template <int NE>
 __global__ static void __launch_bounds__(32)
     qk_rope_store_reg_kernel(float *q, float *k, const float *v, const float *qw, const float *kw,
                              const int32_t *pos, int n_q, int n_kv, float eps, cu_rope p,
-                             uint8_t *kc, uint8_t *vc, int ctype, size_t crb, cu_l2pf pf) {
+                             uint8_t *kc, uint8_t *vc, int ctype, size_t crb) {
   pdl_trigger();
   const int D = 32 * NE, h = blockIdx.x, lane = threadIdx.x;
   const int kind = h < n_q ? 0 : h < n_q + n_kv ? 1 : 2;
@@ -266,8 +251,6 @@ __global__ static void __launch_bounds__(32)
   for (int j = 0; j < NE; j++)
     wr[j] = w ? w[lane + 32 * j] : 1.0f; /* constant: read before the wait */
   pdl_wait();
-  if (lane == 0)
-    l2pf_issue(pf, blockIdx.x, gridDim.x);
   float *x = kind == 0 ? q + (size_t)hh * D : kind == 1 ? k + (size_t)hh * D : nullptr;
   const float *src = kind == 2 ? v + (size_t)hh * D : x;
 #pragma unroll
@@ -329,17 +312,14 @@ __global__ static void __launch_bounds__(32)
 void launch_qk_rope_store(float *q, float *k, const float *v, const float *q_norm,
                           const float *k_norm, const int32_t *pos, int n_heads, int n_kv_heads,
                           int head_dim, float eps, const cu_rope *p, uint8_t *k_cache,
-                          uint8_t *v_cache, int cache_type, size_t cache_row_bytes,
-                          const cu_l2pf *pf, hx_stream st) {
-  const cu_l2pf none = {};
-  const cu_l2pf req = pf ? *pf : none;
+                          uint8_t *v_cache, int cache_type, size_t cache_row_bytes, hx_stream st) {
   CU_ASSERT(p->n_rot > 0 && p->n_rot % 2 == 0 && p->n_rot <= head_dim);
   CU_ASSERT(cache_type != GT_Q8_0 || head_dim % 32 == 0);
   const unsigned grid = (unsigned)(n_heads + 2 * n_kv_heads);
   if (head_dim % 32 == 0 && p->n_rot % 64 == 0 && !getenv("HX_QK_ROPE_GENERIC")) {
 #define QKR(NE)                                                                                    \
   cu_launch(qk_rope_store_reg_kernel<NE>, grid, 32, 0, st, q, k, v, q_norm, k_norm, pos, n_heads,  \
-            n_kv_heads, eps, *p, k_cache, v_cache, cache_type, cache_row_bytes, req)
+            n_kv_heads, eps, *p, k_cache, v_cache, cache_type, cache_row_bytes)
     switch (head_dim / 32) {
     case 1:
       QKR(1);
@@ -364,6 +344,6 @@ void launch_qk_rope_store(float *q, float *k, const float *v, const float *q_nor
   }
   cu_launch(qk_rope_store_kernel, (unsigned)(n_heads + 2 * n_kv_heads), 32, 0, st, q, k, v, q_norm,
             k_norm, pos, n_heads, n_kv_heads, head_dim, eps, *p, k_cache, v_cache, cache_type,
-            cache_row_bytes, req);
+            cache_row_bytes);
   CUDA_LAUNCH_CHECK();
 }

@@ -63,18 +63,6 @@ void launch_rms_norm_heads(float *x, size_t x_stride, const float *w, int64_t n_
 void launch_rope(float *x, size_t x_stride, int64_t n_cols, int64_t n_rows, const int32_t *pos,
                  int head_dim, const cu_rope *p, hx_stream st);
 
-/* An L2 prefetch request carried by a decode kernel that reads little from
- * memory: up to HX_L2PF_RANGES byte ranges of the weights the next mat-vecs will
- * stream (each start 16-byte aligned, each length a multiple of 16). After its
- * PDL wait — the mat-vec before it has finished, so HBM would idle — the kernel
- * asks L2 for them (cp.async.bulk.prefetch), spread over its blocks; the
- * mat-vec then finds that part of its weights in L2. NULL or all-zero: none. */
-enum { HX_L2PF_RANGES = 4 };
-typedef struct cu_l2pf {
-  const uint8_t *p[HX_L2PF_RANGES];
-  uint64_t n[HX_L2PF_RANGES];
-} cu_l2pf;
-
 /* attention.cu */
 void launch_cache_store(uint8_t *cache, int cache_type, size_t cache_row_bytes, const float *src,
                         size_t src_stride, int64_t n_cols, int64_t n_rows, const int32_t *pos,
@@ -84,7 +72,7 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
                       const uint8_t *k_cache, const uint8_t *v_cache, int cache_type,
                       size_t cache_row_bytes, const int32_t *pos, int64_t n_tokens, int n_heads,
                       int n_kv_heads, int head_dim, float scale, int64_t max_ctx, float *partial,
-                      int n_splits_max, void *q8_out, const cu_l2pf *pf, hx_stream st);
+                      int n_splits_max, void *q8_out, hx_stream st);
 
 /* elementwise.cu; launch_binary op 0 = add, 1 = mul; b_stride 0 broadcasts. */
 void launch_swiglu(float *out, size_t out_stride, const float *gate, size_t g_stride,
@@ -107,17 +95,15 @@ void launch_top_k(float *vals, size_t v_stride, int32_t *ids, size_t i_stride, c
                   size_t x_stride, int64_t n_cols, int64_t n_rows, int k, void *argmax_scratch,
                   hx_stream st);
 
-
 /* fused.cu: one-token fusions (see cuda_backend.c for when they apply). */
 void launch_rms_norm_q8(float *out, float *x, float *residual, const float *w, int64_t n_cols,
-                        float eps, int zero_centred, void *q8, const cu_l2pf *pf, hx_stream st);
+                        float eps, int zero_centred, void *q8, hx_stream st);
 void launch_swiglu_q8(float *out, const float *gate, const float *up, int64_t n_cols, void *q8,
-                      const cu_l2pf *pf, hx_stream st);
+                      hx_stream st);
 void launch_qk_rope_store(float *q, float *k, const float *v, const float *q_norm,
                           const float *k_norm, const int32_t *pos, int n_heads, int n_kv_heads,
                           int head_dim, float eps, const cu_rope *p, uint8_t *k_cache,
-                          uint8_t *v_cache, int cache_type, size_t cache_row_bytes,
-                          const cu_l2pf *pf, hx_stream st);
+                          uint8_t *v_cache, int cache_type, size_t cache_row_bytes, hx_stream st);
 /* mmvq.cu: up to 3 matvecs sharing one quantized activation row, one launch.
  * Native layouts: w = the first row to compute (row0, r_total unused).
  * Planar types (GT_PLANAR bit, common.cuh): w = the whole matrix's base,
