@@ -433,3 +433,236 @@ void launch_matvec_stream(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const
             (const cu_block_q8_1 *)xq, pf != 0);
   CUDA_LAUNCH_CHECK();
 }
+
+// ---- The FFN block of a one-token step in one persistent kernel ----
+//
+// rms_norm(x + residual) → q8_1 → gate/up mat-vecs → SwiGLU → q8_1 → down
+// mat-vec: seven recorded ops that otherwise take four launches (norm+quantize,
+// gate/up, SwiGLU+quantize, down) and three kernel boundaries per layer. One
+// block per SM (all resident: the grid barrier between the gate/up and down
+// phases needs that). Every block normalizes and quantizes the whole input row
+// into shared memory itself (a few KB read from L2 per block) instead of
+// waiting for a separate kernel; after the barrier every block quantizes the
+// SwiGLU row the same way. Arithmetic per element matches the unfused kernels
+// (rms_norm_q8, the Q4_K/Q6_K stream mat-vecs, swiglu_q8).
+
+struct ffn_args {
+  float *xo;       /* the norm's output row (may be x itself: the model's in-place norm) */
+  const float *x;  /* the norm's input row */
+  float *res;      /* residual row (+= x), or NULL */
+  const float *nw; /* norm weights */
+  float eps;
+  int zc;                 /* zero-centred norm weights (1 + w) */
+  const uint8_t *wg, *wu; /* gate / up, GGUF Q4_K rows */
+  size_t gu_rb;
+  float *g, *u, *h;  /* gate, up and SwiGLU rows */
+  const uint8_t *wd; /* down: Q4_K rows, or the base of a whole planar Q6_K matrix */
+  int d_type;
+  size_t d_rb;
+  float *y;          /* down output row */
+  cu_block_q8_1 *q8; /* the backend's q8_1 row: left holding the SwiGLU row's blocks */
+  int64_t n_embd, n_ff;
+  unsigned *bar; /* three zeroed words: barrier arrivals, generation; phase-A arrivals */
+};
+
+// All blocks of the grid (all resident) meet here; global writes before it are
+// visible to every block after it.
+__device__ __forceinline__ void grid_barrier(unsigned *bar) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    volatile unsigned *gen = bar + 1;
+    const unsigned g = *gen;
+    __threadfence();
+    if (atomicAdd(bar, 1u) == gridDim.x - 1) {
+      bar[0] = 0;
+      __threadfence();
+      atomicAdd(bar + 1, 1u);
+    } else {
+      while (*gen == g)
+        __nanosleep(64);
+    }
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+template <int FF_WARPS>
+__global__ static void __launch_bounds__(FF_WARPS * 32, 1) ffn_fused_kernel(ffn_args a) {
+  extern __shared__ cu_block_q8_1 sq[]; /* max(n_embd, n_ff) / 32 blocks */
+  __shared__ float red[32];
+  pdl_trigger();
+  const float *nw = a.nw;
+  pdl_wait();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  /* A: sum of squares of x + res, then normalized q8_1 blocks, one warp per block */
+  float ss = 0.0f;
+  for (int64_t i = threadIdx.x; i < a.n_embd; i += blockDim.x) {
+    const float v = a.x[i] + (a.res ? a.res[i] : 0.0f);
+    ss += v * v;
+  }
+  ss = block_sum(ss, red);
+  const float inv = rsqrtf(ss / (float)a.n_embd + a.eps);
+  for (int64_t b = warp; b * 32 < a.n_embd; b += FF_WARPS) {
+    const int64_t i = b * 32 + lane;
+    const float wv = a.zc ? 1.0f + nw[i] : nw[i];
+    const float v = (a.x[i] + (a.res ? a.res[i] : 0.0f)) * inv * wv;
+    const float amax = warp_max(fabsf(v));
+    const float d = amax / 127.0f;
+    const int q = amax == 0.0f ? 0 : __float2int_rn(v / d);
+    const float sum = warp_sum((float)q);
+    sq[b].qs[lane] = (int8_t)q;
+    if (lane == 0)
+      sq[b].d = d, sq[b].s = d * sum;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    atomicAdd(a.bar + 2, 1u); /* done reading x and res */
+  }
+  if (blockIdx.x == 0) {
+    /* block 0 writes the residual and the norm's output row once every block
+       has read x and res (xo may be x: the model's in-place norm); the others
+       go on. These writes land before the barrier below, so the down rows
+       written after it (which may be that same row) come last. */
+    if (threadIdx.x == 0) {
+      while (atomicAdd(a.bar + 2, 0u) < gridDim.x)
+        __nanosleep(32);
+      a.bar[2] = 0;
+      __threadfence();
+    }
+    __syncthreads();
+    for (int64_t i = threadIdx.x; i < a.n_embd; i += blockDim.x) {
+      const float v = a.x[i] + (a.res ? a.res[i] : 0.0f);
+      const float wv = a.zc ? 1.0f + nw[i] : nw[i];
+      if (a.res)
+        a.res[i] = v;
+      a.xo[i] = v * inv * wv;
+    }
+  }
+  /* B: gate and up rows 2t, 2t + 1 per warp task, then SwiGLU */
+  const unsigned gw = blockIdx.x * FF_WARPS + warp, nwarps = gridDim.x * FF_WARPS;
+  for (int64_t t = gw; 2 * t < a.n_ff; t += nwarps) {
+    const int64_t r0 = 2 * t;
+    const int64_t r1 = r0 + 1 < a.n_ff ? r0 + 1 : r0;
+    const uint8_t *wg[MS_ROWS] = {a.wg + (size_t)r0 * a.gu_rb, a.wg + (size_t)r1 * a.gu_rb};
+    const uint8_t *wu[MS_ROWS] = {a.wu + (size_t)r0 * a.gu_rb, a.wu + (size_t)r1 * a.gu_rb};
+    float ag[MS_ROWS] = {0.0f, 0.0f}, au[MS_ROWS] = {0.0f, 0.0f};
+    rows_q4k(wg, a.n_embd / 256, sq, ag, false, false);
+    rows_q4k(wu, a.n_embd / 256, sq, au, false, false);
+#pragma unroll
+    for (int r = 0; r < MS_ROWS; r++) {
+      const float gv = warp_sum(ag[r]), uv = warp_sum(au[r]);
+      if (lane == 0 && r0 + r < a.n_ff) {
+        a.g[r0 + r] = gv;
+        a.u[r0 + r] = uv;
+        a.h[r0 + r] = gv / (1.0f + __expf(-gv)) * uv;
+      }
+    }
+  }
+  grid_barrier(a.bar);
+  /* C: the SwiGLU row's q8_1 blocks (block 0 also leaves them in a.q8) */
+  for (int64_t b = warp; b * 32 < a.n_ff; b += FF_WARPS) {
+    const float v = __ldcg(a.h + b * 32 + lane);
+    const float amax = warp_max(fabsf(v));
+    const float d = amax / 127.0f;
+    const int q = amax == 0.0f ? 0 : __float2int_rn(v / d);
+    const float sum = warp_sum((float)q);
+    sq[b].qs[lane] = (int8_t)q;
+    if (lane == 0)
+      sq[b].d = d, sq[b].s = d * sum;
+    if (blockIdx.x == 0) {
+      a.q8[b].qs[lane] = (int8_t)q;
+      if (lane == 0)
+        a.q8[b].d = d, a.q8[b].s = d * sum;
+    }
+  }
+  __syncthreads();
+  /* D: down rows 2t, 2t + 1 per warp task */
+  for (int64_t t = gw; 2 * t < a.n_embd; t += nwarps) {
+    const int64_t r0 = 2 * t;
+    const int64_t rr[MS_ROWS] = {r0, r0 + 1 < a.n_embd ? r0 + 1 : r0};
+    float acc[MS_ROWS] = {0.0f, 0.0f};
+    if (a.d_type == GT_Q4_K) {
+      const uint8_t *w[MS_ROWS] = {a.wd + (size_t)rr[0] * a.d_rb, a.wd + (size_t)rr[1] * a.d_rb};
+      rows_q4k(w, a.n_ff / 256, sq, acc, false, false);
+    } else {
+      rows_q6kp(a.wd, a.n_embd, rr, a.n_ff / 256, sq, acc, false, false);
+    }
+#pragma unroll
+    for (int r = 0; r < MS_ROWS; r++) {
+      const float v = warp_sum(acc[r]);
+      if (lane == 0 && r0 + r < a.n_embd)
+        a.y[r0 + r] = v;
+    }
+  }
+}
+
+int ffn_fused_ok(const cu_mv_job *gate, const cu_mv_job *up, const cu_mv_job *down,
+                 int64_t n_embd) {
+  static int off = -1;
+  if (off < 0) {
+    const char *e = getenv("HX_CUDA_FFN_FUSED");
+    off = e && e[0] == '0';
+  }
+  const int64_t n_ff = gate->n_out;
+  if (off || gate->type != GT_Q4_K || up->type != GT_Q4_K || up->n_out != n_ff ||
+      gate->row_bytes != up->row_bytes || !matvec_stream_ok(gate, n_embd) ||
+      !matvec_stream_ok(up, n_embd) || !matvec_stream_ok(down, n_ff) || down->n_out != n_embd ||
+      gate->bias || up->bias || down->bias || n_embd % 256 != 0 || n_ff % 256 != 0)
+    return 0;
+  if (down->type == GT_Q6_KP)
+    return down->row0 == 0 && down->r_total == n_embd;
+  return down->type == GT_Q4_K;
+}
+
+void launch_ffn_fused(float *xo, const float *x, float *res, const float *nw, float eps, int zc,
+                      const cu_mv_job *gate, const cu_mv_job *up, float *h, const cu_mv_job *down,
+                      int64_t n_embd, void *q8, unsigned *bar, hx_stream st) {
+  const int64_t n_ff = gate->n_out;
+  CU_ASSERT(ffn_fused_ok(gate, up, down, n_embd));
+  const size_t smem = (size_t)((n_embd > n_ff ? n_embd : n_ff) / 32) * sizeof(cu_block_q8_1);
+  /* 8 warps per block (246 registers, no spills) or 16 (128 registers with
+     spills): HX_CUDA_FFN_WARPS */
+  static int warps = 0;
+  if (warps == 0) {
+    const char *e = getenv("HX_CUDA_FFN_WARPS");
+    warps = e && atoi(e) == 16 ? 16 : 8;
+  }
+  void (*kern)(ffn_args) = warps == 16 ? ffn_fused_kernel<16> : ffn_fused_kernel<8>;
+  static int grid_of[64];
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CU_ASSERT(dev >= 0 && dev < 64);
+  int &grid = grid_of[dev];
+  if (grid == 0) {
+    int n_sm = 0, per_sm = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev));
+    CUDA_CHECK(cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, warps * 32, 64 * 1024));
+    CU_ASSERT(per_sm >= 1); /* the grid barrier needs every block resident */
+    grid = n_sm;
+  }
+  CU_ASSERT(smem <= 64 * 1024);
+  ffn_args a = {xo,
+                x,
+                res,
+                nw,
+                eps,
+                zc,
+                gate->w,
+                up->w,
+                gate->row_bytes,
+                gate->y,
+                up->y,
+                h,
+                down->w,
+                down->type,
+                down->row_bytes,
+                down->y,
+                (cu_block_q8_1 *)q8,
+                n_embd,
+                n_ff,
+                bar};
+  cu_launch(kern, (unsigned)grid, warps * 32, smem, st, a);
+  CUDA_LAUNCH_CHECK();
+}
