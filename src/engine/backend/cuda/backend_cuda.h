@@ -38,8 +38,6 @@ hx_code hx_backend_cuda_mem_info(int device, size_t *free_bytes, size_t *total_b
 bool hx_backend_cuda_poisoned(const hx_backend *b, const char **msg);
 /* Statistics of graph use: steps replayed from the cached graph, captured. */
 void hx_backend_cuda_graph_stats(const hx_backend *b, long *replayed, long *captured);
-/* How many FFN blocks ran as the one fused kernel (tests). */
-long hx_backend_cuda_ffn_fused_count(const hx_backend *b);
 
 /* Profiling: when on, steps run op by op (no graph) with events between
  * ops, accumulating time per op family; print writes a table. Also enabled

@@ -82,7 +82,6 @@ enum {
   PROF_F_SWIGLUQ,
   PROF_F_MULTI,
   PROF_F_QKROPE,
-  PROF_F_FFN,
   PROF_KINDS
 };
 static const char *const prof_names[PROF_KINDS] = {"matmul (other)",
@@ -117,8 +116,7 @@ static const char *const prof_names[PROF_KINDS] = {"matmul (other)",
                                                    "fused norm+quantize",
                                                    "fused swiglu+quantize",
                                                    "fused multi-matvec",
-                                                   "fused qk-norm+rope+store",
-                                                   "fused ffn block"};
+                                                   "fused qk-norm+rope+store"};
 
 /* One recorded op. Zeroed before filling so that records compare with memcmp. */
 typedef struct cu_op {
@@ -146,7 +144,6 @@ typedef struct cuda_be {
   float *attn_part;
   size_t attn_part_floats;
   void *argmax_scratch; /* HX_CU_ARGMAX_SCRATCH_BYTES, zeroed (topk.cu) */
-  unsigned *ffn_bar;    /* the fused FFN kernel's barrier: 3 zeroed words */
   /* the step being recorded */
   cu_op *ops;
   int n_ops;
@@ -169,7 +166,6 @@ typedef struct cuda_be {
   void *repack_tmp; /* weight_prepare's native copy, kept across one load (freed by reserve) */
   size_t repack_tmp_bytes;
   long n_replayed, n_captured;
-  long n_ffn_fused;
   /* profiling (HX_CUDA_PROFILE=1): ops run without graphs, timed with events */
   bool profile;
   cudaEvent_t *events;
@@ -1113,43 +1109,6 @@ static bool is_quant_of(const cu_op *op, hx_tensor t) {
   return op->kind == OP_QUANT && same_tensor(op->t[0], t);
 }
 
-/* rms_norm(n, x, res) ; quant(n) ; gate = W_g n ; up = W_u n ; h = swiglu(gate, up) ;
- * quant(h) ; y = W_d h → one persistent kernel (mmv_stream.cu) */
-static int fuse_ffn(cuda_be *be, const cu_op *ops, int n) {
-  if (n < 7 || !be->ffn_bar)
-    return 0;
-  const cu_op *nm = &ops[0], *g = &ops[2], *u = &ops[3], *sw = &ops[4], *d = &ops[6];
-  const hx_tensor *t = nm->t;
-  if (nm->kind != OP_RMS_NORM || t[1].n_rows != 1 || !is_quant_of(&ops[1], t[0]) ||
-      g->kind != OP_MATMUL || u->kind != OP_MATMUL || sw->kind != OP_SWIGLU ||
-      !is_quant_of(&ops[5], sw->t[0]) || d->kind != OP_MATMUL)
-    return 0;
-  if (!same_tensor(g->t[2], t[0]) || !same_tensor(u->t[2], t[0]) ||
-      !same_tensor(sw->t[1], g->t[0]) || !same_tensor(sw->t[2], u->t[0]) ||
-      !same_tensor(d->t[2], sw->t[0]) || sw->t[0].n_rows != 1 || t[1].n_cols % 32 != 0)
-    return 0;
-  /* what the kernel lets alias (mmv_stream.cu): the norm's output its input
-     (in place) and the down output either; gate, up and SwiGLU rows are
-     written while other blocks still read x, res and (later) h */
-  const hx_tensor x = t[1], res = t[2], xo = t[0], y = d->t[0];
-  const hx_tensor mid[3] = {g->t[0], u->t[0], sw->t[0]};
-  for (int i = 0; i < 3; i++)
-    if (overlaps(mid[i], x) || overlaps(mid[i], xo) || (res.buf && overlaps(mid[i], res)))
-      return 0;
-  if (overlaps(y, sw->t[0]) || overlaps(y, u->t[0]) ||
-      (res.buf && (overlaps(xo, res) || overlaps(x, res))))
-    return 0;
-  cu_mv_job jg = mv_job(g), ju = mv_job(u), jd = mv_job(d);
-  if (!ffn_fused_ok(&jg, &ju, &jd, t[1].n_cols))
-    return 0;
-  launch_ffn_fused((float *)ptr(t[0]), (const float *)ptr(t[1]), (float *)ptr(t[2]),
-                   (const float *)ptr(t[3]), nm->fval[0], nm->ival[0], &jg, &ju,
-                   (float *)ptr(sw->t[0]), &jd, t[1].n_cols, be->q8, be->ffn_bar, be->stream);
-  if (!be->suppress)
-    be->n_ffn_fused++;
-  return 7;
-}
-
 /* rms_norm(out) ; quant(out) → one kernel */
 static int fuse_norm_quant(cuda_be *be, const cu_op *ops, int n) {
   const hx_tensor *t = ops[0].t;
@@ -1241,9 +1200,7 @@ static int fuse_qk_rope_store(cuda_be *be, const cu_op *ops, int n) {
 static int run_group(cuda_be *be, const cu_op *op, int rest, int *used) {
   bool fuse = be->step_tokens == 1 && be->use_fusion;
   int kind = prof_bucket(op);
-  if (fuse && (*used = fuse_ffn(be, op, rest)))
-    kind = PROF_F_FFN;
-  else if (fuse && (*used = fuse_norm_quant(be, op, rest)))
+  if (fuse && (*used = fuse_norm_quant(be, op, rest)))
     kind = PROF_F_NORMQ;
   else if (fuse && (*used = fuse_swiglu_quant(be, op, rest)))
     kind = PROF_F_SWIGLUQ;
@@ -1450,19 +1407,16 @@ hx_code hx_backend_cuda_init(hx_backend *out, int device, hx_err *err) {
   }
   cublasSetStream(be->cublas, be->stream);
   cublasSetMathMode(be->cublas, CUBLAS_DEFAULT_MATH);
-  /* the many-block arg-max's partials and ticket, then the fused FFN kernel's
-     barrier; without them top_k keeps the one-block kernel and the FFN block
-     is not fused */
-  const size_t zs = HX_CU_ARGMAX_SCRATCH_BYTES + 64; /* + the FFN barrier's words */
-  if (cudaMalloc(&be->argmax_scratch, zs) != cudaSuccess ||
-      cudaMemsetAsync(be->argmax_scratch, 0, zs, be->stream) != cudaSuccess ||
+  /* the many-block arg-max's partials and ticket; without it top_k keeps the
+     one-block kernel */
+  if (cudaMalloc(&be->argmax_scratch, HX_CU_ARGMAX_SCRATCH_BYTES) != cudaSuccess ||
+      cudaMemsetAsync(be->argmax_scratch, 0, HX_CU_ARGMAX_SCRATCH_BYTES, be->stream) !=
+          cudaSuccess ||
       cudaStreamSynchronize(be->stream) != cudaSuccess) {
     cudaFree(be->argmax_scratch);
     be->argmax_scratch = NULL;
     (void)cudaGetLastError();
   }
-  if (be->argmax_scratch)
-    be->ffn_bar = (unsigned *)((char *)be->argmax_scratch + HX_CU_ARGMAX_SCRATCH_BYTES);
   int cc_major = 0;
   cudaDeviceGetAttribute(&cc_major, cudaDevAttrComputeCapabilityMajor, device);
   /* On by default on sm_90+ (H100, 8B Q4_K_M decode 287 -> 295 tok/s with the
@@ -1516,10 +1470,6 @@ void hx_backend_cuda_graph_stats(const hx_backend *b, long *replayed, long *capt
   const cuda_be *be = b->be;
   *replayed = be->n_replayed;
   *captured = be->n_captured;
-}
-
-long hx_backend_cuda_ffn_fused_count(const hx_backend *b) {
-  return b && b->be ? ((const cuda_be *)b->be)->n_ffn_fused : 0;
 }
 
 hx_code hx_backend_cuda_fill_random(const hx_backend *b, hx_bbuf *buf, size_t offset, int type,

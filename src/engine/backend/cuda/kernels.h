@@ -128,15 +128,6 @@ void launch_matvec_job(const cu_mv_job *job, int64_t n_in, const float *x, const
 int matvec_stream_ok(const cu_mv_job *job, int64_t n_in);
 void launch_matvec_stream(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const float *x,
                           const void *xq, hx_stream st);
-/* The FFN block of a one-token step in one persistent kernel (mmv_stream.cu):
- * xo = rms_norm(x + res) (res += x), gate/up mat-vecs of it, h = SwiGLU,
- * down mat-vec of h; q8 is left holding h's q8_1 blocks, bar = three zeroed
- * words (left as they were). xo may be x; y may be x or xo. ffn_fused_ok: gate and up GGUF Q4_K,
- * down Q4_K or a whole planar Q6_K, no bias (HX_CUDA_FFN_FUSED=0: never). */
-int ffn_fused_ok(const cu_mv_job *gate, const cu_mv_job *up, const cu_mv_job *down, int64_t n_embd);
-void launch_ffn_fused(float *xo, const float *x, float *res, const float *nw, float eps, int zc,
-                      const cu_mv_job *gate, const cu_mv_job *up, float *h, const cu_mv_job *down,
-                      int64_t n_embd, void *q8, unsigned *bar, hx_stream st);
 void launch_matvec_multi(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const void *xq,
                          hx_stream st);
 
