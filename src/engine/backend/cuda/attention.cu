@@ -353,6 +353,226 @@ __global__ static void attn_combine_kernel(float *out, const float *partial, int
   }
 }
 
+// Decode attention with the K/V rows staged through shared memory by
+// cp.async, three batches ahead per warp: the generic loop above issues a
+// batch's loads and waits for them before its math, so each warp has one
+// batch in flight and long contexts ran at a fraction of HBM bandwidth (8B at
+// depth 16k: ~97 us of attention per layer for 67 MB of K/V). F16 cache,
+// head_dim = 32 * NK, 16-byte aligned rows; decode only (one token). Each warp
+// owns a ring of AS_STAGES batches of AS_B positions, K row then V row per
+// position; the block's merge reuses the same shared memory afterwards.
+enum { AS_STAGES = 3, AS_B = 4 };
+
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
+  const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+static size_t attn_async_smem(int G, int D) {
+  const size_t ring = (size_t)ATT_WARPS * AS_STAGES * AS_B * 2 * D * sizeof(__half);
+  const size_t merge = (size_t)ATT_WARPS * G * (D + 2) * sizeof(float);
+  return ring > merge ? ring : merge;
+}
+
+template <int G, int NK>
+__global__ static void __launch_bounds__(ATT_WARPS * 32)
+    attn_decode_async(float *out, const float *q, const uint8_t *kc, const uint8_t *vc, size_t rb,
+                      const int32_t *pos, float scale, int n_splits, float *partial) {
+  constexpr int D = 32 * NK;
+  pdl_trigger();
+  const int kvh = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t n_pos = (int64_t)pos[0] + 1, chunk = attn_chunk(n_pos, n_splits);
+  const int64_t p0 = (int64_t)blockIdx.z * chunk;
+  const int64_t p1 = min(p0 + chunk, n_pos);
+  {
+    /* before waiting for q: ask L2 for this split's K/V rows of earlier
+       positions (the current one is being stored by the kernel before) */
+    const int64_t pe = min(p0 + chunk, n_pos - 1);
+    const int64_t n_lines = pe > p0 ? (pe - p0) * (D * 2 / 128) * 2 : 0;
+    for (int64_t i = threadIdx.x; i < n_lines; i += ATT_WARPS * 32) {
+      const int per = D * 2 / 128;
+      const int64_t r = p0 + i / (2 * per);
+      const int c = (int)(i % (2 * per));
+      const uint8_t *base =
+          (c < per ? kc : vc) + (size_t)r * rb + (size_t)kvh * D * 2 + (size_t)(c % per) * 128;
+      asm volatile("prefetch.global.L2 [%0];" ::"l"(base));
+    }
+  }
+  pdl_wait();
+  if (p0 >= n_pos)
+    return; /* no position in this split yet */
+  extern __shared__ __align__(16) unsigned char smraw[];
+  __half *ring = (__half *)smraw + (size_t)warp * AS_STAGES * AS_B * 2 * D;
+  float qr[G][NK], acc[G][NK], m[G], l[G];
+#pragma unroll
+  for (int g = 0; g < G; g++) {
+    const float *qh = q + (size_t)(kvh * G + g) * D;
+#pragma unroll
+    for (int k = 0; k < NK; k++)
+      qr[g][k] = qh[lane * NK + k] * scale;
+#pragma unroll
+    for (int k = 0; k < NK; k++)
+      acc[g][k] = 0.0f;
+    m[g] = -INFINITY;
+    l[g] = 0.0f;
+  }
+  const int64_t first = p0 + (int64_t)warp * AS_B, step = (int64_t)ATT_WARPS * AS_B;
+  const int n_it = first < p1 ? (int)((p1 - first + step - 1) / step) : 0;
+  /* batch i of this warp → its ring stage: 16-byte pieces, K then V per position */
+  auto issue = [&](int i) {
+    __half *st = ring + (size_t)(i % AS_STAGES) * AS_B * 2 * D;
+    const int64_t pb = first + (int64_t)i * step;
+    constexpr int PIECES = AS_B * 2 * D / 8; /* 16-byte pieces per batch */
+#pragma unroll
+    for (int c = lane; c < PIECES; c += 32) {
+      const int j = c / (2 * D / 8), w = c % (2 * D / 8), isv = w / (D / 8), pc = w % (D / 8);
+      const int64_t p = pb + j < p1 ? pb + j : p1 - 1;
+      const uint8_t *src = (isv ? vc : kc) + (size_t)p * rb + (size_t)kvh * D * 2 + pc * 16;
+      cp_async16(st + j * 2 * D + isv * D + pc * 8, src);
+    }
+  };
+#pragma unroll
+  for (int s = 0; s < AS_STAGES - 1; s++) {
+    if (s < n_it)
+      issue(s);
+    cp_async_commit();
+  }
+  for (int it = 0; it < n_it; it++) {
+    __syncwarp(); /* the stage about to be refilled has been read */
+    if (it + AS_STAGES - 1 < n_it)
+      issue(it + AS_STAGES - 1);
+    cp_async_commit();
+    cp_async_wait<AS_STAGES - 1>(); /* batch it has landed (this lane's pieces) */
+    __syncwarp();                   /* ... and every lane's */
+    const __half *st = ring + (size_t)(it % AS_STAGES) * AS_B * 2 * D;
+    const int64_t pb = first + (int64_t)it * step;
+    float kv[AS_B][NK], vv[AS_B][NK];
+#pragma unroll
+    for (int j = 0; j < AS_B; j++) {
+#pragma unroll
+      for (int k = 0; k < NK; k += 2) {
+        const float2 a = __half22float2(*(const __half2 *)(st + j * 2 * D + lane * NK + k));
+        const float2 b = __half22float2(*(const __half2 *)(st + j * 2 * D + D + lane * NK + k));
+        kv[j][k] = a.x, kv[j][k + 1] = a.y;
+        vv[j][k] = b.x, vv[j][k + 1] = b.y;
+      }
+    }
+    float sc[AS_B][G];
+#pragma unroll
+    for (int j = 0; j < AS_B; j++)
+#pragma unroll
+      for (int g = 0; g < G; g++) {
+        float d = 0.0f;
+#pragma unroll
+        for (int k = 0; k < NK; k++)
+          d = fmaf(qr[g][k], kv[j][k], d);
+        sc[j][g] = d;
+      }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+      for (int j = 0; j < AS_B; j++)
+#pragma unroll
+        for (int g = 0; g < G; g++)
+          sc[j][g] += __shfl_xor_sync(0xffffffffu, sc[j][g], o);
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+      float mb = m[g];
+#pragma unroll
+      for (int j = 0; j < AS_B; j++)
+        if (pb + j < p1)
+          mb = fmaxf(mb, sc[j][g]);
+      const float corr = __expf(m[g] - mb);
+      l[g] *= corr;
+#pragma unroll
+      for (int k = 0; k < NK; k++)
+        acc[g][k] *= corr;
+#pragma unroll
+      for (int j = 0; j < AS_B; j++) {
+        const float e = pb + j < p1 ? __expf(sc[j][g] - mb) : 0.0f;
+        l[g] += e;
+#pragma unroll
+        for (int k = 0; k < NK; k++)
+          acc[g][k] = fmaf(e, vv[j][k], acc[g][k]);
+      }
+      m[g] = mb;
+    }
+  }
+  cp_async_wait<0>();
+  __syncthreads(); /* the rings become the merge area */
+  float *sm = (float *)smraw;
+  const int W = D + 2;
+#pragma unroll
+  for (int g = 0; g < G; g++) {
+    float *s = sm + (warp * G + g) * W;
+    if (lane == 0)
+      s[0] = m[g], s[1] = l[g];
+#pragma unroll
+    for (int k = 0; k < NK; k++)
+      s[2 + lane * NK + k] = acc[g][k];
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < G * D; e += blockDim.x) {
+    const int g = e / D, d = e % D;
+    float M = -INFINITY;
+    for (int w = 0; w < ATT_WARPS; w++)
+      M = fmaxf(M, sm[(w * G + g) * W]);
+    float L = 0.0f, A = 0.0f;
+    if (M != -INFINITY) {
+      for (int w = 0; w < ATT_WARPS; w++) {
+        const float *s = sm + (w * G + g) * W;
+        const float f = __expf(s[0] - M);
+        L += s[1] * f;
+        A += s[2 + d] * f;
+      }
+    }
+    const int h = kvh * G + g;
+    if (n_splits == 1) {
+      out[(size_t)h * D + d] = L > 0.0f ? A / L : 0.0f;
+    } else {
+      float *pp = partial + ((size_t)h * n_splits + blockIdx.z) * W;
+      if (d == 0)
+        pp[0] = M, pp[1] = L;
+      pp[2 + d] = A;
+    }
+  }
+}
+
+template <int G>
+static void launch_async_g(int nk, dim3 grid, size_t smem, cudaStream_t st, float *out,
+                           const float *q, const uint8_t *kc, const uint8_t *vc, size_t rb,
+                           const int32_t *pos, float scale, int n_splits, float *partial) {
+#define AS_LAUNCH(NK)                                                                              \
+  do {                                                                                             \
+    static bool attr_set;                                                                          \
+    if (!attr_set) {                                                                               \
+      CUDA_CHECK(cudaFuncSetAttribute(attn_decode_async<G, NK>,                                    \
+                                      cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024));    \
+      attr_set = true;                                                                             \
+    }                                                                                              \
+    cu_launch(attn_decode_async<G, NK>, grid, ATT_WARPS * 32, smem, st, out, q, kc, vc, rb, pos,   \
+              scale, n_splits, partial);                                                           \
+  } while (0)
+  switch (nk) {
+  case 2:
+    AS_LAUNCH(2);
+    break;
+  case 4:
+    AS_LAUNCH(4);
+    break;
+  default:
+    AS_LAUNCH(8);
+    break;
+  }
+#undef AS_LAUNCH
+}
+
 template <int G>
 static void launch_g(int nk, dim3 grid, size_t smem, cudaStream_t st, float *out, size_t os,
                      const float *q, size_t qs, const uint8_t *kc, const uint8_t *vc, int type,
@@ -589,36 +809,72 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
              ((uintptr_t)v_cache % 16) == 0 && cache_row_bytes % 16 == 0;
   size_t smem = (size_t)ATT_WARPS * G * (head_dim + 2) * sizeof(float);
   dim3 grid((unsigned)n_kv_heads, (unsigned)n_tokens, (unsigned)n_splits);
-  switch (G) {
-  case 1:
-    launch_g<1>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
-    break;
-  case 2:
-    launch_g<2>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
-    break;
-  case 3:
-    launch_g<3>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
-    break;
-  case 5:
-    launch_g<5>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
-    break;
-  case 6:
-    launch_g<6>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
-    break;
-  case 4:
-    launch_g<4>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
-    break;
-  default:
-    launch_g<8>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
-    break;
+  static int async_off = -1;
+  if (async_off < 0) {
+    const char *e = getenv("HX_ATTN_ASYNC");
+    async_off = e && e[0] == '0';
   }
+  if (!async_off && n_tokens == 1 && cache_type == GT_F16 && vec && nk >= 2 &&
+      head_dim == 32 * nk && attn_async_smem(G, head_dim) <= 96 * 1024) {
+    const size_t asmem = attn_async_smem(G, head_dim);
+#define ASG(GG)                                                                                    \
+  launch_async_g<GG>(nk, grid, asmem, st, out, q, k_cache, v_cache, cache_row_bytes, pos, scale,   \
+                     n_splits, partial)
+    switch (G) {
+    case 1:
+      ASG(1);
+      break;
+    case 2:
+      ASG(2);
+      break;
+    case 3:
+      ASG(3);
+      break;
+    case 4:
+      ASG(4);
+      break;
+    case 5:
+      ASG(5);
+      break;
+    case 6:
+      ASG(6);
+      break;
+    default:
+      ASG(8);
+      break;
+    }
+#undef ASG
+  } else
+    switch (G) {
+    case 1:
+      launch_g<1>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
+                  cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
+      break;
+    case 2:
+      launch_g<2>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
+                  cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
+      break;
+    case 3:
+      launch_g<3>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
+                  cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
+      break;
+    case 5:
+      launch_g<5>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
+                  cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
+      break;
+    case 6:
+      launch_g<6>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
+                  cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
+      break;
+    case 4:
+      launch_g<4>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
+                  cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
+      break;
+    default:
+      launch_g<8>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
+                  cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
+      break;
+    }
   CUDA_LAUNCH_CHECK();
   CU_ASSERT(!q8_out || (n_tokens == 1 && head_dim % 32 == 0));
   if (n_splits > 1) {
