@@ -361,7 +361,7 @@ __global__ static void attn_combine_kernel(float *out, const float *partial, int
 // head_dim = 32 * NK, 16-byte aligned rows; decode only (one token). Each warp
 // owns a ring of AS_STAGES batches of AS_B positions, K row then V row per
 // position; the block's merge reuses the same shared memory afterwards.
-enum { AS_B = 4 };
+enum { AS_STAGES = 3, AS_B = 4 };
 
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
   const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
@@ -374,13 +374,13 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
-static size_t attn_async_smem(int G, int D, int stages) {
-  const size_t ring = (size_t)ATT_WARPS * stages * AS_B * 2 * D * sizeof(__half);
+static size_t attn_async_smem(int G, int D) {
+  const size_t ring = (size_t)ATT_WARPS * AS_STAGES * AS_B * 2 * D * sizeof(__half);
   const size_t merge = (size_t)ATT_WARPS * G * (D + 2) * sizeof(float);
   return ring > merge ? ring : merge;
 }
 
-template <int G, int NK, int AS_STAGES>
+template <int G, int NK>
 __global__ static void __launch_bounds__(ATT_WARPS * 32)
     attn_decode_async(float *out, const float *q, const uint8_t *kc, const uint8_t *vc, size_t rb,
                       const int32_t *pos, float scale, int n_splits, float *partial) {
@@ -544,20 +544,20 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
   }
 }
 
-template <int G, int S>
-static void launch_async_gs(int nk, dim3 grid, size_t smem, cudaStream_t st, float *out,
-                            const float *q, const uint8_t *kc, const uint8_t *vc, size_t rb,
-                            const int32_t *pos, float scale, int n_splits, float *partial) {
+template <int G>
+static void launch_async_g(int nk, dim3 grid, size_t smem, cudaStream_t st, float *out,
+                           const float *q, const uint8_t *kc, const uint8_t *vc, size_t rb,
+                           const int32_t *pos, float scale, int n_splits, float *partial) {
 #define AS_LAUNCH(NK)                                                                              \
   do {                                                                                             \
     static bool attr_set;                                                                          \
     if (!attr_set) {                                                                               \
-      CUDA_CHECK(cudaFuncSetAttribute(attn_decode_async<G, NK, S>,                                 \
+      CUDA_CHECK(cudaFuncSetAttribute(attn_decode_async<G, NK>,                                    \
                                       cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024));    \
       attr_set = true;                                                                             \
     }                                                                                              \
-    cu_launch(attn_decode_async<G, NK, S>, grid, ATT_WARPS * 32, smem, st, out, q, kc, vc, rb,     \
-              pos, scale, n_splits, partial);                                                      \
+    cu_launch(attn_decode_async<G, NK>, grid, ATT_WARPS * 32, smem, st, out, q, kc, vc, rb, pos,   \
+              scale, n_splits, partial);                                                           \
   } while (0)
   switch (nk) {
   case 2:
@@ -571,18 +571,6 @@ static void launch_async_gs(int nk, dim3 grid, size_t smem, cudaStream_t st, flo
     break;
   }
 #undef AS_LAUNCH
-}
-
-template <int G>
-static void launch_async_g(int nk, int stages, dim3 grid, size_t smem, cudaStream_t st, float *out,
-                           const float *q, const uint8_t *kc, const uint8_t *vc, size_t rb,
-                           const int32_t *pos, float scale, int n_splits, float *partial) {
-  if (stages >= 6)
-    launch_async_gs<G, 6>(nk, grid, smem, st, out, q, kc, vc, rb, pos, scale, n_splits, partial);
-  else if (stages == 4)
-    launch_async_gs<G, 4>(nk, grid, smem, st, out, q, kc, vc, rb, pos, scale, n_splits, partial);
-  else
-    launch_async_gs<G, 3>(nk, grid, smem, st, out, q, kc, vc, rb, pos, scale, n_splits, partial);
 }
 
 template <int G>
@@ -821,21 +809,17 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
              ((uintptr_t)v_cache % 16) == 0 && cache_row_bytes % 16 == 0;
   size_t smem = (size_t)ATT_WARPS * G * (head_dim + 2) * sizeof(float);
   dim3 grid((unsigned)n_kv_heads, (unsigned)n_tokens, (unsigned)n_splits);
-  static int async_off = -1, stages = 3;
+  static int async_off = -1;
   if (async_off < 0) {
-    const char *e = getenv("HX_ATTN_ASYNC"), *sg = getenv("HX_ATTN_STAGES");
+    const char *e = getenv("HX_ATTN_ASYNC");
     async_off = e && e[0] == '0';
-    stages = sg ? atoi(sg) : 3;
   }
-  int stg = stages;
-  while (stg > 3 && attn_async_smem(G, head_dim, stg) > 48 * 1024)
-    stg = stg >= 6 ? 4 : 3;
   if (!async_off && n_tokens == 1 && cache_type == GT_F16 && vec && nk >= 2 &&
-      head_dim == 32 * nk && attn_async_smem(G, head_dim, stg) <= 96 * 1024) {
-    const size_t asmem = attn_async_smem(G, head_dim, stg);
+      head_dim == 32 * nk && attn_async_smem(G, head_dim) <= 96 * 1024) {
+    const size_t asmem = attn_async_smem(G, head_dim);
 #define ASG(GG)                                                                                    \
-  launch_async_g<GG>(nk, stg, grid, asmem, st, out, q, k_cache, v_cache, cache_row_bytes, pos,     \
-                     scale, n_splits, partial)
+  launch_async_g<GG>(nk, grid, asmem, st, out, q, k_cache, v_cache, cache_row_bytes, pos, scale,   \
+                     n_splits, partial)
     switch (G) {
     case 1:
       ASG(1);
