@@ -128,13 +128,11 @@ __device__ __forceinline__ void load_kv_lane(float (&v)[NK], const uint8_t *row,
 
 // Positions per split of a decode attention: the current length spread over
 // all splits (rounded to whole batches), so every depth uses the whole grid.
-__device__ int g_attn_min_chunk = 8; /* HX_ATTN_MIN_CHUNK (experiment) */
 __device__ __forceinline__ int64_t attn_chunk(int64_t n_pos, int n_splits) {
   if (n_splits == 1)
     return n_pos;
   int64_t c = (n_pos + n_splits - 1) / n_splits;
-  c = (c + 7) / 8 * 8;
-  return c < g_attn_min_chunk ? g_attn_min_chunk : c;
+  return (c + 7) / 8 * 8;
 }
 
 size_t attn_partial_floats(int n_heads, int head_dim, int n_splits) {
@@ -793,14 +791,7 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
     static int n_sm;
     if (n_sm == 0)
       CUDA_CHECK(cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, 0));
-    static int per_sm = -1, min_chunk = -1;
-    if (per_sm < 0) {
-      const char *e = getenv("HX_ATTN_PER_SM"), *m = getenv("HX_ATTN_MIN_CHUNK");
-      per_sm = e ? atoi(e) : 4;
-      min_chunk = m ? atoi(m) : 8;
-      CUDA_CHECK(cudaMemcpyToSymbol(g_attn_min_chunk, &min_chunk, sizeof(int)));
-    }
-    n_splits = n_sm > 0 ? per_sm * n_sm / n_kv_heads : 1;
+    n_splits = n_sm > 0 ? 4 * n_sm / n_kv_heads : 1;
     n_splits = n_splits < 1 ? 1 : n_splits > n_splits_max ? n_splits_max : n_splits;
     if ((int64_t)n_splits > max_ctx)
       n_splits = (int)max_ctx;
