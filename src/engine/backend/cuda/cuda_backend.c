@@ -19,7 +19,7 @@ enum {
   T_Q8_0 = 8,
   T_Q6_K = 14,
   OPS_MAX = 8192,       /* recorded ops per step */
-  ATTN_SPLITS_MAX = 128, /* KV splits of a decode attention */
+  ATTN_SPLITS_MAX = 64, /* KV splits of a decode attention */
 };
 #define W16_SCRATCH_ELEMS ((size_t)32 << 20) /* dequantized weight tile for prefill */
 
