@@ -323,11 +323,7 @@ struct ms_jobs {
   int n;
 };
 
-// ONLY: -1 serves every type (registers sized for the largest path: 127);
-// GT_Q4_K compiles the Q4_K path alone under MINB blocks per SM, for
-// launches whose jobs are all Q4_K (HX_MV_Q4K_MINB; 0 = the generic kernel).
-template <int ONLY, int MINB>
-__global__ static void __launch_bounds__(MS_WARPS * 32, MINB)
+__global__ static void __launch_bounds__(MS_WARPS * 32)
     mv_stream_kernel(ms_jobs jobs, int64_t n_in, const float *x, const cu_block_q8_1 *xq, bool pf) {
   pdl_trigger();
   const unsigned gw = blockIdx.x * MS_WARPS + (threadIdx.x >> 5);
@@ -349,33 +345,30 @@ __global__ static void __launch_bounds__(MS_WARPS * 32, MINB)
 #pragma unroll
   for (int r = 0; r < MS_ROWS; r++)
     acc[r] = 0.0f;
-  if (ONLY == GT_Q4_K) {
+  switch (jb.type) {
+  case GT_Q4_K:
     rows_q4k(w, n_in / 256, xq, acc, true, pf);
-  } else
-    switch (jb.type) {
-    case GT_Q4_K:
-      rows_q4k(w, n_in / 256, xq, acc, true, pf);
-      break;
-    case GT_Q6_KP: {
-      const int64_t pr[MS_ROWS] = {jb.row0 + rr[0], jb.row0 + rr[1]};
-      rows_q6kp(jb.w, jb.r_total, pr, n_in / 256, xq, acc, true, pf);
-      break;
-    }
-    case GT_Q8_0P: {
-      const int64_t pr[MS_ROWS] = {jb.row0 + rr[0], jb.row0 + rr[1]};
-      rows_q8_0p(jb.w, jb.r_total, pr, n_in / 32, xq, acc, true, pf);
-      break;
-    }
-    case GT_F32:
-      rows_f<GT_F32>(w, n_in, x, acc, true, pf);
-      break;
-    case GT_F16:
-      rows_f<GT_F16>(w, n_in, x, acc, true, pf);
-      break;
-    default:
-      rows_f<GT_BF16>(w, n_in, x, acc, true, pf);
-      break;
-    }
+    break;
+  case GT_Q6_KP: {
+    const int64_t pr[MS_ROWS] = {jb.row0 + rr[0], jb.row0 + rr[1]};
+    rows_q6kp(jb.w, jb.r_total, pr, n_in / 256, xq, acc, true, pf);
+    break;
+  }
+  case GT_Q8_0P: {
+    const int64_t pr[MS_ROWS] = {jb.row0 + rr[0], jb.row0 + rr[1]};
+    rows_q8_0p(jb.w, jb.r_total, pr, n_in / 32, xq, acc, true, pf);
+    break;
+  }
+  case GT_F32:
+    rows_f<GT_F32>(w, n_in, x, acc, true, pf);
+    break;
+  case GT_F16:
+    rows_f<GT_F16>(w, n_in, x, acc, true, pf);
+    break;
+  default:
+    rows_f<GT_BF16>(w, n_in, x, acc, true, pf);
+    break;
+  }
   const int lane = threadIdx.x & 31;
 #pragma unroll
   for (int r = 0; r < MS_ROWS; r++) {
@@ -436,23 +429,7 @@ void launch_matvec_stream(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const
     const char *e = getenv("HX_MV_PREFETCH");
     pf = e && e[0] == '1';
   }
-  static int q4k_minb = -1;
-  if (q4k_minb < 0) {
-    const char *e = getenv("HX_MV_Q4K_MINB");
-    q4k_minb = e ? atoi(e) : 0;
-  }
-  bool all_q4k = true;
-  for (int i = 0; i < n_jobs; i++)
-    all_q4k &= jobs[i].type == GT_Q4_K;
-  void (*kern)(ms_jobs, int64_t, const float *, const cu_block_q8_1 *, bool) =
-      mv_stream_kernel<-1, 0>;
-  if (all_q4k && q4k_minb >= 8)
-    kern = mv_stream_kernel<GT_Q4_K, 8>;
-  else if (all_q4k && q4k_minb >= 6)
-    kern = mv_stream_kernel<GT_Q4_K, 6>;
-  else if (all_q4k && q4k_minb >= 1)
-    kern = mv_stream_kernel<GT_Q4_K, 4>;
-  cu_launch(kern, cdiv(warps, MS_WARPS), MS_WARPS * 32, 0, st, mj, n_in, x,
+  cu_launch(mv_stream_kernel, cdiv(warps, MS_WARPS), MS_WARPS * 32, 0, st, mj, n_in, x,
             (const cu_block_q8_1 *)xq, pf != 0);
   CUDA_LAUNCH_CHECK();
 }
