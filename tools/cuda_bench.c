@@ -325,13 +325,17 @@ static void run_matvec(bench *bn) {
   }
 }
 
+/* A comma-separated list of token counts, each 1 .. 1M; returns how many, or
+ * -1 for a bad entry or too many ("" = none). */
 static int parse_list(const char *s, int *out, int max) {
   int n = 0;
-  while (s && *s && n < max) {
-    out[n++] = atoi(s);
-    s = strchr(s, ',');
-    if (s)
-      s++;
+  while (s && *s) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (end == s || v < 1 || v > (1L << 20) || (*end != ',' && *end != '\0') || n >= max)
+      return -1;
+    out[n++] = (int)v;
+    s = *end == ',' ? end + 1 : end;
   }
   return n;
 }
@@ -375,6 +379,11 @@ int main(int argc, char **argv) {
   }
   int ctxs[8], pps[8];
   int n_ctx = parse_list(ctx_s, ctxs, 8), n_pp = parse_list(pp_s, pps, 8);
+  if (n_ctx < 0 || n_pp < 0) {
+    fprintf(stderr, "cuda-bench: --ctx and --prefill take up to 8 comma-separated token counts, "
+                    "each 1 to 1048576 (--prefill \"\" for none)\n");
+    return 2;
+  }
   bn.max_rows = 1;
   bn.n_ctx = 256;
   for (int i = 0; i < n_ctx; i++)
