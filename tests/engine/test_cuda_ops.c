@@ -559,6 +559,45 @@ static hx_tensor rows_of(hx_tensor t, int64_t row0, int64_t n) {
   return t;
 }
 
+/* Q4_K mat-vecs through the staged kernel (mmv_stream.cu, mv_q4k_pipe_kernel):
+ * many row pairs per warp, an odd row count, rows of 11 super-blocks (a chunk
+ * of 8 and a partial one), a bias, and three jobs in one launch with odd and
+ * unequal row counts (q/k/v). HX_MV_PIPE=0 or HX_MV_STREAM=0 run the same
+ * cases through the older kernels. */
+static void test_matvec_q4k_staged(void **state) {
+  (void)state;
+  const int64_t n_in = 2816, n_big = 20001;
+  pair w = quant_weights(12, n_big, n_in, 0.05f);
+  float *xv = rand_vec((size_t)n_in, 1.0f), *bv = rand_vec((size_t)n_big, 0.1f);
+  pair x = make_pair(0, n_in, 1, xv), y = make_pair(0, n_big, 1, NULL);
+  pair b = make_pair(0, n_big, 1, bv);
+  int n_tok = 1;
+  BOTH(g_cpu.ops->matmul(g_cpu.be, y.c, w.c, x.c, b.c),
+       g_gpu.ops->matmul(g_gpu.be, y.g, w.g, x.g, b.g));
+  check("matvec q4_K 20001x2816 +bias (staged)", nmse_pair(&y), 2e-4);
+  free_pair(&w), free_pair(&y), free_pair(&b), free_pair(&x), free(xv), free(bv);
+
+  const int64_t n4 = 4096, rows[3] = {4097, 1023, 777};
+  float *x4 = rand_vec((size_t)n4, 1.0f);
+  pair xx = make_pair(0, n4, 1, x4);
+  pair ws[3], ys[3];
+  hx_tensor wc[3], wg[3], yc[3], yg[3];
+  for (int i = 0; i < 3; i++) {
+    ws[i] = quant_weights(12, rows[i], n4, 0.05f);
+    ys[i] = make_pair(0, rows[i], 1, NULL);
+    wc[i] = ws[i].c, wg[i] = ws[i].g, yc[i] = ys[i].c, yg[i] = ys[i].g;
+  }
+  BOTH(g_cpu.ops->matmul_n(g_cpu.be, 3, yc, wc, xx.c, NULL),
+       g_gpu.ops->matmul_n(g_gpu.be, 3, yg, wg, xx.g, NULL));
+  for (int i = 0; i < 3; i++) {
+    char what[80];
+    snprintf(what, sizeof what, "matmul_n q4_K job %d: %lldx4096 (staged)", i, (long long)rows[i]);
+    check(what, nmse_pair(&ys[i]), 2e-4);
+    free_pair(&ws[i]), free_pair(&ys[i]);
+  }
+  free_pair(&xx), free(x4);
+}
+
 static void planar_case(uint32_t type, int64_t n_rows, int64_t n_cols) {
   hx_err err;
   const char *tn = quant_type_name(type);
@@ -768,6 +807,7 @@ int main(void) {
   }
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(test_matmul),
+      cmocka_unit_test(test_matvec_q4k_staged),
       cmocka_unit_test(test_get_rows_norms),
       cmocka_unit_test(test_rope),
       cmocka_unit_test(test_attention),

@@ -407,9 +407,19 @@ int matvec_stream_ok(const cu_mv_job *j, int64_t n_in) {
   }
 }
 
+static bool q4k_pipe_ok(const cu_mv_job *jobs, int n_jobs, int64_t n_in);
+static void launch_q4k_pipe(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const void *xq,
+                            hx_stream st);
+
 void launch_matvec_stream(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const float *x,
                           const void *xq, hx_stream st) {
   CU_ASSERT(n_jobs >= 1 && n_jobs <= 3 && n_in > 0);
+  if (q4k_pipe_ok(jobs, n_jobs, n_in)) {
+    for (int i = 0; i < n_jobs; i++)
+      CU_ASSERT(jobs[i].n_out >= 1 && matvec_stream_ok(&jobs[i], n_in));
+    launch_q4k_pipe(jobs, n_jobs, n_in, xq, st);
+    return;
+  }
   ms_jobs mj = {};
   unsigned warps = 0;
   for (int i = 0; i < n_jobs; i++) {
@@ -431,5 +441,178 @@ void launch_matvec_stream(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const
   }
   cu_launch(mv_stream_kernel, cdiv(warps, MS_WARPS), MS_WARPS * 32, 0, st, mj, n_in, x,
             (const cu_block_q8_1 *)xq, pf != 0);
+  CUDA_LAUNCH_CHECK();
+}
+
+// ---- Q4_K mat-vecs with the weights staged through shared memory ----
+//
+// The kernels above give each warp one pair of rows: it issues that pair's
+// loads, waits, computes and exits, so a warp has bytes in flight only part of
+// its life, and with 127 registers four blocks (16 warps) fit on an SM — ncu
+// on an H200 had them at ~2 TB/s, stalled on their loads a third to a half of
+// the time. Here each warp walks several row pairs in chunks of MP_SB
+// super-blocks of both rows and keeps MP_STAGES - 1 chunks in flight with
+// cp.async into its own shared-memory ring while it computes the oldest one,
+// so the bytes in flight no longer cost registers. The arithmetic per chunk is
+// rows_q4k's (same lane mapping, same order of sums per lane).
+enum { MP_WARPS = 4, MP_SB = 8, MP_STAGES = 4, MP_CHUNK = 2 * MP_SB * 144 };
+
+struct mp_jobs {
+  const uint8_t *w[3];
+  float *y[3];
+  const float *bias[3];
+  int64_t n_out[3];
+  size_t rb[3];
+  int64_t first_pair[4];
+  int n;
+};
+
+__global__ static void __launch_bounds__(MP_WARPS * 32)
+    mv_q4k_pipe_kernel(mp_jobs J, int64_t nb, const cu_block_q8_1 *xq) {
+  pdl_trigger();
+  extern __shared__ __align__(16) uint8_t mp_smem[];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int p = lane & 3, g2 = p >> 1, hf = p & 1;
+  uint8_t *ring = mp_smem + (size_t)warp * MP_STAGES * MP_CHUNK;
+  const int64_t n_pairs = J.first_pair[J.n];
+  const int64_t T = (int64_t)gridDim.x * MP_WARPS, gw = (int64_t)blockIdx.x * MP_WARPS + warp;
+  const int64_t cpp = (nb + MP_SB - 1) / MP_SB; /* chunks per row pair */
+  const int64_t my_pairs = gw < n_pairs ? (n_pairs - gw + T - 1) / T : 0;
+  const int64_t n_chunks = my_pairs * cpp;
+  /* chunk i of this warp: pair gw + (i / cpp) * T, super-blocks from (i % cpp) * MP_SB */
+  auto issue = [&](int64_t i) {
+    const int64_t P = gw + (i / cpp) * T, sb0 = (i % cpp) * MP_SB;
+    int ji = 0;
+    while (ji + 1 < J.n && P >= J.first_pair[ji + 1])
+      ji++;
+    const int64_t r0 = (P - J.first_pair[ji]) * 2;
+    const int64_t r1 = r0 + 1 < J.n_out[ji] ? r0 + 1 : r0;
+    const int nsb = (int)(nb - sb0 < MP_SB ? nb - sb0 : MP_SB);
+    uint8_t *st = ring + (size_t)(i % MP_STAGES) * MP_CHUNK;
+    const uint8_t *src0 = J.w[ji] + (size_t)r0 * J.rb[ji] + (size_t)sb0 * 144;
+    const uint8_t *src1 = J.w[ji] + (size_t)r1 * J.rb[ji] + (size_t)sb0 * 144;
+    const int pieces = nsb * 9; /* 16-byte pieces per row */
+    for (int c = lane; c < 2 * pieces; c += 32) {
+      const int r = c >= pieces, q = r ? c - pieces : c;
+      cp_async16(st + r * MP_SB * 144 + q * 16, (r ? src1 : src0) + q * 16);
+    }
+  };
+#pragma unroll
+  for (int s = 0; s < MP_STAGES - 1; s++) {
+    if (s < n_chunks)
+      issue(s);
+    cp_async_commit();
+  }
+  pdl_wait(); /* the weights above are constant; the activations are not */
+  float acc[2] = {0.0f, 0.0f};
+  for (int64_t i = 0; i < n_chunks; i++) {
+    __syncwarp(); /* the stage about to be refilled has been read */
+    if (i + MP_STAGES - 1 < n_chunks)
+      issue(i + MP_STAGES - 1);
+    cp_async_commit();
+    cp_async_wait<MP_STAGES - 1>();
+    __syncwarp();
+    const uint8_t *st = ring + (size_t)(i % MP_STAGES) * MP_CHUNK;
+    const int64_t sb0 = (i % cpp) * MP_SB, sb = sb0 + (lane >> 2);
+    if (sb < nb) {
+      int x0[4], x1[4], x2[4], x3[4];
+      float2 d0, d1, d2, d3;
+      ld_x16(xq, sb * 8 + 2 * g2, hf, x0, d0);
+      ld_x16(xq, sb * 8 + 2 * g2 + 1, hf, x1, d1);
+      ld_x16(xq, sb * 8 + 2 * g2 + 4, hf, x2, d2);
+      ld_x16(xq, sb * 8 + 2 * g2 + 5, hf, x3, d3);
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        const uint8_t *blk = st + r * MP_SB * 144 + (lane >> 2) * 144;
+        const uint4 hh = *(const uint4 *)blk, qq = *(const uint4 *)(blk + 16 + 16 * p),
+                    qr = *(const uint4 *)(blk + 80 + 16 * p);
+        const int va[4] = {(int)qq.x, (int)qq.y, (int)qq.z, (int)qq.w};
+        const int vb[4] = {(int)qr.x, (int)qr.y, (int)qr.z, (int)qr.w};
+        int s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+          s0 = __dp4a(va[k] & 0x0F0F0F0F, x0[k], s0);
+          s1 = __dp4a((va[k] >> 4) & 0x0F0F0F0F, x1[k], s1);
+          s2 = __dp4a(vb[k] & 0x0F0F0F0F, x2[k], s2);
+          s3 = __dp4a((vb[k] >> 4) & 0x0F0F0F0F, x3[k], s3);
+        }
+        const int j0 = 2 * g2, j1 = 2 * g2 + 1;
+        const int a0 = byte_at(hh.y, j0), a1 = byte_at(hh.y, j1);
+        const int b0 = byte_at(hh.z, j0), b1 = byte_at(hh.z, j1);
+        const int c0 = byte_at(hh.w, j0), c1 = byte_at(hh.w, j1);
+        const int sc0 = a0 & 63, sc1 = a1 & 63, m0 = b0 & 63, m1 = b1 & 63;
+        const int sc2 = (c0 & 0xF) | ((a0 >> 6) << 4), sc3 = (c1 & 0xF) | ((a1 >> 6) << 4);
+        const int m2 = (c0 >> 4) | ((b0 >> 6) << 4), m3 = (c1 >> 4) | ((b1 >> 6) << 4);
+        const float2 dm = __half22float2(*(const __half2 *)&hh.x);
+        float v = (float)(s0 * sc0) * d0.x + (float)(s1 * sc1) * d1.x + (float)(s2 * sc2) * d2.x +
+                  (float)(s3 * sc3) * d3.x;
+        v *= dm.x;
+        if (hf == 0)
+          v -= dm.y * ((float)m0 * d0.y + (float)m1 * d1.y + (float)m2 * d2.y + (float)m3 * d3.y);
+        acc[r] += v;
+      }
+    }
+    if (i % cpp == cpp - 1) { /* the pair's last chunk: its two outputs */
+      const int64_t P = gw + (i / cpp) * T;
+      int ji = 0;
+      while (ji + 1 < J.n && P >= J.first_pair[ji + 1])
+        ji++;
+      const int64_t r0 = (P - J.first_pair[ji]) * 2;
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        const float a = warp_sum(acc[r]);
+        if (lane == 0 && r0 + r < J.n_out[ji])
+          J.y[ji][r0 + r] = a + (J.bias[ji] ? J.bias[ji][r0 + r] : 0.0f);
+        acc[r] = 0.0f;
+      }
+    }
+  }
+  cp_async_wait<0>();
+}
+
+// Whether launch_matvec_stream takes the staged Q4_K kernel for these jobs
+// (all GGUF Q4_K; HX_MV_PIPE=0: never).
+static bool q4k_pipe_ok(const cu_mv_job *jobs, int n_jobs, int64_t n_in) {
+  static int off = -1;
+  if (off < 0) {
+    const char *e = getenv("HX_MV_PIPE");
+    off = e && e[0] == '0';
+  }
+  if (off || n_in % 256 != 0)
+    return false;
+  for (int i = 0; i < n_jobs; i++)
+    if (jobs[i].type != GT_Q4_K || jobs[i].row_bytes % 16 != 0 || ((uintptr_t)jobs[i].w & 15))
+      return false;
+  return true;
+}
+
+static void launch_q4k_pipe(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const void *xq,
+                            hx_stream st) {
+  mp_jobs J = {};
+  int64_t pairs = 0;
+  for (int i = 0; i < n_jobs; i++) {
+    J.w[i] = jobs[i].w;
+    J.y[i] = jobs[i].y;
+    J.bias[i] = jobs[i].bias;
+    J.n_out[i] = jobs[i].n_out;
+    J.rb[i] = jobs[i].row_bytes;
+    J.first_pair[i] = pairs;
+    pairs += (jobs[i].n_out + 1) / 2;
+  }
+  J.first_pair[n_jobs] = pairs;
+  J.n = n_jobs;
+  static int n_sm_of[64];
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CU_ASSERT(dev >= 0 && dev < 64);
+  if (n_sm_of[dev] == 0)
+    CUDA_CHECK(cudaDeviceGetAttribute(&n_sm_of[dev], cudaDevAttrMultiProcessorCount, dev));
+  /* four blocks (16 warps) per SM, fewer when there are fewer row pairs */
+  int64_t blocks = (int64_t)n_sm_of[dev] * 4, need = (pairs + MP_WARPS - 1) / MP_WARPS;
+  if (blocks > need)
+    blocks = need;
+  const size_t smem = (size_t)MP_WARPS * MP_STAGES * MP_CHUNK;
+  cu_launch(mv_q4k_pipe_kernel, (unsigned)blocks, MP_WARPS * 32, smem, st, J, n_in / 256,
+            (const cu_block_q8_1 *)xq);
   CUDA_LAUNCH_CHECK();
 }
