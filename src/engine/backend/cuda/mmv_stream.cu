@@ -474,21 +474,24 @@ __global__ static void __launch_bounds__(MP_WARPS * 32)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int p = lane & 3, g2 = p >> 1, hf = p & 1;
   uint8_t *ring = mp_smem + (size_t)warp * MP_STAGES * MP_CHUNK;
-  const int64_t n_pairs = J.first_pair[J.n];
-  const int64_t T = (int64_t)gridDim.x * MP_WARPS, gw = (int64_t)blockIdx.x * MP_WARPS + warp;
-  const int64_t cpp = (nb + MP_SB - 1) / MP_SB; /* chunks per row pair */
-  const int64_t my_pairs = gw < n_pairs ? (n_pairs - gw + T - 1) / T : 0;
-  const int64_t n_chunks = my_pairs * cpp;
-  /* chunk i of this warp: pair gw + (i / cpp) * T, super-blocks from (i % cpp) * MP_SB */
-  auto issue = [&](int64_t i) {
-    const int64_t P = gw + (i / cpp) * T, sb0 = (i % cpp) * MP_SB;
+  const int n_pairs = (int)J.first_pair[J.n];
+  const int T = gridDim.x * MP_WARPS, gw = blockIdx.x * MP_WARPS + warp;
+  const int cpp = (int)((nb + MP_SB - 1) / MP_SB); /* chunks per row pair */
+  const int my_pairs = gw < n_pairs ? (n_pairs - gw + T - 1) / T : 0;
+  const int n_chunks = my_pairs * cpp;
+  /* this warp's chunks in order: pair gw + k T (k = 0, 1, ...), super-blocks
+     from c MP_SB (c = 0 .. cpp - 1); the issue and compute positions are kept
+     as running (k, c) counters (no 64-bit division per chunk) */
+  int iss_k = 0, iss_c = 0, iss_i = 0;
+  auto issue_next = [&]() {
+    const int P = gw + iss_k * T, sb0 = iss_c * MP_SB;
     int ji = 0;
     while (ji + 1 < J.n && P >= J.first_pair[ji + 1])
       ji++;
-    const int64_t r0 = (P - J.first_pair[ji]) * 2;
+    const int64_t r0 = ((int64_t)P - J.first_pair[ji]) * 2;
     const int64_t r1 = r0 + 1 < J.n_out[ji] ? r0 + 1 : r0;
     const int nsb = (int)(nb - sb0 < MP_SB ? nb - sb0 : MP_SB);
-    uint8_t *st = ring + (size_t)(i % MP_STAGES) * MP_CHUNK;
+    uint8_t *st = ring + (size_t)(iss_i & (MP_STAGES - 1)) * MP_CHUNK;
     const uint8_t *src0 = J.w[ji] + (size_t)r0 * J.rb[ji] + (size_t)sb0 * 144;
     const uint8_t *src1 = J.w[ji] + (size_t)r1 * J.rb[ji] + (size_t)sb0 * 144;
     const int pieces = nsb * 9; /* 16-byte pieces per row */
@@ -496,24 +499,28 @@ __global__ static void __launch_bounds__(MP_WARPS * 32)
       const int r = c >= pieces, q = r ? c - pieces : c;
       cp_async16(st + r * MP_SB * 144 + q * 16, (r ? src1 : src0) + q * 16);
     }
+    iss_i++;
+    if (++iss_c == cpp)
+      iss_c = 0, iss_k++;
   };
 #pragma unroll
   for (int s = 0; s < MP_STAGES - 1; s++) {
-    if (s < n_chunks)
-      issue(s);
+    if (iss_i < n_chunks)
+      issue_next();
     cp_async_commit();
   }
   pdl_wait(); /* the weights above are constant; the activations are not */
   float acc[2] = {0.0f, 0.0f};
-  for (int64_t i = 0; i < n_chunks; i++) {
+  int ck = 0, cc = 0;
+  for (int i = 0; i < n_chunks; i++) {
     __syncwarp(); /* the stage about to be refilled has been read */
-    if (i + MP_STAGES - 1 < n_chunks)
-      issue(i + MP_STAGES - 1);
+    if (iss_i < n_chunks)
+      issue_next();
     cp_async_commit();
     cp_async_wait<MP_STAGES - 1>();
     __syncwarp();
-    const uint8_t *st = ring + (size_t)(i % MP_STAGES) * MP_CHUNK;
-    const int64_t sb0 = (i % cpp) * MP_SB, sb = sb0 + (lane >> 2);
+    const uint8_t *st = ring + (size_t)(i & (MP_STAGES - 1)) * MP_CHUNK;
+    const int sb = cc * MP_SB + (lane >> 2);
     if (sb < nb) {
       int x0[4], x1[4], x2[4], x3[4];
       float2 d0, d1, d2, d3;
@@ -552,12 +559,12 @@ __global__ static void __launch_bounds__(MP_WARPS * 32)
         acc[r] += v;
       }
     }
-    if (i % cpp == cpp - 1) { /* the pair's last chunk: its two outputs */
-      const int64_t P = gw + (i / cpp) * T;
+    if (++cc == cpp) { /* the pair's last chunk: its two outputs */
+      const int P = gw + ck * T;
       int ji = 0;
       while (ji + 1 < J.n && P >= J.first_pair[ji + 1])
         ji++;
-      const int64_t r0 = (P - J.first_pair[ji]) * 2;
+      const int64_t r0 = ((int64_t)P - J.first_pair[ji]) * 2;
 #pragma unroll
       for (int r = 0; r < 2; r++) {
         const float a = warp_sum(acc[r]);
@@ -565,6 +572,7 @@ __global__ static void __launch_bounds__(MP_WARPS * 32)
           J.y[ji][r0 + r] = a + (J.bias[ji] ? J.bias[ji][r0 + r] : 0.0f);
         acc[r] = 0.0f;
       }
+      cc = 0, ck++;
     }
   }
   cp_async_wait<0>();
@@ -591,6 +599,7 @@ static void launch_q4k_pipe(const cu_mv_job *jobs, int n_jobs, int64_t n_in, con
   mp_jobs J = {};
   int64_t pairs = 0;
   for (int i = 0; i < n_jobs; i++) {
+    CU_ASSERT(jobs[i].n_out < (1 << 30));
     J.w[i] = jobs[i].w;
     J.y[i] = jobs[i].y;
     J.bias[i] = jobs[i].bias;
@@ -607,8 +616,16 @@ static void launch_q4k_pipe(const cu_mv_job *jobs, int n_jobs, int64_t n_in, con
   CU_ASSERT(dev >= 0 && dev < 64);
   if (n_sm_of[dev] == 0)
     CUDA_CHECK(cudaDeviceGetAttribute(&n_sm_of[dev], cudaDevAttrMultiProcessorCount, dev));
-  /* four blocks (16 warps) per SM, fewer when there are fewer row pairs */
-  int64_t blocks = (int64_t)n_sm_of[dev] * 4, need = (pairs + MP_WARPS - 1) / MP_WARPS;
+  /* four blocks (16 warps) per SM, fewer when there are fewer row pairs
+     (HX_MV_PIPE_BPS: blocks per SM, measurement) */
+  static int bps = 0;
+  if (bps == 0) {
+    const char *e = getenv("HX_MV_PIPE_BPS");
+    bps = e && atoi(e) > 0 && atoi(e) <= 6 ? atoi(e) : 4;
+    CUDA_CHECK(cudaFuncSetAttribute(mv_q4k_pipe_kernel,
+                                    cudaFuncAttributePreferredSharedMemoryCarveout, 100));
+  }
+  int64_t blocks = (int64_t)n_sm_of[dev] * bps, need = (pairs + MP_WARPS - 1) / MP_WARPS;
   if (blocks > need)
     blocks = need;
   const size_t smem = (size_t)MP_WARPS * MP_STAGES * MP_CHUNK;
