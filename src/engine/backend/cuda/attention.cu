@@ -361,6 +361,17 @@ __global__ static void attn_combine_kernel(float *out, const float *partial, int
 // position; the block's merge reuses the same shared memory afterwards.
 enum { AS_STAGES = 3, AS_B = 4 };
 
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
+  const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
 static size_t attn_async_smem(int G, int D) {
   const size_t ring = (size_t)ATT_WARPS * AS_STAGES * AS_B * 2 * D * sizeof(__half);
   const size_t merge = (size_t)ATT_WARPS * G * (D + 2) * sizeof(float);

@@ -186,18 +186,6 @@ __device__ __forceinline__ void pdl_wait() {
 #endif
 }
 
-// cp.async: 16 bytes global -> shared (through L2 only), groups, waits.
-__device__ __forceinline__ void cp_async16(void *smem, const void *gmem) {
-  const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;" ::: "memory");
-}
-template <int N> __device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
-
 // 16 bytes of weights streamed past L1 (read once per token: caching them
 // there would only evict the activations).
 __device__ __forceinline__ uint4 ld_stream(const void *p) {
