@@ -293,6 +293,13 @@ static void test_attention(void **state) {
   attn_case(1, 32, 8, 128, 1024, 300, 1, p0, 1e-6);
   attn_case(1, 32, 8, 128, 1024, 300, 1, p7, 1e-6);
   attn_case(1, 32, 8, 128, 1024, 300, 1, p8, 1e-6);
+  /* 8 query heads per KV head (Qwen3-30B-A3B 32/4, Qwen3-32B 64/8): the
+     reduce-scatter softmax of the F16 decode kernel, partial batches, a long
+     context, head_dim 64 and 128 */
+  attn_case(1, 32, 4, 128, 1024, 300, 1, p1, 1e-6);
+  attn_case(1, 32, 4, 128, 1024, 300, 1, p7, 1e-6);
+  attn_case(1, 16, 2, 64, 1024, 300, 1, p8, 1e-6);
+  attn_case(1, 32, 4, 128, 8192, 5000, 1, plong, 1e-6);
   attn_case(0, 16, 16, 64, 512, 300, 1, p1, 1e-8);
   attn_case(8, 16, 2, 128, 512, 300, 1, p1, 1e-6);
   attn_case(1, 16, 2, 256, 8192, 5000, 1, plong, 1e-6);

@@ -378,6 +378,17 @@ static size_t attn_async_smem(int G, int D) {
   return ring > merge ? ring : merge;
 }
 
+// One halving round of a warp reduce-scatter: a lane keeps the half of its
+// values its bit o selects and adds the partner's copy of that half.
+template <int HALF> __device__ __forceinline__ void rs_step(float *v, int o, bool up) {
+#pragma unroll
+  for (int i = 0; i < HALF; i++) {
+    const float send = up ? v[i] : v[i + HALF];
+    const float keep = up ? v[i + HALF] : v[i];
+    v[i] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+  }
+}
+
 template <int G, int NK>
 __global__ static void __launch_bounds__(ATT_WARPS * 32)
     attn_decode_async(float *out, const float *q, const uint8_t *kc, const uint8_t *vc, size_t rb,
@@ -420,6 +431,7 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
     m[g] = -INFINITY;
     l[g] = 0.0f;
   }
+  float m_d = -INFINITY, l_d = 0.0f; /* G = 8: this lane's head's running max and sum */
   const int64_t first = p0 + (int64_t)warp * AS_B, step = (int64_t)ATT_WARPS * AS_B;
   const int n_it = first < p1 ? (int)((p1 - first + step - 1) / step) : 0;
   /* batch i of this warp → its ring stage: 16-byte pieces, K then V per position */
@@ -472,34 +484,77 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
           d = fmaf(qr[g][k], kv[j][k], d);
         sc[j][g] = d;
       }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
+    if constexpr (AS_B * G == 32) {
+      /* 8 query heads per KV head: reduce-scatter the 32 partial scores so
+         lane l holds the whole sum for position l / G, head l % G (31 shuffles
+         instead of 5 x 32), run the online softmax on that layout (two exps
+         per lane instead of 40) and broadcast back what the V sums need */
+      float v[32];
 #pragma unroll
       for (int j = 0; j < AS_B; j++)
 #pragma unroll
         for (int g = 0; g < G; g++)
-          sc[j][g] += __shfl_xor_sync(0xffffffffu, sc[j][g], o);
+          v[j * G + g] = sc[j][g];
+      rs_step<16>(v, 16, lane & 16);
+      rs_step<8>(v, 8, lane & 8);
+      rs_step<4>(v, 4, lane & 4);
+      rs_step<2>(v, 2, lane & 2);
+      rs_step<1>(v, 1, lane & 1);
+      const bool valid = pb + lane / G < p1;
+      const float sv = valid ? v[0] : -INFINITY;
+      float mb = fmaxf(sv, __shfl_xor_sync(0xffffffffu, sv, 8)); /* lanes g, g+8, g+16, g+24 */
+      mb = fmaxf(mb, __shfl_xor_sync(0xffffffffu, mb, 16));
+      const float mnew = fmaxf(m_d, mb);
+      const float corr = __expf(m_d - mnew);
+      const float e = valid ? __expf(sv - mnew) : 0.0f;
+      float es = e + __shfl_xor_sync(0xffffffffu, e, 8);
+      es += __shfl_xor_sync(0xffffffffu, es, 16);
+      l_d = l_d * corr + es;
+      m_d = mnew;
 #pragma unroll
-    for (int g = 0; g < G; g++) {
-      float mb = m[g];
-#pragma unroll
-      for (int j = 0; j < AS_B; j++)
-        if (pb + j < p1)
-          mb = fmaxf(mb, sc[j][g]);
-      const float corr = __expf(m[g] - mb);
-      l[g] *= corr;
-#pragma unroll
-      for (int k = 0; k < NK; k++)
-        acc[g][k] *= corr;
-#pragma unroll
-      for (int j = 0; j < AS_B; j++) {
-        const float e = pb + j < p1 ? __expf(sc[j][g] - mb) : 0.0f;
-        l[g] += e;
+      for (int g = 0; g < G; g++) {
+        const float cg = __shfl_sync(0xffffffffu, corr, g);
 #pragma unroll
         for (int k = 0; k < NK; k++)
-          acc[g][k] = fmaf(e, vv[j][k], acc[g][k]);
+          acc[g][k] *= cg;
+#pragma unroll
+        for (int j = 0; j < AS_B; j++) {
+          const float ej = __shfl_sync(0xffffffffu, e, j * G + g);
+#pragma unroll
+          for (int k = 0; k < NK; k++)
+            acc[g][k] = fmaf(ej, vv[j][k], acc[g][k]);
+        }
       }
-      m[g] = mb;
+    } else {
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+        for (int j = 0; j < AS_B; j++)
+#pragma unroll
+          for (int g = 0; g < G; g++)
+            sc[j][g] += __shfl_xor_sync(0xffffffffu, sc[j][g], o);
+#pragma unroll
+      for (int g = 0; g < G; g++) {
+        float mb = m[g];
+#pragma unroll
+        for (int j = 0; j < AS_B; j++)
+          if (pb + j < p1)
+            mb = fmaxf(mb, sc[j][g]);
+        const float corr = __expf(m[g] - mb);
+        l[g] *= corr;
+#pragma unroll
+        for (int k = 0; k < NK; k++)
+          acc[g][k] *= corr;
+#pragma unroll
+        for (int j = 0; j < AS_B; j++) {
+          const float e = pb + j < p1 ? __expf(sc[j][g] - mb) : 0.0f;
+          l[g] += e;
+#pragma unroll
+          for (int k = 0; k < NK; k++)
+            acc[g][k] = fmaf(e, vv[j][k], acc[g][k]);
+        }
+        m[g] = mb;
+      }
     }
   }
   cp_async_wait<0>();
@@ -509,8 +564,12 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
 #pragma unroll
   for (int g = 0; g < G; g++) {
     float *s = sm + (warp * G + g) * W;
-    if (lane == 0)
+    if (AS_B * G == 32) {
+      if (lane == g) /* lanes g, g+8, ... hold head g's max and sum */
+        s[0] = m_d, s[1] = l_d;
+    } else if (lane == 0) {
       s[0] = m[g], s[1] = l[g];
+    }
 #pragma unroll
     for (int k = 0; k < NK; k++)
       s[2 + lane * NK + k] = acc[g][k];
