@@ -431,7 +431,7 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
     m[g] = -INFINITY;
     l[g] = 0.0f;
   }
-  float m_d = -INFINITY, l_d = 0.0f; /* G = 8: this lane's head's running max and sum */
+  float m_d = -INFINITY, l_d = 0.0f; /* G = 4, 8: this lane's head's running max and sum */
   const int64_t first = p0 + (int64_t)warp * AS_B, step = (int64_t)ATT_WARPS * AS_B;
   const int n_it = first < p1 ? (int)((p1 - first + step - 1) / step) : 0;
   /* batch i of this warp → its ring stage: 16-byte pieces, K then V per position */
@@ -484,23 +484,29 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
           d = fmaf(qr[g][k], kv[j][k], d);
         sc[j][g] = d;
       }
-    if constexpr (AS_B * G == 32) {
-      /* 8 query heads per KV head: reduce-scatter the 32 partial scores so
-         lane l holds the whole sum for position l / G, head l % G (31 shuffles
-         instead of 5 x 32), run the online softmax on that layout (two exps
-         per lane instead of 40) and broadcast back what the V sums need */
-      float v[32];
+    constexpr int NV = AS_B * G;         /* scores per batch */
+    constexpr int SH = NV == 16 ? 1 : 0; /* lanes per score after the reduce-scatter: 1 << SH */
+    if constexpr (NV == 32 || NV == 16) {
+      /* 8 or 4 query heads per KV head: reduce-scatter the NV partial scores
+         so lane l holds the whole sum for score i = l >> SH (position i / G,
+         head i % G) — 31 (NV 32) or 16 (NV 16) shuffles instead of 5 NV —
+         run the online softmax on that layout (two exps per lane instead of
+         NV + G) and broadcast back what the V sums need */
+      float v[NV];
 #pragma unroll
       for (int j = 0; j < AS_B; j++)
 #pragma unroll
         for (int g = 0; g < G; g++)
           v[j * G + g] = sc[j][g];
-      rs_step<16>(v, 16, lane & 16);
-      rs_step<8>(v, 8, lane & 8);
-      rs_step<4>(v, 4, lane & 4);
-      rs_step<2>(v, 2, lane & 2);
-      rs_step<1>(v, 1, lane & 1);
-      const bool valid = pb + lane / G < p1;
+      rs_step<NV / 2>(v, 16, lane & 16);
+      rs_step<NV / 4>(v, 8, lane & 8);
+      rs_step<NV / 8>(v, 4, lane & 4);
+      rs_step<NV / 16>(v, 2, lane & 2);
+      if constexpr (NV == 32)
+        rs_step<1>(v, 1, lane & 1);
+      else
+        v[0] += __shfl_xor_sync(0xffffffffu, v[0], 1);
+      const bool valid = pb + (lane >> SH) / G < p1;
       const float sv = valid ? v[0] : -INFINITY;
       float mb = fmaxf(sv, __shfl_xor_sync(0xffffffffu, sv, 8)); /* lanes g, g+8, g+16, g+24 */
       mb = fmaxf(mb, __shfl_xor_sync(0xffffffffu, mb, 16));
@@ -513,13 +519,13 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
       m_d = mnew;
 #pragma unroll
       for (int g = 0; g < G; g++) {
-        const float cg = __shfl_sync(0xffffffffu, corr, g);
+        const float cg = __shfl_sync(0xffffffffu, corr, g << SH);
 #pragma unroll
         for (int k = 0; k < NK; k++)
           acc[g][k] *= cg;
 #pragma unroll
         for (int j = 0; j < AS_B; j++) {
-          const float ej = __shfl_sync(0xffffffffu, e, j * G + g);
+          const float ej = __shfl_sync(0xffffffffu, e, (j * G + g) << SH);
 #pragma unroll
           for (int k = 0; k < NK; k++)
             acc[g][k] = fmaf(ej, vv[j][k], acc[g][k]);
@@ -564,8 +570,8 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
 #pragma unroll
   for (int g = 0; g < G; g++) {
     float *s = sm + (warp * G + g) * W;
-    if (AS_B * G == 32) {
-      if (lane == g) /* lanes g, g+8, ... hold head g's max and sum */
+    if (AS_B * G == 32 || AS_B * G == 16) {
+      if (lane == g << (AS_B * G == 16 ? 1 : 0)) /* the lanes of head g hold its max and sum */
         s[0] = m_d, s[1] = l_d;
     } else if (lane == 0) {
       s[0] = m[g], s[1] = l[g];
