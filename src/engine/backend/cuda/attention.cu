@@ -802,6 +802,33 @@ static void launch_prefill_g(int D, dim3 grid, cudaStream_t st, float *out, size
               n_tokens, scale);
 }
 
+// CALL(g) with g the compile-time form of the query heads per KV head G
+// (1-6 or 8, as launch_attention asserts).
+#define G_DISPATCH(G, CALL)                                                                        \
+  switch (G) {                                                                                     \
+  case 1:                                                                                          \
+    CALL(1);                                                                                       \
+    break;                                                                                         \
+  case 2:                                                                                          \
+    CALL(2);                                                                                       \
+    break;                                                                                         \
+  case 3:                                                                                          \
+    CALL(3);                                                                                       \
+    break;                                                                                         \
+  case 4:                                                                                          \
+    CALL(4);                                                                                       \
+    break;                                                                                         \
+  case 5:                                                                                          \
+    CALL(5);                                                                                       \
+    break;                                                                                         \
+  case 6:                                                                                          \
+    CALL(6);                                                                                       \
+    break;                                                                                         \
+  default:                                                                                         \
+    CALL(8);                                                                                       \
+    break;                                                                                         \
+  }
+
 void launch_attention(float *out, size_t out_stride, const float *q, size_t q_stride,
                       const uint8_t *k_cache, const uint8_t *v_cache, int cache_type,
                       size_t cache_row_bytes, const int32_t *pos, int64_t n_tokens, int n_heads,
@@ -819,29 +846,7 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
 #define PF_LAUNCH(GG)                                                                              \
   launch_prefill_g<GG>(head_dim, grid, st, out, out_stride, q, q_stride, k_cache, v_cache,         \
                        cache_row_bytes, pos, n_tokens, scale)
-    switch (G) {
-    case 1:
-      PF_LAUNCH(1);
-      break;
-    case 2:
-      PF_LAUNCH(2);
-      break;
-    case 3:
-      PF_LAUNCH(3);
-      break;
-    case 4:
-      PF_LAUNCH(4);
-      break;
-    case 5:
-      PF_LAUNCH(5);
-      break;
-    case 6:
-      PF_LAUNCH(6);
-      break;
-    default:
-      PF_LAUNCH(8);
-      break;
-    }
+    G_DISPATCH(G, PF_LAUNCH);
 #undef PF_LAUNCH
     CUDA_LAUNCH_CHECK();
     return;
@@ -876,61 +881,15 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
 #define ASG(GG)                                                                                    \
   launch_async_g<GG>(nk, grid, asmem, st, out, q, k_cache, v_cache, cache_row_bytes, pos, scale,   \
                      n_splits, partial)
-    switch (G) {
-    case 1:
-      ASG(1);
-      break;
-    case 2:
-      ASG(2);
-      break;
-    case 3:
-      ASG(3);
-      break;
-    case 4:
-      ASG(4);
-      break;
-    case 5:
-      ASG(5);
-      break;
-    case 6:
-      ASG(6);
-      break;
-    default:
-      ASG(8);
-      break;
-    }
+    G_DISPATCH(G, ASG);
 #undef ASG
-  } else
-    switch (G) {
-    case 1:
-      launch_g<1>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                  cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
-      break;
-    case 2:
-      launch_g<2>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                  cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
-      break;
-    case 3:
-      launch_g<3>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                  cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
-      break;
-    case 5:
-      launch_g<5>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                  cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
-      break;
-    case 6:
-      launch_g<6>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                  cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
-      break;
-    case 4:
-      launch_g<4>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                  cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
-      break;
-    default:
-      launch_g<8>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,
-                  cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial);
-      break;
-    }
+  } else {
+#define GEN(GG)                                                                                    \
+  launch_g<GG>(nk, grid, smem, st, out, out_stride, q, q_stride, k_cache, v_cache, cache_type,     \
+               cache_row_bytes, pos, head_dim, scale, n_splits, vec, partial)
+    G_DISPATCH(G, GEN);
+#undef GEN
+  }
   CUDA_LAUNCH_CHECK();
   CU_ASSERT(!q8_out || (n_tokens == 1 && head_dim % 32 == 0));
   if (n_splits > 1) {
