@@ -146,6 +146,77 @@ size_t attn_partial_floats(int n_heads, int head_dim, int n_splits) {
 enum { ATT_WARPS = 4 };
 template <int G> struct att_batch { static constexpr int n = G <= 4 ? 4 : 8; };
 
+// One batch of AB positions' scores (partial per lane in sc) into a warp's
+// online softmax: the scores summed across the warp, then per head the running
+// max, the rescale of the sum and accumulator, and the batch's V rows added.
+// Positions pb + j at or past p1 do not count.
+template <int AB, int G, int NK>
+__device__ __forceinline__ void softmax_batch(float (&sc)[AB][G], const float (&vv)[AB][NK],
+                                              int64_t pb, int64_t p1, float (&m)[G], float (&l)[G],
+                                              float (&acc)[G][NK]) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1)
+#pragma unroll
+    for (int j = 0; j < AB; j++)
+#pragma unroll
+      for (int g = 0; g < G; g++)
+        sc[j][g] += __shfl_xor_sync(0xffffffffu, sc[j][g], o);
+#pragma unroll
+  for (int g = 0; g < G; g++) {
+    float mb = m[g];
+#pragma unroll
+    for (int j = 0; j < AB; j++)
+      if (pb + j < p1)
+        mb = fmaxf(mb, sc[j][g]);
+    const float corr = __expf(m[g] - mb);
+    l[g] *= corr;
+#pragma unroll
+    for (int k = 0; k < NK; k++)
+      acc[g][k] *= corr;
+#pragma unroll
+    for (int j = 0; j < AB; j++) {
+      const float e = pb + j < p1 ? __expf(sc[j][g] - mb) : 0.0f;
+      l[g] += e;
+#pragma unroll
+      for (int k = 0; k < NK; k++)
+        acc[g][k] = fmaf(e, vv[j][k], acc[g][k]);
+    }
+    m[g] = mb;
+  }
+}
+
+// The block's warps' (max, sum, accumulator) per head, left in sm as
+// [ATT_WARPS][G][D + 2], merged: the G heads of KV head kvh written to out_row
+// (one split) or to the split's partials (several).
+__device__ __forceinline__ void merge_warps(const float *sm, int G, int D, int kvh, float *out_row,
+                                            float *partial, int n_splits, int split) {
+  const int W = D + 2;
+  for (int e = threadIdx.x; e < G * D; e += blockDim.x) {
+    const int g = e / D, d = e % D;
+    float M = -INFINITY;
+    for (int w = 0; w < ATT_WARPS; w++)
+      M = fmaxf(M, sm[(w * G + g) * W]);
+    float L = 0.0f, A = 0.0f;
+    if (M != -INFINITY) {
+      for (int w = 0; w < ATT_WARPS; w++) {
+        const float *s = sm + (w * G + g) * W;
+        const float f = __expf(s[0] - M);
+        L += s[1] * f;
+        A += s[2 + d] * f;
+      }
+    }
+    const int h = kvh * G + g;
+    if (n_splits == 1) {
+      out_row[(size_t)h * D + d] = L > 0.0f ? A / L : 0.0f;
+    } else {
+      float *pp = partial + ((size_t)h * n_splits + split) * W;
+      if (d == 0)
+        pp[0] = M, pp[1] = L;
+      pp[2 + d] = A;
+    }
+  }
+}
+
 // partial layout per (token 0 only when split) head h, split s:
 //   [(h * n_splits + s) * (D + 2)] = m, +1 = l, +2.. = acc[D]
 template <int G, int NK>
@@ -230,35 +301,7 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
             d = fmaf(qr[g][k], kv[j][k], d);
           sc[j][g] = d;
         }
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1)
-#pragma unroll
-        for (int j = 0; j < AB; j++)
-#pragma unroll
-          for (int g = 0; g < G; g++)
-            sc[j][g] += __shfl_xor_sync(0xffffffffu, sc[j][g], o);
-#pragma unroll
-      for (int g = 0; g < G; g++) {
-        float mb = m[g];
-#pragma unroll
-        for (int j = 0; j < AB; j++)
-          if (pb + j < p1)
-            mb = fmaxf(mb, sc[j][g]);
-        float corr = __expf(m[g] - mb);
-        l[g] *= corr;
-#pragma unroll
-        for (int k = 0; k < NK; k++)
-          acc[g][k] *= corr;
-#pragma unroll
-        for (int j = 0; j < AB; j++) {
-          float e = pb + j < p1 ? __expf(sc[j][g] - mb) : 0.0f;
-          l[g] += e;
-#pragma unroll
-          for (int k = 0; k < NK; k++)
-            acc[g][k] = fmaf(e, vv[j][k], acc[g][k]);
-        }
-        m[g] = mb;
-      }
+      softmax_batch<AB, G, NK>(sc, vv, pb, p1, m, l, acc);
     }
     // merge warps
     int W = D + 2;
@@ -275,30 +318,7 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
       }
     }
     __syncthreads();
-    for (int e = threadIdx.x; e < G * D; e += blockDim.x) {
-      int g = e / D, d = e % D;
-      float M = -INFINITY;
-      for (int w = 0; w < ATT_WARPS; w++)
-        M = fmaxf(M, sm[(w * G + g) * W]);
-      float L = 0.0f, A = 0.0f;
-      if (M != -INFINITY) {
-        for (int w = 0; w < ATT_WARPS; w++) {
-          const float *s = sm + (w * G + g) * W;
-          float f = __expf(s[0] - M);
-          L += s[1] * f;
-          A += s[2 + d] * f;
-        }
-      }
-      int h = kvh * G + g;
-      if (n_splits == 1) {
-        out[(size_t)t * os + (size_t)h * D + d] = L > 0.0f ? A / L : 0.0f;
-      } else {
-        float *pp = partial + ((size_t)h * n_splits + split) * W;
-        if (d == 0)
-          pp[0] = M, pp[1] = L;
-        pp[2 + d] = A;
-      }
-    }
+    merge_warps(sm, G, D, kvh, out + (size_t)t * os, partial, n_splits, split);
     __syncthreads(); /* the next split reuses the shared merge area */
   }
 }
@@ -532,35 +552,7 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
         }
       }
     } else {
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1)
-#pragma unroll
-        for (int j = 0; j < AS_B; j++)
-#pragma unroll
-          for (int g = 0; g < G; g++)
-            sc[j][g] += __shfl_xor_sync(0xffffffffu, sc[j][g], o);
-#pragma unroll
-      for (int g = 0; g < G; g++) {
-        float mb = m[g];
-#pragma unroll
-        for (int j = 0; j < AS_B; j++)
-          if (pb + j < p1)
-            mb = fmaxf(mb, sc[j][g]);
-        const float corr = __expf(m[g] - mb);
-        l[g] *= corr;
-#pragma unroll
-        for (int k = 0; k < NK; k++)
-          acc[g][k] *= corr;
-#pragma unroll
-        for (int j = 0; j < AS_B; j++) {
-          const float e = pb + j < p1 ? __expf(sc[j][g] - mb) : 0.0f;
-          l[g] += e;
-#pragma unroll
-          for (int k = 0; k < NK; k++)
-            acc[g][k] = fmaf(e, vv[j][k], acc[g][k]);
-        }
-        m[g] = mb;
-      }
+      softmax_batch<AS_B, G, NK>(sc, vv, pb, p1, m, l, acc);
     }
   }
   cp_async_wait<0>();
@@ -581,30 +573,7 @@ __global__ static void __launch_bounds__(ATT_WARPS * 32)
       s[2 + lane * NK + k] = acc[g][k];
   }
   __syncthreads();
-  for (int e = threadIdx.x; e < G * D; e += blockDim.x) {
-    const int g = e / D, d = e % D;
-    float M = -INFINITY;
-    for (int w = 0; w < ATT_WARPS; w++)
-      M = fmaxf(M, sm[(w * G + g) * W]);
-    float L = 0.0f, A = 0.0f;
-    if (M != -INFINITY) {
-      for (int w = 0; w < ATT_WARPS; w++) {
-        const float *s = sm + (w * G + g) * W;
-        const float f = __expf(s[0] - M);
-        L += s[1] * f;
-        A += s[2 + d] * f;
-      }
-    }
-    const int h = kvh * G + g;
-    if (n_splits == 1) {
-      out[(size_t)h * D + d] = L > 0.0f ? A / L : 0.0f;
-    } else {
-      float *pp = partial + ((size_t)h * n_splits + blockIdx.z) * W;
-      if (d == 0)
-        pp[0] = M, pp[1] = L;
-      pp[2 + d] = A;
-    }
-  }
+  merge_warps(sm, G, D, kvh, out, partial, n_splits, blockIdx.z);
 }
 
 template <int G>
