@@ -300,6 +300,16 @@ static void test_moe_combine(void **state) {
   free(yv), free(wv), free(sv), free(gv);
 }
 
+/* The k experts one decode step routed to (ids: one row) agree. */
+static void same_experts(const pair *ids, int k, const char *what, int step) {
+  int32_t ic[HX_BACKEND_TOPK_MAX], ig[HX_BACKEND_TOPK_MAX];
+  assert_true(k <= HX_BACKEND_TOPK_MAX && ids->bytes <= sizeof ic);
+  download_both(ids, ic, ig);
+  for (int j = 0; j < k; j++)
+    if (ic[j] != ig[j])
+      fail_msg("%s step %d: slot %d cpu expert %d, cuda %d", what, step, j, ic[j], ig[j]);
+}
+
 /* A MoE FFN decode step (route, gate/up, swiglu, down, combine with a shared
  * expert) run 12 times with new inputs: the CUDA steps after the first replay
  * the captured graph (the chosen experts change, the record does not). */
@@ -342,11 +352,7 @@ static void test_moe_decode_graph(void **state) {
   } while (0)
     BOTH(1, FFN(g_cpu, c), FFN(g_gpu, g));
 #undef FFN
-    int32_t ic[4], ig[4];
-    download_both(&ids, ic, ig);
-    for (int j = 0; j < k; j++)
-      if (ic[j] != ig[j])
-        fail_msg("decode step %d: slot %d cpu expert %d, cuda %d", step, j, ic[j], ig[j]);
+    same_experts(&ids, k, "decode", step);
     const double e = nmse_pair(&out);
     if (!(e < 1e-3)) /* three quantized matmuls in a row, activations rounded differently */
       fail_msg("moe decode step %d: nmse %g", step, e);
@@ -418,11 +424,7 @@ static void moe_decode_folded(int zc) {
   } while (0)
     BOTH(1, FFN(g_cpu, c), FFN(g_gpu, g));
 #undef FFN
-    int32_t ic[4], ig[4];
-    download_both(&ids, ic, ig);
-    for (int j = 0; j < k; j++)
-      if (ic[j] != ig[j])
-        fail_msg("folded moe step %d: slot %d cpu expert %d, cuda %d", step, j, ic[j], ig[j]);
+    same_experts(&ids, k, "folded moe", step);
     const double e1 = nmse_pair(&x), e2 = nmse_pair(&q), e3 = nmse_pair(&kk), e4 = nmse_pair(&xb);
     printf("  folded moe (zc %d) step %d: nmse residual %.3g, q %.3g, k %.3g, out %.3g\n", zc, step,
            e1, e2, e3, e4);

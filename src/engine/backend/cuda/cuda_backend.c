@@ -157,7 +157,7 @@ typedef struct cuda_be {
   /* scratch (reserve) */
   void *q8; /* q8_1 blocks of one activation row */
   size_t q8_bytes;
-  /* mat-vec folds (HX_CUDA_FOLD=0: off): a second q8_1 row, the per-32 sums of
+  /* mat-vec folds (HX_CUDA_FOLD=1: on): a second q8_1 row, the per-32 sums of
      squares beside each q8_1 row, the zeroed tickets (mmv_stream.cu) */
   void *q8_alt;
   size_t q8_alt_bytes;
@@ -170,11 +170,7 @@ typedef struct cuda_be {
   /* set by a fold-out group for the group after it: where its activation's
      q8_1 blocks are and, for a folded norm, the sums of squares */
   fold_in_state fold_in;
-  struct {
-    float *stage;
-    const float *nw;
-    int zc;
-  } norm_fold; /* match_norm_fold's norm */
+  cu_fold_rows norm_fold; /* match_norm_fold's norm */
   /* at execution: the tensor whose q8_1 blocks q8 holds (buf NULL: unknown);
      q8_set: the group being run wrote q8 and said what it holds */
   hx_tensor q8_for;
@@ -1369,7 +1365,7 @@ static int fuse_qk_rope_store(cuda_be *be, const cu_op *ops, int n) {
   return used;
 }
 
-/* ---- mat-vec folds (one-token steps; HX_CUDA_FOLD=0 turns them off) ----
+/* ---- mat-vec folds (one-token steps; opt-in: HX_CUDA_FOLD=1) ----
  * A norm between two mat-vec groups — matmul(y) ; rms_norm(out, x = y,
  * residual = h, w) ; quant(out) ; matmuls on out — runs in the first group's
  * epilogue: it adds its rows to h and, per 32 rows, the last block to finish
@@ -1403,9 +1399,9 @@ static int mv_group(const cu_op *ops, int n, cu_mv_job jobs[3]) {
 /* ops: rms_norm(out, x = y, residual = h, w) ; quant(out) ; mat-vecs on out,
  * with y and out dead after them: a norm that can run in the epilogue of
  * whatever writes y (a mat-vec, or the MoE down matmul with its combine).
- * Returns the ops it takes (0: no match); on a match be->norm_fold gets the
- * norm's residual, weight and zc, and be->fold_in what the mat-vecs after it
- * read: out_q8 and the sums of squares beside it. */
+ * Returns the ops it takes (0: no match); on a match be->norm_fold gets where
+ * the norm's rows go (its residual and weight, out_q8 and the sums of squares
+ * beside it) and be->fold_in what the mat-vecs after it read. */
 static int match_norm_fold(cuda_be *be, const cu_op *ops, int n, hx_tensor y, const void *out_q8) {
   if (n < 3 || ops[0].kind != OP_RMS_NORM)
     return 0;
@@ -1422,9 +1418,8 @@ static int match_norm_fold(cuda_be *be, const cu_op *ops, int n, hx_tensor y, co
       !dead_from(ops + 2 + kc, n - 2 - kc, out))
     return 0;
   const int which = out_q8 == be->q8 ? 0 : 1;
-  be->norm_fold.stage = (float *)ptr(t[2]);
-  be->norm_fold.nw = (const float *)ptr(t[3]);
-  be->norm_fold.zc = ops[0].ival[0];
+  be->norm_fold = (cu_fold_rows){(float *)ptr(t[2]), (const float *)ptr(t[3]), ops[0].ival[0],
+                                 (void *)out_q8, be->fold_ss[which]};
   be->fold_in = (fold_in_state){.q8 = out_q8,
                                 .ss = be->fold_ss[which],
                                 .groups = (int)(rows / 32),
@@ -1460,11 +1455,7 @@ static int fold_out(cuda_be *be, const cu_op *ops, int n, int k, const cu_mv_job
     if (!used)
       return 0;
     f->out_mode = CU_FOLD_NORM;
-    f->stage = be->norm_fold.stage;
-    f->nw = be->norm_fold.nw;
-    f->zc = be->norm_fold.zc;
-    f->q8 = (void *)out_q8;
-    f->ss = (float *)be->fold_in.ss;
+    f->o = be->norm_fold;
     f->ticket = be->fold_ticket;
     return used;
   }
@@ -1480,8 +1471,8 @@ static int fold_out(cuda_be *be, const cu_op *ops, int n, int k, const cu_mv_job
         (4 + kc < n && ops[4 + kc].kind == OP_MATMUL && overlaps(ops[4 + kc].t[2], out)))
       return 0;
     f->out_mode = CU_FOLD_SWIGLU;
-    f->stage = (float *)ptr(out);
-    f->q8 = (void *)out_q8;
+    f->o.stage = (float *)ptr(out);
+    f->o.q8 = (void *)out_q8;
     f->ticket = be->fold_ticket;
     be->fold_in.q8 = out_q8;
     be->fold_in.ss = NULL;
@@ -1592,11 +1583,7 @@ static int fuse_moe_down_combine(cuda_be *be, const cu_op *ops, int n) {
   const int used = match_norm_fold(be, ops + 2, n - 2, out, out_q8);
   if (used) {
     f.out = NULL;
-    f.stage = be->norm_fold.stage;
-    f.nw = be->norm_fold.nw;
-    f.zc = be->norm_fold.zc;
-    f.q8 = (void *)out_q8;
-    f.ss = (float *)be->fold_in.ss;
+    f.norm = be->norm_fold;
   }
   launch_moe_down_combine(&job, (const float *)ptr(x), stride_f(x), x.n_cols,
                           (const int32_t *)ptr(ids), k, t[1].n_rows / y.n_cols, be->q8,

@@ -156,16 +156,23 @@ typedef struct cu_qk_rope {
   int ctype;
   size_t crb;
 } cu_qk_rope;
-typedef struct cu_mv_fold {
-  const float *in_ss;
-  int in_groups;
-  float in_n, in_eps;
-  int out_mode;
+/* A fold-out's rows (kernels.h): stage gets them (a norm: the residual h,
+ * added to; a SwiGLU: the products), and per 32 rows the q8_1 block of stage
+ * (times nw, 1 + nw when zc, if nw is set) goes to q8 and, for a norm, the sum
+ * of stage^2 to ss. */
+typedef struct cu_fold_rows {
   float *stage;
   const float *nw;
   int zc;
   void *q8;
   float *ss;
+} cu_fold_rows;
+typedef struct cu_mv_fold {
+  const float *in_ss;
+  int in_groups;
+  float in_n, in_eps;
+  int out_mode;
+  cu_fold_rows o;
   unsigned *ticket;
   cu_qk_rope qk; /* CU_FOLD_QK_ROPE */
 } cu_mv_fold;
@@ -222,11 +229,7 @@ void launch_moe_swiglu_fold(const cu_moe_job *jobs, const float *x, int64_t n_in
 typedef struct cu_moe_combine_fold {
   const float *weights;
   float *out;
-  float *stage;
-  const float *nw;
-  int zc;
-  void *q8;
-  float *ss;
+  cu_fold_rows norm; /* norm.stage NULL: no norm, the combine goes to out */
   unsigned *ticket;
 } cu_moe_combine_fold;
 int moe_down_combine_ok(const cu_moe_job *job, int64_t n_in, int k);

@@ -433,19 +433,20 @@ __global__ static void __launch_bounds__(MS_WARPS * 32)
          (which wins where stage is one of them) */
       jobs.j[0].y[r0] = g;
       jobs.j[1].y[r0] = u;
-      f.stage[r0] = g / (1.0f + __expf(-g)) * u;
+      f.o.stage[r0] = g / (1.0f + __expf(-g)) * u;
     } else {
 #pragma unroll
       for (int r = 0; r < MS_ROWS; r++)
-        f.stage[r0 + r] += a[r] + (jb.bias ? jb.bias[r0 + r] : 0.0f);
+        f.o.stage[r0 + r] += a[r] + (jb.bias ? jb.bias[r0 + r] : 0.0f);
     }
     __threadfence();
   }
   const int rows_per_block = MS_WARPS * (pair ? 1 : MS_ROWS);
   const int64_t g = (int64_t)blockIdx.x * rows_per_block / 32;
   const bool norm = f.out_mode == CU_FOLD_NORM;
-  fold_group_emit(f.ticket + g, 32 / rows_per_block, f.stage + 32 * g, norm ? f.nw + 32 * g : NULL,
-                  f.zc, (cu_block_q8_1 *)f.q8 + g, norm ? f.ss + g : NULL);
+  fold_group_emit(f.ticket + g, 32 / rows_per_block, f.o.stage + 32 * g,
+                  norm ? f.o.nw + 32 * g : NULL, f.o.zc, (cu_block_q8_1 *)f.o.q8 + g,
+                  norm ? f.o.ss + g : NULL);
 }
 
 int matvec_stream_ok(const cu_mv_job *j, int64_t n_in) {
@@ -495,8 +496,8 @@ static void launch_ms(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const flo
   CU_ASSERT(n_jobs >= 1 && n_jobs <= 3 && n_in > 0);
   const bool pair = fold->out_mode == CU_FOLD_SWIGLU;
   CU_ASSERT(fold->out_mode == CU_FOLD_NONE || fold->out_mode == CU_FOLD_QK_ROPE ||
-            (fold->stage && fold->q8 && fold->ticket));
-  CU_ASSERT(fold->out_mode != CU_FOLD_NORM || (n_jobs == 1 && fold->nw && fold->ss));
+            (fold->o.stage && fold->o.q8 && fold->ticket));
+  CU_ASSERT(fold->out_mode != CU_FOLD_NORM || (n_jobs == 1 && fold->o.nw && fold->o.ss));
   CU_ASSERT(!pair ||
             (n_jobs == 2 && jobs[0].type == jobs[1].type && jobs[0].n_out == jobs[1].n_out));
   CU_ASSERT(fold->out_mode == CU_FOLD_NONE || fold->out_mode == CU_FOLD_QK_ROPE ||

@@ -460,20 +460,20 @@ __global__ static void __launch_bounds__(MS_WARPS * 32)
     float v = 0.0f;
     for (int j = 0; j < k; j++)
       v += f.weights[j] * __ldcg(jb.y + (size_t)j * jb.y_stride + r);
-    if (f.stage)
-      f.stage[r] += v;
+    if (f.norm.stage)
+      f.norm.stage[r] += v;
     else
       f.out[r] = v;
     __threadfence();
   }
   if (threadIdx.x == 0)
     f.ticket[blockIdx.x] = 0;
-  if (!f.stage)
+  if (!f.norm.stage)
     return;
   const int rows_per_block = MS_WARPS * MS_ROWS;
   const int64_t g = (int64_t)blockIdx.x * rows_per_block / 32, n_rg = jb.n_out / rows_per_block;
-  fold_group_emit(f.ticket + n_rg + g, 32 / rows_per_block, f.stage + 32 * g, f.nw + 32 * g, f.zc,
-                  (cu_block_q8_1 *)f.q8 + g, f.ss + g);
+  fold_group_emit(f.ticket + n_rg + g, 32 / rows_per_block, f.norm.stage + 32 * g,
+                  f.norm.nw + 32 * g, f.norm.zc, (cu_block_q8_1 *)f.norm.q8 + g, f.norm.ss + g);
 }
 
 // ---- grouped form ---------------------------------------------------------------
@@ -1238,7 +1238,8 @@ void launch_moe_down_combine(const cu_moe_job *job, const float *x, size_t x_str
                              const int32_t *ids, int k, int64_t n_expert, void *q8, size_t q8_bytes,
                              const void *xq_ready, const cu_moe_combine_fold *fold, hx_stream st) {
   CU_ASSERT(moe_down_combine_ok(job, n_in, k) && n_expert >= 1 && fold->ticket && fold->weights);
-  CU_ASSERT(fold->stage ? (fold->nw && fold->q8 && fold->ss) : fold->out != NULL);
+  CU_ASSERT(fold->norm.stage ? (fold->norm.nw && fold->norm.q8 && fold->norm.ss)
+                             : fold->out != NULL);
   if (!xq_ready) {
     CU_ASSERT((size_t)k * (size_t)(n_in / 32) * HX_CU_Q8_1_BLOCK_BYTES <= q8_bytes);
     launch_quantize_q8_1(q8, x, x_stride, n_in, k, st);
