@@ -191,6 +191,10 @@ typedef struct hx_backend_ops {
    * during the call; y must not alias x. */
   void (*moe_matmul_id)(void *be, int n_w, const hx_tensor *y, const hx_tensor *w, hx_tensor x,
                         hx_tensor ids);
+  /* Optional (may be NULL): as weight_prepare, for w the stacked experts of
+   * moe_matmul_id (n_out rows per expert): the CPU backend makes their
+   * row-interleaved copy at load rather than at the first request. */
+  void (*expert_weight_prepare)(void *be, hx_tensor w, int64_t n_out);
   /* out[t] = Σ_j weights[t][j] · y[t*k + j]  for t < out.n_rows, k =
    * weights.n_cols, y [n*k][d]; then, when shared.buf, out[t] +=
    * sigmoid(shared_gate[t][0]) · shared[t] (the shared expert and its gate:

@@ -151,6 +151,13 @@ hx_code moe_ffn_layer_load(const moe_ffn *f, const model_file *mf, int layer, mo
        (rc = moe_load(f, mf, layer, "ffn_up_shexp.weight", E, Fs, out, &out->up_shexp, err)) ||
        (rc = moe_load(f, mf, layer, "ffn_down_shexp.weight", Fs, E, out, &out->down_shexp, err))))
     goto fail;
+  /* layout copies at load rather than at the first request */
+  const hx_backend_ops *op = f->backend.ops;
+  if (op->expert_weight_prepare) {
+    op->expert_weight_prepare(f->backend.be, out->gate_exps, F);
+    op->expert_weight_prepare(f->backend.be, out->up_exps, F);
+    op->expert_weight_prepare(f->backend.be, out->down_exps, E);
+  }
   return HX_OK;
 fail:
   moe_ffn_layer_free(f, out);

@@ -840,6 +840,16 @@ static void cpu_top_k(void *bev, hx_tensor vals, hx_tensor ids, hx_tensor x, int
 }
 
 /* Entry points for the op files beside this one (cpu_impl.h). */
+const void *cpu_be_repacked(void *bev, hx_tensor w, cpu_gemv8_fn *gemv, cpu_gemm4x8_fn *gemm) {
+  cpu_be *be = bev;
+  const cpu_repacked *rp = quant_type_is_valid(w.type) ? mm_repacked(be, w) : NULL;
+  if (!rp || rp->n_rows8 != w.n_rows)
+    return NULL;
+  *gemv = be->gemv8[w.type];
+  *gemm = be->gemm8[w.type];
+  return rp->data;
+}
+
 hx_pool *cpu_be_pool(void *bev) { return ((cpu_be *)bev)->pool; }
 int cpu_be_threads(void *bev) { return ((cpu_be *)bev)->n_threads; }
 void cpu_be_matmul(void *bev, hx_tensor y, hx_tensor w, hx_tensor x, hx_tensor bias) {
@@ -849,6 +859,11 @@ void cpu_be_matmul(void *bev, hx_tensor y, hx_tensor w, hx_tensor x, hx_tensor b
 static void cpu_weight_prepare(void *bev, hx_tensor w) {
   if (w.buf && quant_type_is_valid(w.type) && quant_type_dot_type((quant_type)w.type) != QUANT_F32)
     (void)mm_repacked(bev, w);
+}
+
+static void cpu_expert_weight_prepare(void *bev, hx_tensor w, int64_t n_out) {
+  if (n_out > 0 && n_out % 8 == 0)
+    cpu_weight_prepare(bev, w); /* every expert's rows are whole groups of 8 */
 }
 
 static const hx_backend_ops cpu_ops = {
@@ -879,6 +894,7 @@ static const hx_backend_ops cpu_ops = {
     /* MoE ops (cpu_moe.c) */
     .moe_route = cpu_moe_route,
     .moe_matmul_id = cpu_moe_matmul_id,
+    .expert_weight_prepare = cpu_expert_weight_prepare,
     .moe_combine = cpu_moe_combine,
     /* DeltaNet ops (cpu_ssm.c) */
     .ssm_conv = cpu_ssm_conv,

@@ -97,6 +97,11 @@ size_t cpu_repack_bytes(quant_type t, int64_t n_rows, int64_t n_cols);
  * row_bytes apart) into dst, which holds the whole repacked matrix. */
 void cpu_repack_rows(quant_type t, const void *w, size_t row_bytes, int64_t n_cols, int64_t g0,
                      int64_t g1, void *dst);
+/* The repacked copy of all of w's rows (cpu_backend.c: found, or made now as
+ * at a matmul) and its kernels; NULL when w has none or its rows are not whole
+ * groups of 8. Groups of 8 rows follow one another, cpu_repack_bytes(type, 8,
+ * n_cols) bytes each. */
+const void *cpu_be_repacked(void *be, hx_tensor w, cpu_gemv8_fn *gemv, cpu_gemm4x8_fn *gemm);
 
 /* Attention of one query head over an F16 cache head slice (cpu_dot.c):
  * q[hd] against rows 0..n_kv-1 of k and v (stride halves apart), out[hd] =

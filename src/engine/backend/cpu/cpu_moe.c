@@ -5,11 +5,16 @@
  * first (on the calling thread, O(n*k)), then each task takes one expert and a
  * chunk of its output rows, finds the input rows routed to that expert (a scan
  * of ids) four at a time, converts them to the weight type's dot format on the
- * stack, and runs the 4-row kernel over its weight rows — so an expert's
+ * stack, and runs a 4-row kernel over its weight rows — so an expert's
  * weight rows are streamed once per four routed tokens, and in decode only the
- * k chosen experts are touched. Converting an input block once per task costs
- * about 1/chunk of the dot work. Nothing is allocated. */
+ * k chosen experts are touched. Where the CPU has the row-interleaved kernels
+ * (cpu_repack.c) and each expert's rows are whole groups of 8, the experts are
+ * read from the backend's repacked copy (made at load by
+ * expert_weight_prepare, or at the first call) with the dense matmul's
+ * 4-token x 8-row kernel. Converting an input block once per task costs about
+ * 1/chunk of the dot work. Nothing is allocated. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/pool.h"
@@ -87,7 +92,42 @@ typedef struct mid_ctx {
   size_t xq_bytes;       /* bytes of one converted input row */
   cpu_dot_fn dot[2];
   cpu_dot4_fn dot4[2];
+  /* row-interleaved copies (all experts' rows, groups of 8), or NULL */
+  const char *rp[2];
+  size_t group_bytes[2];
+  cpu_gemv8_fn gemv8[2];
+  cpu_gemm4x8_fn gemm8[2];
 } mid_ctx;
+
+/* Rows [r0, r1) (whole groups of 8) of weight i's expert e for the nb
+ * converted input rows at xq (xq_bytes apart) from the repacked copy: 4 rows
+ * by 8 weight rows at a time (the dense matmul's prefill kernel), else one
+ * row at a time. */
+static void mid_rows_repacked(const mid_ctx *c, int i, int32_t e, int64_t r0, int64_t r1,
+                              const char *xq, int nb, float *const yr[MOE_BLOCK]) {
+  const char *base = c->rp[i] + (size_t)(e * c->n_out / 8) * c->group_bytes[i];
+  for (int64_t r = r0; r < r1; r += 8) {
+    const char *wg = base + (size_t)(r / 8) * c->group_bytes[i];
+    if (nb == MOE_BLOCK && c->gemm8[i]) {
+      float v[MOE_BLOCK][8];
+      c->gemm8[i](wg, xq, c->xq_bytes, c->n_in, v);
+      for (int b = 0; b < MOE_BLOCK; b++)
+        memcpy(yr[b] + r, v[b], sizeof v[b]);
+    } else {
+      for (int b = 0; b < nb; b++)
+        c->gemv8[i](wg, xq + (size_t)b * c->xq_bytes, c->n_in, yr[b] + r);
+    }
+  }
+}
+
+static bool moe_repack_on(void) {
+  static int on = -1;
+  if (on < 0) {
+    const char *e = getenv("HX_CPU_MOE_REPACK");
+    on = !(e && e[0] == '0');
+  }
+  return on != 0;
+}
 
 static void mid_task(void *cv, size_t task, int worker) {
   (void)worker;
@@ -126,7 +166,9 @@ static void mid_task(void *cv, size_t task, int worker) {
       for (int b = 0; b < nb; b++)
         yr[b] = (float *)moe_row(c->y[i], slot[b]);
       const int64_t wr0 = (int64_t)e * c->n_out;
-      if (nb == MOE_BLOCK && c->dot4[i] && c->dt != QUANT_F32) {
+      if (c->rp[i]) {
+        mid_rows_repacked(c, i, e, r0, r1, xq, nb, yr);
+      } else if (nb == MOE_BLOCK && c->dot4[i] && c->dt != QUANT_F32) {
         for (int64_t r = r0; r < r1; r++) {
           float v[MOE_BLOCK];
           c->dot4[i](moe_row(w, wr0 + r), xq, c->xq_bytes, c->n_in, v);
@@ -180,6 +222,11 @@ void cpu_moe_matmul_id(void *be, int n_w, const hx_tensor *y, const hx_tensor *w
     c.dot4[i] = cpu_dot4_get((quant_type)w[i].type, isa);
     if (w[i].type == QUANT_Q8_0 && n_in % 64 != 0)
       c.dot4[i] = NULL;
+    /* the row-interleaved copy when every expert's rows are whole groups
+       (HX_CPU_MOE_REPACK=0: the row kernels, for comparison) */
+    if (dt != QUANT_F32 && n_out % 8 == 0 && moe_repack_on() &&
+        (c.rp[i] = cpu_be_repacked(be, w[i], &c.gemv8[i], &c.gemm8[i])) != NULL)
+      c.group_bytes[i] = cpu_repack_bytes((quant_type)w[i].type, 8, n_in);
   }
   if (c.dt != QUANT_F32) {
     HX_ASSERT(quant_row_bytes(c.dt, n_in, &c.xq_bytes));
@@ -201,11 +248,11 @@ void cpu_moe_matmul_id(void *be, int n_w, const hx_tensor *y, const hx_tensor *w
     if (seen[e])
       active[n_active++] = (int32_t)e;
   c.active = active;
-  /* enough tasks to balance the pool, output rows a multiple of 4 */
+  /* enough tasks to balance the pool, output rows a multiple of 8 */
   const int64_t target = (int64_t)cpu_be_threads(be) * 8;
   int64_t per_exp = (target + n_active - 1) / n_active;
   int64_t chunk = (n_out + per_exp - 1) / per_exp;
-  chunk = chunk < 4 ? 4 : (chunk + 3) & ~(int64_t)3;
+  chunk = chunk < 8 ? 8 : (chunk + 7) & ~(int64_t)7; /* whole repacked groups */
   c.chunk = chunk;
   c.chunks = (n_out + chunk - 1) / chunk;
   hx_pool_parallel_for(cpu_be_pool(be), (size_t)(n_active * c.chunks), mid_task, &c);
