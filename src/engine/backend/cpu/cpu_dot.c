@@ -480,6 +480,81 @@ AVX512 static void dot4_avx512_q4_k(const void *wv, const void *xv, size_t x_str
     out[t] = _mm512_reduce_add_ps(acc[t]) - summs[t];
 }
 
+/* Q5_K group j (64 weights: sub-blocks 2j and 2j+1) as one 512-bit register of
+ * values 0..31: the Q4_K nibbles plus 16 where the qh bit (2j for the low
+ * nibbles, 2j+1 for the high) is set. */
+AVX512 static inline __m512i q5_k_group(const block_q5_K *b, __m256i hbits, int j) {
+  const __m256i m4 = _mm256_set1_epi8(0xF), one = _mm256_set1_epi8(1);
+  const __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * j));
+  const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 2 * j), one), 4);
+  const __m256i h1 =
+      _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hbits, 2 * j + 1), one), 4);
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_or_si256(_mm256_and_si256(q, m4), h0)),
+                            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1), 1);
+}
+
+/* The mins' share of a K-quant super-block against one Q8_K row: sum over the
+ * 8 sub-blocks of min * (sum of its 32 activations). */
+AVX512 static inline int k_mins_dot(__m128i mins16, const block_q8_K *x) {
+  const __m256i bs = _mm256_loadu_si256((const __m256i *)x->bsums);
+  const __m128i q8s = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+  __m128i pm = _mm_madd_epi16(mins16, q8s);
+  pm = _mm_add_epi32(pm, _mm_shuffle_epi32(pm, 0x4e));
+  pm = _mm_add_epi32(pm, _mm_shuffle_epi32(pm, 0xb1));
+  return _mm_cvtsi128_si32(pm);
+}
+
+/* Up to four activation rows (T) against one Q5_K weight row: the weights and
+ * scales are unpacked once per super-block for all of them (ggml's AVX2 Q5_K
+ * scheme at 512 bits, as dot4_avx512_q4_k). */
+AVX512 static inline void dot_t_avx512_q5_k(const void *wv, const void *xv, size_t x_stride,
+                                            int64_t n, int T, float *out) {
+  const block_q5_K *w = wv;
+  const int64_t nb = n / QK_K;
+  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                   _mm512_setzero_ps()};
+  float summs[4] = {0, 0, 0, 0};
+  for (int64_t i = 0; i < nb; i++) {
+    uint32_t utmp[4];
+    k_scales_unpack(w[i].scales, utmp);
+    const uint8_t *sc = (const uint8_t *)&utmp[0];
+    const uint8_t *mn = (const uint8_t *)&utmp[2];
+    const float wd = F16(w[i].d), wdmin = F16(w[i].dmin);
+    const __m256i hbits = _mm256_loadu_si256((const __m256i *)w[i].qh);
+    __m512i q5v[4], scv[4];
+    for (int j = 0; j < 4; j++) {
+      q5v[j] = q5_k_group(&w[i], hbits, j);
+      scv[j] = _mm512_inserti64x4(_mm512_set1_epi16((short)sc[2 * j]),
+                                  _mm256_set1_epi16((short)sc[2 * j + 1]), 1);
+    }
+    const __m128i mins16 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)mn));
+    for (int t = 0; t < T; t++) {
+      const block_q8_K *x = (const block_q8_K *)((const char *)xv + (size_t)t * x_stride) + i;
+      summs[t] += x->d * wdmin * (float)k_mins_dot(mins16, x);
+      __m512i sumi = _mm512_setzero_si512();
+      for (int j = 0; j < 4; j++) {
+        /* u8 (≤ 31) x i8 pairs → i16 (≤ 2·31·128, no saturation), × scale → i32 */
+        const __m512i q8v = _mm512_loadu_si512((const void *)(x->qs + 64 * j));
+        sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(_mm512_maddubs_epi16(q5v[j], q8v), scv[j]));
+      }
+      acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(x->d * wd), _mm512_cvtepi32_ps(sumi), acc[t]);
+    }
+  }
+  for (int t = 0; t < T; t++)
+    out[t] = _mm512_reduce_add_ps(acc[t]) - summs[t];
+}
+
+AVX512 static float dot_avx512_q5_k(const void *wv, const void *xv, int64_t n) {
+  float v;
+  dot_t_avx512_q5_k(wv, xv, 0, n, 1, &v);
+  return v;
+}
+
+AVX512 static void dot4_avx512_q5_k(const void *wv, const void *xv, size_t x_stride, int64_t n,
+                                    float out[4]) {
+  dot_t_avx512_q5_k(wv, xv, x_stride, n, 4, out);
+}
+
 /* Four activation rows against one Q8_0 weight row (prefill). */
 AVX512 static void dot4_avx512_q8_0(const void *wv, const void *xv, size_t x_stride, int64_t n,
                                     float out[4]) {
@@ -863,6 +938,8 @@ cpu_dot_fn cpu_dot_get(quant_type t, cpu_isa isa) {
       return dot_avx512_q8_0;
     case QUANT_Q4_K:
       return dot_avx512_q4_k;
+    case QUANT_Q5_K:
+      return dot_avx512_q5_k;
     case QUANT_Q6_K:
       return dot_avx512_q6_k;
     default:
@@ -876,7 +953,10 @@ cpu_dot_fn cpu_dot_get(quant_type t, cpu_isa isa) {
 cpu_dot4_fn cpu_dot4_get(quant_type t, cpu_isa isa) {
   if (isa != CPU_ISA_AVX512 || !cpu_has_avx512())
     return NULL;
-  return t == QUANT_Q4_K ? dot4_avx512_q4_k : t == QUANT_Q8_0 ? dot4_avx512_q8_0 : NULL;
+  return t == QUANT_Q4_K   ? dot4_avx512_q4_k
+         : t == QUANT_Q5_K ? dot4_avx512_q5_k
+         : t == QUANT_Q8_0 ? dot4_avx512_q8_0
+                           : NULL;
 }
 
 cpu_dot_fn cpu_dot_best(quant_type t) {
