@@ -234,8 +234,8 @@ static void *rand_rows(quant_type t, int64_t rows, int64_t n, float amp, size_t 
   return q;
 }
 
-/* Row-interleaved Q4_K / Q6_K / Q8_0 kernels (cpu_repack.c) against the scalar
- * reference. */
+/* Row-interleaved Q4_K / Q5_K / Q6_K / Q8_0 kernels (cpu_repack.c) against the
+ * scalar reference. */
 static void test_repack_kernels(void **state) {
   (void)state;
   cpu_gemv8_fn gemv;
@@ -244,10 +244,10 @@ static void test_repack_kernels(void **state) {
     printf("repacked kernels: none on this CPU (needs AVX-512 VNNI + VBMI)\n");
     return;
   }
-  assert_false(cpu_repack_get(QUANT_Q5_K, &gemv, &gemm));
+  assert_false(cpu_repack_get(QUANT_BF16, &gemv, &gemm));
   assert_null(gemv);
-  const quant_type types[] = {QUANT_Q4_K, QUANT_Q6_K, QUANT_Q8_0};
-  for (size_t ti = 0; ti < 3; ti++) {
+  const quant_type types[] = {QUANT_Q4_K, QUANT_Q5_K, QUANT_Q6_K, QUANT_Q8_0};
+  for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
     const quant_type qt = types[ti];
     assert_int_equal(cpu_repack_bytes(qt, 7, 256), 0);
     assert_int_equal(cpu_repack_bytes(qt, 8, 300), 0);
@@ -286,7 +286,7 @@ static void test_repack_kernels(void **state) {
   }
 }
 
-/* The backend's matmul on Q4_K / Q6_K / Q8_0 weights with a row count that is not
+/* The backend's matmul on Q4_K / Q5_K / Q6_K / Q8_0 weights with a row count that is not
  * a multiple of 8 (repacked groups + row-kernel tail), 1..9 tokens, with
  * bias, wrapped and uploaded weights, twice (the repacked copy is reused). */
 static void matmul_check(quant_type qt) {
@@ -345,6 +345,7 @@ static void matmul_check(quant_type qt) {
 static void test_matmul_k_quants(void **state) {
   (void)state;
   matmul_check(QUANT_Q4_K);
+  matmul_check(QUANT_Q5_K);
   matmul_check(QUANT_Q6_K);
   matmul_check(QUANT_Q8_0);
 }

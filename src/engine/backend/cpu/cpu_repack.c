@@ -42,6 +42,17 @@ typedef struct blk_q4_kx8 {
 
 _Static_assert(sizeof(blk_q4_kx8) == 1184, "blk_q4_kx8 is packed");
 
+/* Q5_K: the Q4_K layout of the low 4 bits, scales and mins, plus the fifth
+ * bits: qh[m] byte 4(2r+p)+b, bit 4(j % 2) + s, is the high bit of the weight
+ * whose nibble is byte 4(2r+p)+b of step s of sub-block j = 2m + j % 2 (the
+ * kernels shift it to bit 4 and OR it in). 1440 bytes (+2.3% over 8 × 176). */
+typedef struct blk_q5_kx8 {
+  uint8_t qh[4][64]; /* [sub-block pair m]; first, so a block is read in address order */
+  blk_q4_kx8 lo;
+} blk_q5_kx8;
+
+_Static_assert(sizeof(blk_q5_kx8) == 1440, "blk_q5_kx8 is packed");
+
 /* Q6_K, 8 rows × one super-block, same lane scheme with 16-column
  * sub-blocks k of 2 steps: ql of sub-block k, byte 4(2r+p)+b holds the low 4 bits of
  * column 16k + 4p + b (step 0, low nibble) and 16k + 8 + 4p + b (step 1, high
@@ -87,6 +98,7 @@ static void q4_k_scales(const uint8_t *s, uint8_t sc[8], uint8_t mn[8]) {
 
 size_t cpu_repack_bytes(quant_type t, int64_t n_rows, int64_t n_cols) {
   const size_t blk = t == QUANT_Q4_K   ? sizeof(blk_q4_kx8)
+                     : t == QUANT_Q5_K ? sizeof(blk_q5_kx8)
                      : t == QUANT_Q6_K ? sizeof(blk_q6_kx8)
                      : t == QUANT_Q8_0 ? sizeof(blk_q8_0x8)
                                        : 0;
@@ -162,10 +174,40 @@ static void repack_q8_0(const void *w, size_t row_bytes, int64_t n_cols, int64_t
     }
 }
 
+/* Row r of a group's Q4_K / Q5_K super-block into o: d, dmin, the unpacked
+ * scales and mins, and the nibbles (low 4 bits). */
+static void repack_k_lo(blk_q4_kx8 *o, int r, uint16_t d, uint16_t dmin, const uint8_t *scales,
+                        const uint8_t *qs) {
+  uint8_t sc[8], mn[8];
+  q4_k_scales(scales, sc, mn);
+  o->dm[2 * r] = d;
+  o->dm[2 * r + 1] = dmin;
+  for (int j = 0; j < 8; j++) {
+    o->sc[j][r] = sc[j];
+    o->mn[r][j] = mn[j];
+  }
+  /* Sub-block j is nibble j % 2 of source bytes 32(j / 2) .. +31; its column
+   * c = 8s + 4p + b goes to chunk s / 2, byte 4(2r + p) + b, nibble s % 2. So
+   * chunk h bytes 8r .. 8r + 7 take columns 16h .. +7 (low nibbles) and 16h +
+   * 8 .. +7 (high nibbles). */
+  for (int j = 0; j < 8; j++) {
+    const uint8_t *src = qs + 32 * (j / 2);
+    const int sh = 4 * (j % 2);
+    for (int h = 0; h < 2; h++) {
+      uint64_t lo, hi;
+      memcpy(&lo, src + 16 * h, 8);
+      memcpy(&hi, src + 16 * h + 8, 8);
+      const uint64_t v =
+          ((lo >> sh) & 0x0F0F0F0F0F0F0F0Full) | (((hi >> sh) & 0x0F0F0F0F0F0F0F0Full) << 4);
+      memcpy(&o->qs[j][64 * h + 8 * r], &v, 8);
+    }
+  }
+}
+
 void cpu_repack_rows(quant_type t, const void *w, size_t row_bytes, int64_t n_cols, int64_t g0,
                      int64_t g1, void *dst) {
-  HX_ASSERT((t == QUANT_Q4_K || t == QUANT_Q6_K || t == QUANT_Q8_0) && n_cols % QK_K == 0 &&
-            g0 >= 0 && g0 <= g1);
+  HX_ASSERT((t == QUANT_Q4_K || t == QUANT_Q5_K || t == QUANT_Q6_K || t == QUANT_Q8_0) &&
+            n_cols % QK_K == 0 && g0 >= 0 && g0 <= g1);
   if (t == QUANT_Q6_K) {
     repack_q6_k(w, row_bytes, n_cols, g0, g1, dst);
     return;
@@ -175,39 +217,30 @@ void cpu_repack_rows(quant_type t, const void *w, size_t row_bytes, int64_t n_co
     return;
   }
   const int64_t nb = n_cols / QK_K;
-  blk_q4_kx8 *out = dst;
   for (int64_t g = g0; g < g1; g++)
-    for (int64_t i = 0; i < nb; i++) {
-      blk_q4_kx8 *o = out + g * nb + i;
+    for (int64_t i = 0; i < nb; i++)
       for (int r = 0; r < 8; r++) {
-        const block_q4_K *b =
-            (const block_q4_K *)((const char *)w + (size_t)(8 * g + r) * row_bytes) + i;
-        uint8_t sc[8], mn[8];
-        q4_k_scales(b->scales, sc, mn);
-        o->dm[2 * r] = b->d;
-        o->dm[2 * r + 1] = b->dmin;
-        for (int j = 0; j < 8; j++) {
-          o->sc[j][r] = sc[j];
-          o->mn[r][j] = mn[j];
+        const char *row = (const char *)w + (size_t)(8 * g + r) * row_bytes;
+        if (t == QUANT_Q4_K) {
+          const block_q4_K *src = (const block_q4_K *)row + i;
+          repack_k_lo((blk_q4_kx8 *)dst + g * nb + i, r, src->d, src->dmin, src->scales, src->qs);
+          continue;
         }
-        /* Sub-block j is nibble j % 2 of source bytes 32(j / 2) .. +31; its
-         * column c = 8s + 4p + b goes to chunk s / 2, byte 4(2r + p) + b,
-         * nibble s % 2. So chunk h bytes 8r .. 8r + 7 take columns 16h .. +7
-         * (low nibbles) and 16h + 8 .. +7 (high nibbles). */
-        for (int j = 0; j < 8; j++) {
-          const uint8_t *src = b->qs + 32 * (j / 2);
-          const int sh = 4 * (j % 2);
-          for (int h = 0; h < 2; h++) {
-            uint64_t lo, hi;
-            memcpy(&lo, src + 16 * h, 8);
-            memcpy(&hi, src + 16 * h + 8, 8);
-            const uint64_t v =
-                ((lo >> sh) & 0x0F0F0F0F0F0F0F0Full) | (((hi >> sh) & 0x0F0F0F0F0F0F0F0Full) << 4);
-            memcpy(&o->qs[j][64 * h + 8 * r], &v, 8);
-          }
-        }
+        /* Q5_K: weight l of sub-block j has its fifth bit in bit j of qh[l];
+           column c = 8s + 4p + b of the sub-block is bit 4(2r+p)+b of step s */
+        const block_q5_K *src = (const block_q5_K *)row + i;
+        blk_q5_kx8 *o = (blk_q5_kx8 *)dst + g * nb + i;
+        repack_k_lo(&o->lo, r, src->d, src->dmin, src->scales, src->qs);
+        for (int m = 0; m < 4; m++)
+          for (int p = 0; p < 2; p++)
+            for (int bb = 0; bb < 4; bb++) {
+              uint8_t v = 0;
+              for (int j = 2 * m; j < 2 * m + 2; j++)
+                for (int st = 0; st < 4; st++)
+                  v |= (uint8_t)(((src->qh[8 * st + 4 * p + bb] >> j) & 1) << (4 * (j % 2) + st));
+              o->qh[m][4 * (2 * r + p) + bb] = v;
+            }
       }
-    }
 }
 
 /* ---- AVX-512 VNNI + VBMI kernels ---------------------------------------- */
@@ -276,60 +309,30 @@ AVX512R static inline __m512i bcast8(const int8_t *p) {
   return _mm512_broadcastq_epi64(_mm_loadl_epi64((const __m128i *)p));
 }
 
-/* One activation row against one group of 8 repacked rows. */
-AVX512R static void gemv_q4_kx8(const void *wv, const void *xv, int64_t n, float out[8]) {
-  const blk_q4_kx8 *w = wv;
-  const block_q8_K *x = xv;
+/* T activation rows (x, x + x_stride, ...) against one group of 8 repacked
+ * Q4_K rows (FIVE = 0) or Q5_K rows (FIVE = 1: 16 is ORed into the nibbles
+ * under the qh byte masks): out[t][r]. The weights are unpacked once for all
+ * T rows. T and FIVE are constants at each call, so each use is its own
+ * specialization. */
+__attribute__((always_inline)) AVX512R static inline void kx8_rows(const void *wv, const void *xv,
+                                                                   size_t x_stride, int64_t n,
+                                                                   int T, int FIVE,
+                                                                   float out[][8]) {
+  const size_t blk_bytes = FIVE ? sizeof(blk_q5_kx8) : sizeof(blk_q4_kx8);
   const int64_t nb = n / QK_K;
   const q4kx8_consts k = q4kx8_consts_make();
   const __m512i eight = _mm512_set1_epi8(8), four = _mm512_set1_epi8(4);
-  const __m512i mn_idx1 = _mm512_add_epi8(k.mn_idx, four);
-  __m512 acc = _mm512_setzero_ps();
-  for (int64_t i = 0; i < nb; i++) {
-    const blk_q4_kx8 *b = w + i;
-    const __m512i mnv = _mm512_loadu_si512((const void *)b->mn);
-    const __m512i summ = q4kx8_mins(&k, _mm512_maskz_permutexvar_epi8(MN_MASK, k.mn_idx, mnv),
-                                    _mm512_maskz_permutexvar_epi8(MN_MASK, mn_idx1, mnv), x + i);
-    const __m512i scv = _mm512_loadu_si512((const void *)b->sc);
-    __m512i idx = k.sc_idx, sumi = _mm512_setzero_si512();
-    const int8_t *q8 = x[i].qs;
-    for (int j = 0; j < 8; j++) {
-      const __m512i ca = _mm512_loadu_si512((const void *)b->qs[j]);
-      const __m512i cb = _mm512_loadu_si512((const void *)(b->qs[j] + 64));
-      /* u4 × s8, 16 products per lane: |.| ≤ 16·15·128 */
-      __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(ca, k.m4),
-                                      bcast8(q8 + 32 * j));
-      d = _mm512_dpbusd_epi32(d, _mm512_and_si512(_mm512_srli_epi16(ca, 4), k.m4),
-                              bcast8(q8 + 32 * j + 8));
-      d = _mm512_dpbusd_epi32(d, _mm512_and_si512(cb, k.m4), bcast8(q8 + 32 * j + 16));
-      d = _mm512_dpbusd_epi32(d, _mm512_and_si512(_mm512_srli_epi16(cb, 4), k.m4),
-                              bcast8(q8 + 32 * j + 24));
-      const __m512i s = _mm512_maskz_permutexvar_epi8(SC_MASK, idx, scv);
-      idx = _mm512_add_epi8(idx, eight);
-      sumi = _mm512_add_epi32(sumi, _mm512_mullo_epi32(d, s));
-    }
-    const __m512 dm = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b->dm));
-    acc = q4kx8_finish(sumi, summ, dm, x[i].d, acc);
-  }
-  q4kx8_store(acc, out);
-}
-
-/* Four activation rows (x, x + x_stride, ...) against one group of 8
- * repacked rows: out[t][r]. The weights are unpacked once for all four. */
-AVX512R static void gemm4_q4_kx8(const void *wv, const void *xv, size_t x_stride, int64_t n,
-                                 float out[4][8]) {
-  const blk_q4_kx8 *w = wv;
-  const int64_t nb = n / QK_K;
-  const q4kx8_consts k = q4kx8_consts_make();
-  const __m512i eight = _mm512_set1_epi8(8), four = _mm512_set1_epi8(4);
+  const __m512i sixteen = _mm512_set1_epi8(16);
   const __m512i mn_idx1 = _mm512_add_epi8(k.mn_idx, four);
   const block_q8_K *xs[4];
-  for (int t = 0; t < 4; t++)
+  for (int t = 0; t < T; t++)
     xs[t] = (const block_q8_K *)((const char *)xv + (size_t)t * x_stride);
   __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
                    _mm512_setzero_ps()};
   for (int64_t i = 0; i < nb; i++) {
-    const blk_q4_kx8 *b = w + i;
+    const char *blk = (const char *)wv + (size_t)i * blk_bytes;
+    const blk_q4_kx8 *b = FIVE ? &((const blk_q5_kx8 *)blk)->lo : (const blk_q4_kx8 *)blk;
+    const uint8_t *qh = FIVE ? ((const blk_q5_kx8 *)blk)->qh[0] : NULL;
     const __m512i mnv = _mm512_loadu_si512((const void *)b->mn);
     const __m512i mn0 = _mm512_maskz_permutexvar_epi8(MN_MASK, k.mn_idx, mnv);
     const __m512i mn1 = _mm512_maskz_permutexvar_epi8(MN_MASK, mn_idx1, mnv);
@@ -340,29 +343,58 @@ AVX512R static void gemm4_q4_kx8(const void *wv, const void *xv, size_t x_stride
     for (int j = 0; j < 8; j++) {
       const __m512i ca = _mm512_loadu_si512((const void *)b->qs[j]);
       const __m512i cb = _mm512_loadu_si512((const void *)(b->qs[j] + 64));
-      const __m512i w0 = _mm512_and_si512(ca, k.m4);
-      const __m512i w1 = _mm512_and_si512(_mm512_srli_epi16(ca, 4), k.m4);
-      const __m512i w2 = _mm512_and_si512(cb, k.m4);
-      const __m512i w3 = _mm512_and_si512(_mm512_srli_epi16(cb, 4), k.m4);
-      const __m512i s = _mm512_maskz_permutexvar_epi8(SC_MASK, idx, scv);
+      __m512i w0 = _mm512_and_si512(ca, k.m4),
+              w1 = _mm512_and_si512(_mm512_srli_epi16(ca, 4), k.m4);
+      __m512i w2 = _mm512_and_si512(cb, k.m4),
+              w3 = _mm512_and_si512(_mm512_srli_epi16(cb, 4), k.m4);
+      if (FIVE) { /* step s's bits to bit 4 + s of each byte, then bit 4 ORed in
+                     (w | (h & 16): ternary-logic 0xF8); byte-mask moves from k
+                     registers loaded from memory ran at half the speed */
+        const __m512i hv = _mm512_loadu_si512((const void *)(qh + 64 * (j / 2)));
+        const __m512i h = j % 2 ? hv : _mm512_slli_epi16(hv, 4);
+        w0 = _mm512_ternarylogic_epi32(w0, h, sixteen, 0xF8);
+        w1 = _mm512_ternarylogic_epi32(w1, _mm512_srli_epi16(h, 1), sixteen, 0xF8);
+        w2 = _mm512_ternarylogic_epi32(w2, _mm512_srli_epi16(h, 2), sixteen, 0xF8);
+        w3 = _mm512_ternarylogic_epi32(w3, _mm512_srli_epi16(h, 3), sixteen, 0xF8);
+      }
+      const __m512i sc = _mm512_maskz_permutexvar_epi8(SC_MASK, idx, scv);
       idx = _mm512_add_epi8(idx, eight);
 #pragma GCC unroll 4
-      for (int t = 0; t < 4; t++) {
+      for (int t = 0; t < T; t++) {
+        /* u4 (u5) × s8, 16 products per lane: |.| ≤ 16·31·128 */
         const int8_t *q8 = xs[t][i].qs + 32 * j;
         __m512i d = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w0, bcast8(q8));
         d = _mm512_dpbusd_epi32(d, w1, bcast8(q8 + 8));
         d = _mm512_dpbusd_epi32(d, w2, bcast8(q8 + 16));
         d = _mm512_dpbusd_epi32(d, w3, bcast8(q8 + 24));
-        sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(d, s));
+        sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(d, sc));
       }
     }
     const __m512 dm = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)b->dm));
 #pragma GCC unroll 4
-    for (int t = 0; t < 4; t++)
+    for (int t = 0; t < T; t++)
       acc[t] = q4kx8_finish(sumi[t], q4kx8_mins(&k, mn0, mn1, xs[t] + i), dm, xs[t][i].d, acc[t]);
   }
-  for (int t = 0; t < 4; t++)
+  for (int t = 0; t < T; t++)
     q4kx8_store(acc[t], out[t]);
+}
+
+AVX512R static void gemv_q4_kx8(const void *wv, const void *xv, int64_t n, float out[8]) {
+  kx8_rows(wv, xv, 0, n, 1, 0, (float(*)[8])out);
+}
+
+AVX512R static void gemm4_q4_kx8(const void *wv, const void *xv, size_t x_stride, int64_t n,
+                                 float out[4][8]) {
+  kx8_rows(wv, xv, x_stride, n, 4, 0, out);
+}
+
+AVX512R static void gemv_q5_kx8(const void *wv, const void *xv, int64_t n, float out[8]) {
+  kx8_rows(wv, xv, 0, n, 1, 1, (float(*)[8])out);
+}
+
+AVX512R static void gemm4_q5_kx8(const void *wv, const void *xv, size_t x_stride, int64_t n,
+                                 float out[4][8]) {
+  kx8_rows(wv, xv, x_stride, n, 4, 1, out);
 }
 
 /* ---- Q6_K ---- */
@@ -603,9 +635,16 @@ static int repack_cpu_ok(void) {
 bool cpu_repack_get(quant_type t, cpu_gemv8_fn *gemv, cpu_gemm4x8_fn *gemm) {
   *gemv = NULL;
   *gemm = NULL;
-  if ((t != QUANT_Q4_K && t != QUANT_Q6_K && t != QUANT_Q8_0) || !repack_cpu_ok())
+  if ((t != QUANT_Q4_K && t != QUANT_Q5_K && t != QUANT_Q6_K && t != QUANT_Q8_0) ||
+      !repack_cpu_ok())
     return false;
-  *gemv = t == QUANT_Q4_K ? gemv_q4_kx8 : t == QUANT_Q6_K ? gemv_q6_kx8 : gemv_q8_0x8;
-  *gemm = t == QUANT_Q4_K ? gemm4_q4_kx8 : t == QUANT_Q6_K ? gemm4_q6_kx8 : gemm4_q8_0x8;
+  *gemv = t == QUANT_Q4_K   ? gemv_q4_kx8
+          : t == QUANT_Q5_K ? gemv_q5_kx8
+          : t == QUANT_Q6_K ? gemv_q6_kx8
+                            : gemv_q8_0x8;
+  *gemm = t == QUANT_Q4_K   ? gemm4_q4_kx8
+          : t == QUANT_Q5_K ? gemm4_q5_kx8
+          : t == QUANT_Q6_K ? gemm4_q6_kx8
+                            : gemm4_q8_0x8;
   return true;
 }
