@@ -79,9 +79,9 @@ void cpu_zero(void *be, hx_tensor t);
 void cpu_f16_to_f32_row(const uint16_t *src, float *dst, int64_t n);
 
 /* ---- row-interleaved weights (cpu_repack.c) ----
- * Q4_K matrices are copied once into groups of 8 interleaved rows for the
- * AVX-512 VNNI kernels. A group's kernels take the repacked group (n columns,
- * cpu_repack_bytes(t, 8, n) bytes) and Q8_K activations. */
+ * Q4_K, Q5_K, Q6_K and Q8_0 matrices are copied once into groups of 8
+ * interleaved rows for the AVX-512 VNNI kernels. A group's kernels take the repacked group (n
+ * columns, cpu_repack_bytes(t, 8, n) bytes) and Q8_K activations. */
 #include <stdbool.h>
 typedef void (*cpu_gemv8_fn)(const void *w_group, const void *x, int64_t n, float out[8]);
 typedef void (*cpu_gemm4x8_fn)(const void *w_group, const void *x, size_t x_stride, int64_t n,

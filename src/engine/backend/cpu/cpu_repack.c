@@ -1,4 +1,4 @@
-/* cpu_repack.c — row-interleaved copies of Q4_K weights for the AVX-512 VNNI
+/* cpu_repack.c — row-interleaved copies of K-quant and Q8_0 weights for the AVX-512 VNNI
  * mat-vec and mat-mat kernels of the CPU backend.
  *
  * A Q4_K matrix is stored row after row, 144 bytes per 256-element
