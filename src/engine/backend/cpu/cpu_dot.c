@@ -434,52 +434,6 @@ AVX512 static float dot_avx512_q4_k(const void *wv, const void *xv, int64_t n) {
   return _mm512_reduce_add_ps(acc) - summs;
 }
 
-/* Four activation rows against one Q4_K weight row (prefill): the weight
- * nibbles and scales are unpacked once per super-block for all four. */
-AVX512 static void dot4_avx512_q4_k(const void *wv, const void *xv, size_t x_stride, int64_t n,
-                                    float out[4]) {
-  const block_q4_K *w = wv;
-  const int64_t nb = n / QK_K;
-  const __m256i m4 = _mm256_set1_epi8(0xF);
-  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                   _mm512_setzero_ps()};
-  float summs[4] = {0, 0, 0, 0};
-  for (int64_t i = 0; i < nb; i++) {
-    uint32_t utmp[4];
-    k_scales_unpack(w[i].scales, utmp);
-    const uint8_t *sc = (const uint8_t *)&utmp[0];
-    const uint8_t *mn = (const uint8_t *)&utmp[2];
-    const float wd = F16(w[i].d), wdmin = F16(w[i].dmin);
-    __m512i q4v[4], scv[4];
-    for (int j = 0; j < 4; j++) {
-      const __m256i q4bits = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * j));
-      q4v[j] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(q4bits, m4)),
-                                  _mm256_and_si256(_mm256_srli_epi16(q4bits, 4), m4), 1);
-      scv[j] = _mm512_inserti64x4(_mm512_set1_epi16((short)sc[2 * j]),
-                                  _mm256_set1_epi16((short)sc[2 * j + 1]), 1);
-    }
-    const __m128i mins16 = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)mn));
-    for (int t = 0; t < 4; t++) {
-      const block_q8_K *x = (const block_q8_K *)((const char *)xv + (size_t)t * x_stride) + i;
-      const __m256i bs = _mm256_loadu_si256((const __m256i *)x->bsums);
-      const __m128i q8s =
-          _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-      __m128i pm = _mm_madd_epi16(mins16, q8s);
-      pm = _mm_add_epi32(pm, _mm_shuffle_epi32(pm, 0x4e));
-      pm = _mm_add_epi32(pm, _mm_shuffle_epi32(pm, 0xb1));
-      summs[t] += x->d * wdmin * (float)_mm_cvtsi128_si32(pm);
-      __m512i sumi = _mm512_setzero_si512();
-      for (int j = 0; j < 4; j++) {
-        const __m512i q8v = _mm512_loadu_si512((const void *)(x->qs + 64 * j));
-        sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(_mm512_maddubs_epi16(q4v[j], q8v), scv[j]));
-      }
-      acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(x->d * wd), _mm512_cvtepi32_ps(sumi), acc[t]);
-    }
-  }
-  for (int t = 0; t < 4; t++)
-    out[t] = _mm512_reduce_add_ps(acc[t]) - summs[t];
-}
-
 /* Q5_K group j (64 weights: sub-blocks 2j and 2j+1) as one 512-bit register of
  * values 0..31: the Q4_K nibbles plus 16 where the qh bit (2j for the low
  * nibbles, 2j+1 for the high) is set. */
@@ -504,26 +458,38 @@ AVX512 static inline int k_mins_dot(__m128i mins16, const block_q8_K *x) {
   return _mm_cvtsi128_si32(pm);
 }
 
-/* Up to four activation rows (T) against one Q5_K weight row: the weights and
- * scales are unpacked once per super-block for all of them (ggml's AVX2 Q5_K
- * scheme at 512 bits, as dot4_avx512_q4_k). */
-AVX512 static inline void dot_t_avx512_q5_k(const void *wv, const void *xv, size_t x_stride,
-                                            int64_t n, int T, float *out) {
-  const block_q5_K *w = wv;
+/* Q4_K group j (64 weights: sub-blocks 2j and 2j+1, the low and high
+ * nibbles of 32 bytes) as one 512-bit register of values 0..15. */
+AVX512 static inline __m512i q4_k_group(const uint8_t *qs, int j) {
+  const __m256i m4 = _mm256_set1_epi8(0xF);
+  const __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * j));
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(q, m4)),
+                            _mm256_and_si256(_mm256_srli_epi16(q, 4), m4), 1);
+}
+
+/* Up to four activation rows (T) against one Q4_K (FIVE = 0) or Q5_K (FIVE =
+ * 1) weight row: the weights and scales are unpacked once per super-block for
+ * all of them (ggml's AVX2 K-quant scheme at 512 bits). T and FIVE are
+ * constants at each call. */
+__attribute__((always_inline)) AVX512 static inline void
+dot_t_avx512_k(const void *wv, const void *xv, size_t x_stride, int64_t n, int T, int FIVE,
+               float *out) {
+  const block_q4_K *w4 = wv;
+  const block_q5_K *w5 = wv;
   const int64_t nb = n / QK_K;
   __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
                    _mm512_setzero_ps()};
   float summs[4] = {0, 0, 0, 0};
   for (int64_t i = 0; i < nb; i++) {
     uint32_t utmp[4];
-    k_scales_unpack(w[i].scales, utmp);
+    k_scales_unpack(FIVE ? w5[i].scales : w4[i].scales, utmp);
     const uint8_t *sc = (const uint8_t *)&utmp[0];
     const uint8_t *mn = (const uint8_t *)&utmp[2];
-    const float wd = F16(w[i].d), wdmin = F16(w[i].dmin);
-    const __m256i hbits = _mm256_loadu_si256((const __m256i *)w[i].qh);
-    __m512i q5v[4], scv[4];
+    const float wd = F16(FIVE ? w5[i].d : w4[i].d), wdmin = F16(FIVE ? w5[i].dmin : w4[i].dmin);
+    __m512i qv[4], scv[4];
     for (int j = 0; j < 4; j++) {
-      q5v[j] = q5_k_group(&w[i], hbits, j);
+      qv[j] = FIVE ? q5_k_group(&w5[i], _mm256_loadu_si256((const __m256i *)w5[i].qh), j)
+                   : q4_k_group(w4[i].qs, j);
       scv[j] = _mm512_inserti64x4(_mm512_set1_epi16((short)sc[2 * j]),
                                   _mm256_set1_epi16((short)sc[2 * j + 1]), 1);
     }
@@ -535,7 +501,7 @@ AVX512 static inline void dot_t_avx512_q5_k(const void *wv, const void *xv, size
       for (int j = 0; j < 4; j++) {
         /* u8 (≤ 31) x i8 pairs → i16 (≤ 2·31·128, no saturation), × scale → i32 */
         const __m512i q8v = _mm512_loadu_si512((const void *)(x->qs + 64 * j));
-        sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(_mm512_maddubs_epi16(q5v[j], q8v), scv[j]));
+        sumi = _mm512_add_epi32(sumi, _mm512_madd_epi16(_mm512_maddubs_epi16(qv[j], q8v), scv[j]));
       }
       acc[t] = _mm512_fmadd_ps(_mm512_set1_ps(x->d * wd), _mm512_cvtepi32_ps(sumi), acc[t]);
     }
@@ -544,15 +510,21 @@ AVX512 static inline void dot_t_avx512_q5_k(const void *wv, const void *xv, size
     out[t] = _mm512_reduce_add_ps(acc[t]) - summs[t];
 }
 
+/* Four activation rows against one Q4_K weight row (prefill). */
+AVX512 static void dot4_avx512_q4_k(const void *wv, const void *xv, size_t x_stride, int64_t n,
+                                    float out[4]) {
+  dot_t_avx512_k(wv, xv, x_stride, n, 4, 0, out);
+}
+
 AVX512 static float dot_avx512_q5_k(const void *wv, const void *xv, int64_t n) {
   float v;
-  dot_t_avx512_q5_k(wv, xv, 0, n, 1, &v);
+  dot_t_avx512_k(wv, xv, 0, n, 1, 1, &v);
   return v;
 }
 
 AVX512 static void dot4_avx512_q5_k(const void *wv, const void *xv, size_t x_stride, int64_t n,
                                     float out[4]) {
-  dot_t_avx512_q5_k(wv, xv, x_stride, n, 4, out);
+  dot_t_avx512_k(wv, xv, x_stride, n, 4, 1, out);
 }
 
 /* Four activation rows against one Q8_0 weight row (prefill). */
