@@ -401,6 +401,48 @@ static void test_attn_f16(void **state) {
     }
 }
 
+/* The grouped kernel (a KV head's G query heads at once) against the per-head
+ * kernel on the same f16 rows: G = 1..8, head sizes 16, 80 (a 16-column
+ * remainder of the 32-column V pass), 128 and 256, rows holding 2 KV heads. */
+static void test_attn_group_f16(void **state) {
+  (void)state;
+  cpu_attn_group_f16_fn fg = cpu_attn_group_f16_get(cpu_isa_best());
+  cpu_attn_f16_fn f1 = cpu_attn_f16_get(cpu_isa_best());
+  if (!fg || !f1) {
+    printf("grouped f16 attention: none on this CPU (needs AVX-512)\n");
+    return;
+  }
+  const int hds[] = {16, 80, 128, 256}, gs[] = {1, 3, 5, 8};
+  const int64_t nkvs[] = {1, 7, 300};
+  for (size_t a = 0; a < 4; a++)
+    for (size_t gi = 0; gi < 4; gi++)
+      for (size_t b = 0; b < 3; b++) {
+        const int hd = hds[a], G = gs[gi];
+        const int64_t n_kv = nkvs[b];
+        const size_t stride = 2 * (size_t)hd;
+        uint16_t *k = malloc(stride * (size_t)n_kv * 2), *v = malloc(stride * (size_t)n_kv * 2);
+        float *q = malloc((size_t)G * hd * 4), *out = malloc((size_t)G * hd * 4);
+        float *want = malloc((size_t)hd * 4), *scores = malloc((size_t)G * n_kv * 4);
+        for (size_t i = 0; i < stride * (size_t)n_kv; i++)
+          k[i] = quant_f32_to_f16(2 * frand()), v[i] = quant_f32_to_f16(frand());
+        for (int i = 0; i < G * hd; i++)
+          q[i] = frand();
+        const uint16_t *kh = k + hd, *vh = v + hd; /* the second KV head of each row */
+        fg(q, G, kh, vh, stride, n_kv, hd, 0.125f, scores, out);
+        for (int g = 0; g < G; g++) {
+          f1(q + (size_t)g * hd, kh, vh, stride, n_kv, hd, 0.125f, scores, want);
+          for (int i = 0; i < hd; i++)
+            if (fabs(want[i] - out[(size_t)g * hd + i]) > 1e-5) {
+              fprintf(stderr,
+                      "attn group hd=%d G=%d n_kv=%lld head %d: out[%d] = %.8g, want %.8g\n", hd, G,
+                      (long long)n_kv, g, i, (double)out[(size_t)g * hd + i], (double)want[i]);
+              fail();
+            }
+        }
+        free(k), free(v), free(q), free(out), free(want), free(scores);
+      }
+}
+
 /* SIMD activation quantizers: the same bytes as quant_row_quantize, on rows
  * with rounding ties (x·id = k + 0.5), zero blocks, and ± ties of the
  * largest magnitude (Q8_K takes the first one's sign). */
@@ -481,10 +523,10 @@ static void test_rows_f16_swiglu(void **state) {
 
 int main(void) {
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_dot_paths),       cmocka_unit_test(test_ops),
-      cmocka_unit_test(test_repack_kernels),  cmocka_unit_test(test_matmul_k_quants),
-      cmocka_unit_test(test_attn_f16),        cmocka_unit_test(test_quant_paths),
-      cmocka_unit_test(test_rows_f16_swiglu),
+      cmocka_unit_test(test_dot_paths),      cmocka_unit_test(test_ops),
+      cmocka_unit_test(test_repack_kernels), cmocka_unit_test(test_matmul_k_quants),
+      cmocka_unit_test(test_attn_f16),       cmocka_unit_test(test_attn_group_f16),
+      cmocka_unit_test(test_quant_paths),    cmocka_unit_test(test_rows_f16_swiglu),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -34,7 +34,7 @@ typedef struct cpu_be {
   int n_threads;
   void *act_q; /* quantized activations: max_rows * max_cols * 1.25 bytes */
   size_t act_q_bytes;
-  float *att;        /* per worker: max_ctx scores + 2 * HEAD_DIM_MAX floats */
+  float *att;        /* per worker: CPU_ATTN_GROUP_MAX * max_ctx scores + 2 * HEAD_DIM_MAX floats */
   size_t att_stride; /* floats per worker */
   int64_t max_ctx;
   cpu_dot_fn dot[QUANT_TYPE_COUNT];
@@ -42,6 +42,7 @@ typedef struct cpu_be {
   cpu_gemv8_fn gemv8[QUANT_TYPE_COUNT]; /* repacked 8-row kernels, or NULL */
   cpu_gemm4x8_fn gemm8[QUANT_TYPE_COUNT];
   cpu_attn_f16_fn attn16;               /* fused attention over an F16 cache, or NULL */
+  cpu_attn_group_f16_fn attn16g;        /* the same for a KV head's query heads at once */
   cpu_quant_fn quant[QUANT_TYPE_COUNT]; /* SIMD activation quantizers, or NULL */
   /* RoPE tables of the last call: inv_freq for rope_p, cos/sin for position
    * rope_pos (single-row calls: q and k of a decode step share them) */
@@ -170,7 +171,8 @@ static hx_code cpu_reserve(void *bev, int64_t max_rows, int64_t max_cols, int64_
   size_t q_bytes, att_floats, att_total;
   /* two activation copies: Q8_0 and Q8_K formats may both be needed by one matmul_n */
   if (hx_size_mul((size_t)max_rows, 2 * ((size_t)max_cols + (size_t)max_cols / 4 + 64), &q_bytes) ||
-      hx_size_add((size_t)max_ctx, 2 * HX_BACKEND_HEAD_DIM_MAX + 16, &att_floats) ||
+      hx_size_mul((size_t)max_ctx, CPU_ATTN_GROUP_MAX, &att_floats) ||
+      hx_size_add(att_floats, 2 * HX_BACKEND_HEAD_DIM_MAX + 16, &att_floats) ||
       hx_size_mul(att_floats, (size_t)be->n_threads * sizeof(float), &att_total))
     return hx_err_set(err, HX_ETOOLARGE, "cpu backend: scratch size overflows");
   if (q_bytes > be->act_q_bytes) {
@@ -698,7 +700,7 @@ static void att_task(void *cv, size_t task, int worker) {
   const int64_t n_kv = (int64_t)c->pos[t] + 1;
   HX_ASSERT(n_kv <= c->be->max_ctx && n_kv <= c->k.n_rows);
   float *scores = c->be->att + (size_t)worker * c->be->att_stride;
-  float *tmp = scores + c->be->max_ctx;
+  float *tmp = scores + (size_t)CPU_ATTN_GROUP_MAX * c->be->max_ctx;
   float *acc = tmp + HX_BACKEND_HEAD_DIM_MAX;
   const float *qh = (const float *)trow(c->q, t) + (size_t)h * hd;
   if (c->attn16) {
@@ -743,6 +745,23 @@ static void att_task(void *cv, size_t task, int worker) {
   memcpy((float *)trow(c->out, t) + (size_t)h * hd, acc, (size_t)hd * sizeof(float));
 }
 
+/* One (token, KV head) task: its G query heads through the grouped kernel. */
+static void att_group_task(void *cv, size_t task, int worker) {
+  const att_ctx *c = cv;
+  const hx_attn_params *p = c->p;
+  const int64_t t = (int64_t)task / p->n_kv_heads;
+  const int kvh = (int)((int64_t)task % p->n_kv_heads);
+  const int G = p->n_heads / p->n_kv_heads, hd = p->head_dim;
+  const int64_t n_kv = (int64_t)c->pos[t] + 1;
+  HX_ASSERT(n_kv <= c->be->max_ctx && n_kv <= c->k.n_rows);
+  const size_t off = (size_t)kvh * (size_t)G * (size_t)hd;
+  c->be->attn16g((const float *)trow(c->q, t) + off, G,
+                 (const uint16_t *)(tptr(c->k) + (size_t)kvh * c->kv_head_bytes),
+                 (const uint16_t *)(tptr(c->v) + (size_t)kvh * c->kv_head_bytes),
+                 c->k.row_bytes / sizeof(uint16_t), n_kv, hd, p->scale,
+                 c->be->att + (size_t)worker * c->be->att_stride, (float *)trow(c->out, t) + off);
+}
+
 static void cpu_attention(void *bev, hx_tensor out, hx_tensor q, hx_tensor k, hx_tensor v,
                           hx_tensor pos, const hx_attn_params *p) {
   cpu_be *be = bev;
@@ -758,7 +777,12 @@ static void cpu_attention(void *bev, hx_tensor out, hx_tensor q, hx_tensor k, hx
   if (k.type == QUANT_F16 && p->head_dim % 8 == 0 && k.row_bytes == v.row_bytes &&
       k.row_bytes % sizeof(uint16_t) == 0)
     c.attn16 = be->attn16;
-  hx_pool_parallel_for(be->pool, (size_t)q.n_rows * (size_t)p->n_heads, att_task, &c);
+  const int G = p->n_heads / p->n_kv_heads;
+  if (c.attn16 && be->attn16g && G <= CPU_ATTN_GROUP_MAX && p->head_dim % 16 == 0 &&
+      p->head_dim <= 256)
+    hx_pool_parallel_for(be->pool, (size_t)q.n_rows * (size_t)p->n_kv_heads, att_group_task, &c);
+  else
+    hx_pool_parallel_for(be->pool, (size_t)q.n_rows * (size_t)p->n_heads, att_task, &c);
 }
 
 typedef struct swiglu_ctx {
@@ -923,6 +947,7 @@ hx_code hx_backend_cpu_init(hx_backend *out, int n_threads, hx_err *err) {
     cpu_repack_get((quant_type)t, &be->gemv8[t], &be->gemm8[t]);
   }
   be->attn16 = cpu_attn_f16_get(cpu_isa_best());
+  be->attn16g = cpu_attn_group_f16_get(cpu_isa_best());
   be->quant[QUANT_Q8_0] = cpu_quant_get(QUANT_Q8_0, cpu_isa_best());
   be->quant[QUANT_Q8_K] = cpu_quant_get(QUANT_Q8_K, cpu_isa_best());
   out->ops = &cpu_ops;

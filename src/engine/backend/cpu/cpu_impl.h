@@ -110,6 +110,14 @@ const void *cpu_be_repacked(void *be, hx_tensor w, cpu_gemv8_fn *gemv, cpu_gemm4
 typedef void (*cpu_attn_f16_fn)(const float *q, const uint16_t *k, const uint16_t *v, size_t stride,
                                 int64_t n_kv, int hd, float scale, float *scores, float *out);
 cpu_attn_f16_fn cpu_attn_f16_get(cpu_isa isa);
+/* The same for the G ≤ CPU_ATTN_GROUP_MAX query heads sharing one KV head
+ * (q and out: G heads of hd floats one after another; scores: G * n_kv
+ * floats); hd % 16 == 0 and ≤ 256. NULL below AVX-512. */
+enum { CPU_ATTN_GROUP_MAX = 8 };
+typedef void (*cpu_attn_group_f16_fn)(const float *q, int G, const uint16_t *k, const uint16_t *v,
+                                      size_t stride, int64_t n_kv, int hd, float scale,
+                                      float *scores, float *out);
+cpu_attn_group_f16_fn cpu_attn_group_f16_get(cpu_isa isa);
 
 /* Activation rows (n f32) → Q8_0 / Q8_K, byte-identical to
  * quant_row_quantize (cpu_dot.c, AVX-512); NULL for other types or ISAs. */
