@@ -1294,9 +1294,9 @@ static int fuse_swiglu_quant(cuda_be *be, const cu_op *ops, int n) {
   return 2;
 }
 
-/* consecutive quantized matvecs on the same activation → one launch */
-static int fuse_matvecs(cuda_be *be, const cu_op *ops, int n) {
-  cu_mv_job jobs[3];
+/* The one-row quantized matmuls at ops sharing one activation (none writing
+ * it), up to three, as jobs; returns how many. */
+static int mv_run(const cu_op *ops, int n, cu_mv_job jobs[3]) {
   int k = 0;
   while (k < 3 && k < n && ops[k].kind == OP_MATMUL && ops[k].t[2].n_rows == 1 &&
          matvec_type_quantized(native_type(ops[k].t[1].type)) &&
@@ -1304,6 +1304,13 @@ static int fuse_matvecs(cuda_be *be, const cu_op *ops, int n) {
     jobs[k] = mv_job(&ops[k]);
     k++;
   }
+  return k;
+}
+
+/* consecutive quantized matvecs on the same activation → one launch */
+static int fuse_matvecs(cuda_be *be, const cu_op *ops, int n) {
+  cu_mv_job jobs[3];
+  const int k = mv_run(ops, n, jobs);
   if (k < 2)
     return 0;
   launch_matvec_multi(jobs, k, ops[0].t[1].n_cols, be->q8, be->stream);
@@ -1380,19 +1387,13 @@ static int fuse_qk_rope_store(cuda_be *be, const cu_op *ops, int n) {
  * rows y and out, so it needs them dead (the record shows it); a folded SwiGLU
  * writes every row the unfused ops do. */
 
-/* The mat-vec group at ops: up to three one-row matmuls on one activation
- * (none writing it), all quantized weights the streaming kernel takes. Returns
- * how many (0: none, or one it cannot take). */
+/* mv_run's matmuls when the streaming kernel takes every one (0: none, or
+ * one it cannot take). */
 static int mv_group(const cu_op *ops, int n, cu_mv_job jobs[3]) {
-  int k = 0;
-  while (k < 3 && k < n && ops[k].kind == OP_MATMUL && ops[k].t[2].n_rows == 1 &&
-         matvec_type_quantized(native_type(ops[k].t[1].type)) &&
-         same_tensor(ops[k].t[2], ops[0].t[2]) && !overlaps(ops[k].t[0], ops[0].t[2])) {
-    jobs[k] = mv_job(&ops[k]);
-    if (!matvec_stream_ok(&jobs[k], ops[0].t[1].n_cols))
+  const int k = mv_run(ops, n, jobs);
+  for (int i = 0; i < k; i++)
+    if (!matvec_stream_ok(&jobs[i], ops[0].t[1].n_cols))
       return 0;
-    k++;
-  }
   return k;
 }
 
