@@ -320,10 +320,17 @@ static void test_attention(void **state) {
   attn_case(1, 40, 8, 128, 512, 300, 37, later + 63, 1e-5);
   attn_case(1, 40, 8, 128, 512, 300, 100, later, 1e-5);
   /* 6 query heads per KV head (Qwen3.5-27B: 24/4, head_dim 256) and 3: the
-     decode split path, prefill on tensor cores (head_dim 128) and the SIMT
-     prefill (head_dim 256) */
+     decode split path and prefill on tensor cores (head_dim 128 and 256; the
+     256 tiles take dynamic shared memory past 48 KB) */
   attn_case(1, 24, 4, 256, 1024, 300, 1, p1, 1e-6);
   attn_case(1, 24, 4, 256, 512, 300, 37, later + 63, 1e-5);
+  attn_case(1, 24, 4, 256, 512, 300, 100, later, 1e-5);
+  /* 8 per KV head at head_dim 256 (Qwen3.5-35B-A3B: 16/2), a long context */
+  attn_case(1, 16, 2, 256, 512, 300, 99, later, 1e-5);
+  int32_t deep[64];
+  for (int i = 0; i < 64; i++)
+    deep[i] = 4936 + i;
+  attn_case(1, 16, 2, 256, 8192, 5000, 64, deep, 1e-5);
   attn_case(1, 24, 4, 128, 512, 300, 100, later, 1e-5);
   attn_case(1, 12, 4, 128, 1024, 300, 1, p1, 1e-6);
   attn_case(1, 12, 4, 128, 512, 300, 37, later + 63, 1e-5);
@@ -595,7 +602,7 @@ static void decode_layers_folded(const uint32_t wt[7], int zc) {
     printf("  folded layers (types %u/%u/%u, zc %d) step %d: nmse logits %.3g, residual %.3g, "
            "q %.3g\n",
            wt[0], wt[2], wt[6], zc, p, e1, e2, e3);
-    if (!(e1 < 2e-3 && e2 < 1e-4 && e3 < 1e-3))
+    if (!(e1 < 2e-3 && e2 < 1e-3 && e3 < 1e-3))
       fail_msg("folded decode layers at pos %d: nmse %g %g %g", p, e1, e2, e3);
   }
   long n1 = 0, s1 = 0, r1 = 0;

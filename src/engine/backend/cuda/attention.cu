@@ -582,12 +582,8 @@ static void launch_async_g(int nk, dim3 grid, size_t smem, cudaStream_t st, floa
                            const int32_t *pos, float scale, int n_splits, float *partial) {
 #define AS_LAUNCH(NK)                                                                              \
   do {                                                                                             \
-    static bool attr_set;                                                                          \
-    if (!attr_set) {                                                                               \
-      CUDA_CHECK(cudaFuncSetAttribute(attn_decode_async<G, NK>,                                    \
-                                      cudaFuncAttributeMaxDynamicSharedMemorySize, 96 * 1024));    \
-      attr_set = true;                                                                             \
-    }                                                                                              \
+    static unsigned long long raised;                                                              \
+    cu_smem_limit(attn_decode_async<G, NK>, 96 * 1024, &raised);                                   \
     cu_launch(attn_decode_async<G, NK>, grid, ATT_WARPS * 32, smem, st, out, q, kc, vc, rb, pos,   \
               scale, n_splits, partial);                                                           \
   } while (0)
@@ -630,15 +626,33 @@ static void launch_g(int nk, dim3 grid, size_t smem, cudaStream_t st, float *out
 #undef ATT_LAUNCH
 }
 
-// Prefill attention on tensor cores (F16 cache, head_dim 64 or 128). A block
-// takes 16 query rows that share one KV head: 16 / G consecutive tokens times
-// the G heads of the group (3 x 5 rows for G = 5, the 16th row idle), so every K/V tile staged in
-// shared memory serves all of them. Per tile of 32 positions: S = Q Kᵀ (wmma, f32 accumulate), an
-// online softmax per row with the causal mask (one warp per 4 rows, one lane
-// per position), then O += P V (wmma; O kept in shared memory so the softmax
-// can rescale it). Positions past the tile's last query are zero-filled so
-// unwritten cache rows never reach the products.
+// Prefill attention on tensor cores (F16 cache, head_dim 64, 128 or 256). A
+// block takes 16 query rows that share one KV head: 16 / G consecutive tokens
+// times the G heads of the group (3 x 5 rows for G = 5, the 16th row idle), so
+// every K/V tile staged in shared memory serves all of them. Per tile of 32
+// positions: S = Q Kᵀ (wmma, f32 accumulate), an online softmax per row with
+// the causal mask (one warp per 4 rows, one lane per position), then O += P V
+// (wmma; O kept in shared memory so the softmax can rescale it). Positions
+// past the tile's last query are zero-filled so unwritten cache rows never
+// reach the products. The tiles live in dynamic shared memory (head_dim 256
+// needs about 62 KB, past the 48 KB a static array may take).
 enum { PF_ROWS = 16, PF_NT = 32 };
+
+// The shared-memory carve-up of attn_prefill_wmma for head_dim D: offsets in
+// bytes, each 128-byte aligned (wmma wants 32).
+template <int D> struct pf_layout {
+  static constexpr int LDH = D + 8, LDO = D + 4, LDS = PF_NT + 4, LDP = PF_NT + 8;
+  static constexpr size_t up(size_t b) { return (b + 127) / 128 * 128; }
+  static constexpr size_t q = 0;
+  static constexpr size_t k = q + up(sizeof(__half) * PF_ROWS * LDH);
+  static constexpr size_t v = k + up(sizeof(__half) * PF_NT * LDH);
+  static constexpr size_t o = v + up(sizeof(__half) * PF_NT * LDH);
+  static constexpr size_t s = o + up(sizeof(float) * PF_ROWS * LDO);
+  static constexpr size_t p = s + up(sizeof(float) * PF_ROWS * LDS);
+  static constexpr size_t rp = p + up(sizeof(__half) * PF_ROWS * LDP);
+  static constexpr size_t rl = rp + up(sizeof(int) * PF_ROWS);
+  static constexpr size_t bytes = rl + up(sizeof(float) * PF_ROWS);
+};
 
 template <int G, int D>
 __global__ static void __launch_bounds__(128)
@@ -647,15 +661,14 @@ __global__ static void __launch_bounds__(128)
                       float scale) {
   pdl_trigger();
   pdl_wait();
-  constexpr int TOK = PF_ROWS / G, LDH = D + 8, LDO = D + 4, LDS = PF_NT + 4, LDP = PF_NT + 8;
-  __shared__ __align__(32) __half Qs[PF_ROWS * LDH];
-  __shared__ __align__(32) __half Ks[PF_NT * LDH];
-  __shared__ __align__(32) __half Vs[PF_NT * LDH];
-  __shared__ __align__(32) float Os[PF_ROWS * LDO];
-  __shared__ __align__(32) float Ss[PF_ROWS * LDS];
-  __shared__ __align__(32) __half Ps[PF_ROWS * LDP];
-  __shared__ int rowpos[PF_ROWS];
-  __shared__ float rowl[PF_ROWS];
+  using L = pf_layout<D>;
+  constexpr int TOK = PF_ROWS / G, LDH = L::LDH, LDO = L::LDO, LDS = L::LDS, LDP = L::LDP;
+  extern __shared__ __align__(128) unsigned char pf_sm[];
+  __half *Qs = (__half *)(pf_sm + L::q), *Ks = (__half *)(pf_sm + L::k);
+  __half *Vs = (__half *)(pf_sm + L::v), *Ps = (__half *)(pf_sm + L::p);
+  float *Os = (float *)(pf_sm + L::o), *Ss = (float *)(pf_sm + L::s);
+  int *rowpos = (int *)(pf_sm + L::rp);
+  float *rowl = (float *)(pf_sm + L::rl);
   int kvh = blockIdx.x;
   int64_t t0 = (int64_t)blockIdx.y * TOK;
   int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -759,16 +772,28 @@ __global__ static void __launch_bounds__(128)
   }
 }
 
+template <int G, int D>
+static void launch_prefill_gd(dim3 grid, cudaStream_t st, float *out, size_t os, const float *q,
+                              size_t qs, const uint8_t *kc, const uint8_t *vc, size_t rb,
+                              const int32_t *pos, int64_t n_tokens, float scale) {
+  constexpr size_t bytes = pf_layout<D>::bytes;
+  static unsigned long long raised; /* past 48 KB the limit must be raised */
+  if (bytes > 48 * 1024)
+    cu_smem_limit(attn_prefill_wmma<G, D>, bytes, &raised);
+  cu_launch(attn_prefill_wmma<G, D>, grid, 128, bytes, st, out, os, q, qs, kc, vc, rb, pos,
+            n_tokens, scale);
+}
+
 template <int G>
 static void launch_prefill_g(int D, dim3 grid, cudaStream_t st, float *out, size_t os,
                              const float *q, size_t qs, const uint8_t *kc, const uint8_t *vc,
                              size_t rb, const int32_t *pos, int64_t n_tokens, float scale) {
   if (D == 64)
-    cu_launch(attn_prefill_wmma<G, 64>, grid, 128, 0, st, out, os, q, qs, kc, vc, rb, pos, n_tokens,
-              scale);
+    launch_prefill_gd<G, 64>(grid, st, out, os, q, qs, kc, vc, rb, pos, n_tokens, scale);
+  else if (D == 128)
+    launch_prefill_gd<G, 128>(grid, st, out, os, q, qs, kc, vc, rb, pos, n_tokens, scale);
   else
-    cu_launch(attn_prefill_wmma<G, 128>, grid, 128, 0, st, out, os, q, qs, kc, vc, rb, pos,
-              n_tokens, scale);
+    launch_prefill_gd<G, 256>(grid, st, out, os, q, qs, kc, vc, rb, pos, n_tokens, scale);
 }
 
 // CALL(g) with g the compile-time form of the query heads per KV head G
@@ -808,9 +833,9 @@ void launch_attention(float *out, size_t out_stride, const float *q, size_t q_st
   int G = n_heads / n_kv_heads;
   /* 5: Qwen3-14B (40/8); 6: Qwen3.5-27B (24/4); 3: 3 query heads per KV head */
   CU_ASSERT(G == 1 || G == 2 || G == 3 || G == 4 || G == 5 || G == 6 || G == 8);
-  if (n_tokens > 1 && cache_type == GT_F16 && (head_dim == 64 || head_dim == 128) &&
-      ((uintptr_t)k_cache % 16) == 0 && ((uintptr_t)v_cache % 16) == 0 &&
-      cache_row_bytes % 16 == 0 && !getenv("HX_ATTN_NO_WMMA")) {
+  if (n_tokens > 1 && cache_type == GT_F16 &&
+      (head_dim == 64 || head_dim == 128 || head_dim == 256) && ((uintptr_t)k_cache % 16) == 0 &&
+      ((uintptr_t)v_cache % 16) == 0 && cache_row_bytes % 16 == 0 && !getenv("HX_ATTN_NO_WMMA")) {
     dim3 grid((unsigned)n_kv_heads, cdiv(n_tokens, PF_ROWS / G));
 #define PF_LAUNCH(GG)                                                                              \
   launch_prefill_g<GG>(head_dim, grid, st, out, out_stride, q, q_stride, k_cache, v_cache,         \

@@ -286,3 +286,17 @@ static inline void cu_launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, si
   cfg.numAttrs = hx_cuda_pdl_enabled() ? 1 : 0;
   CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<Args &&>(args)...));
 }
+
+// Raises kernel's dynamic shared-memory limit to `bytes` on the calling
+// thread's device, once per device (the attribute belongs to the device's
+// context): `done` is the kernel's own mask of devices already raised.
+template <typename... KArgs>
+static inline void cu_smem_limit(void (*kernel)(KArgs...), size_t bytes, unsigned long long *done) {
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  const unsigned long long bit = dev < 64 ? 1ull << dev : 0;
+  if (bit && (__atomic_load_n(done, __ATOMIC_ACQUIRE) & bit))
+    return;
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes));
+  __atomic_fetch_or(done, bit, __ATOMIC_ACQ_REL);
+}
