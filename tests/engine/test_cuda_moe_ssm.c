@@ -191,9 +191,6 @@ static void test_moe_route(void **state) {
   route_case(37, 60, 4, 0, false);
   route_case(5, 7, 7, 1, false); /* k == n_expert */
   route_case(4, 64, 6, 1, true);
-  route_case(2, 256, 8, 1, false); /* Qwen3.5-35B-A3B: the warp kernel's widest */
-  route_case(9, 40, 32, 1, true);  /* its largest k */
-  route_case(2, 257, 8, 1, false); /* past it: the block kernel */
 }
 
 /* k distinct experts per token, as routing makes them. */
@@ -300,16 +297,6 @@ static void test_moe_combine(void **state) {
   free(yv), free(wv), free(sv), free(gv);
 }
 
-/* The k experts one decode step routed to (ids: one row) agree. */
-static void same_experts(const pair *ids, int k, const char *what, int step) {
-  int32_t ic[HX_BACKEND_TOPK_MAX], ig[HX_BACKEND_TOPK_MAX];
-  assert_true(k <= HX_BACKEND_TOPK_MAX && ids->bytes <= sizeof ic);
-  download_both(ids, ic, ig);
-  for (int j = 0; j < k; j++)
-    if (ic[j] != ig[j])
-      fail_msg("%s step %d: slot %d cpu expert %d, cuda %d", what, step, j, ic[j], ig[j]);
-}
-
 /* A MoE FFN decode step (route, gate/up, swiglu, down, combine with a shared
  * expert) run 12 times with new inputs: the CUDA steps after the first replay
  * the captured graph (the chosen experts change, the record does not). */
@@ -328,10 +315,8 @@ static void test_moe_decode_graph(void **state) {
   pair ed = make_pair(QUANT_F32, E, k, NULL), sg = make_pair(QUANT_F32, Fs, 1, NULL);
   pair su = make_pair(QUANT_F32, Fs, 1, NULL), sh = make_pair(QUANT_F32, E, 1, NULL);
   pair shg = make_pair(QUANT_F32, 1, 1, NULL), out = make_pair(QUANT_F32, E, 1, NULL);
-  long replayed0 = 0, captured0 = 0, replayed = 0, captured = 0, nf0 = 0, sf0 = 0, qf0 = 0, nf, sf,
-       qf;
+  long replayed0 = 0, captured0 = 0, replayed = 0, captured = 0;
   hx_backend_cuda_graph_stats(&g_gpu, &replayed0, &captured0);
-  hx_backend_cuda_fold_stats(&g_gpu, &nf0, &sf0, &qf0);
   for (int step = 0; step < 12; step++) {
     float *xv = rand_vec(E, 1.0f);
     upload(&x, xv);
@@ -352,19 +337,18 @@ static void test_moe_decode_graph(void **state) {
   } while (0)
     BOTH(1, FFN(g_cpu, c), FFN(g_gpu, g));
 #undef FFN
-    same_experts(&ids, k, "decode", step);
+    int32_t ic[4], ig[4];
+    download_both(&ids, ic, ig);
+    for (int j = 0; j < k; j++)
+      if (ic[j] != ig[j])
+        fail_msg("decode step %d: slot %d cpu expert %d, cuda %d", step, j, ic[j], ig[j]);
     const double e = nmse_pair(&out);
     if (!(e < 1e-3)) /* three quantized matmuls in a row, activations rounded differently */
       fail_msg("moe decode step %d: nmse %g", step, e);
   }
   hx_backend_cuda_graph_stats(&g_gpu, &replayed, &captured);
-  hx_backend_cuda_fold_stats(&g_gpu, &nf, &sf, &qf);
-  printf("  moe decode: %ld replayed, %ld captured over 12 steps; %ld SwiGLU folds\n",
-         replayed - replayed0, captured - captured0, sf - sf0);
-  /* the experts' SwiGLU runs in the gate/up kernel (cuda_backend.c,
-     fuse_moe_swiglu) when folds are on */
-  if (hx_backend_cuda_folds_on(&g_gpu))
-    assert_true(sf - sf0 >= 1);
+  printf("  moe decode: %ld replayed, %ld captured over 12 steps\n", replayed - replayed0,
+         captured - captured0);
   /* HX_CUDA_GRAPHS=0 runs every step eagerly: nothing is replayed */
   const char *graphs = getenv("HX_CUDA_GRAPHS");
   if (!graphs || strcmp(graphs, "0") != 0)
@@ -373,78 +357,6 @@ static void test_moe_decode_graph(void **state) {
                 wts,    ids, eg, eu, ed,  sg,  su,  sh,    shg, out};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
     free_pair(&all[i]);
-}
-
-/* A Qwen3-MoE FFN without a shared expert between two norms, in the order the
- * model records it, one token per step: the expert input's q8_1 blocks come
- * from the FFN norm, the SwiGLU runs in the gate/up kernel, and the combine
- * and the next norm (residual add) in the down kernel, whose q8_1 blocks the
- * q/k/v-like mat-vecs after it read (cuda_backend.c, fuse_moe_swiglu,
- * fuse_moe_down_combine). Compared with the CPU each step; the folds must run
- * unless turned off. zc: zero-centred norm weights. */
-static void moe_decode_folded(int zc) {
-  const int E = 512, X = 32, F = 256, k = 4, Q = 256;
-  pair router = quant_weights(QUANT_F32, X, E, 0.3f);
-  pair wg = quant_weights(QUANT_Q4_K, (int64_t)X * F, E, 0.1f);
-  pair wu = quant_weights(QUANT_Q4_K, (int64_t)X * F, E, 0.1f);
-  pair wd = quant_weights(QUANT_Q6_K, (int64_t)X * E, F, 0.1f);
-  pair wq = quant_weights(QUANT_Q4_K, Q, E, 0.1f), wk = quant_weights(QUANT_Q4_K, Q, E, 0.1f);
-  pair wz = quant_weights(QUANT_Q4_K, E, Q, 0.1f);
-  float *nv = rand_vec(E, zc ? 0.2f : 1.0f);
-  pair fn = make_pair(QUANT_F32, E, 1, nv);
-  for (int i = 0; i < E; i++)
-    nv[i] = frand() * (zc ? 0.2f : 1.0f);
-  pair an = make_pair(QUANT_F32, E, 1, nv);
-  pair x = make_pair(QUANT_F32, E, 1, NULL), xb = make_pair(QUANT_F32, E, 1, NULL);
-  pair logits = make_pair(QUANT_F32, X, 1, NULL);
-  pair wts = make_pair(QUANT_F32, k, 1, NULL), ids = make_pair(QUANT_I32, k, 1, NULL);
-  pair eg = make_pair(QUANT_F32, F, k, NULL), eu = make_pair(QUANT_F32, F, k, NULL);
-  pair ed = make_pair(QUANT_F32, E, k, NULL), q = make_pair(QUANT_F32, Q, 1, NULL);
-  pair kk = make_pair(QUANT_F32, Q, 1, NULL);
-  long n0 = 0, s0 = 0, r0 = 0, n1 = 0, s1 = 0, r1 = 0;
-  hx_backend_cuda_fold_stats(&g_gpu, &n0, &s0, &r0);
-  for (int step = 0; step < 6; step++) {
-    float *xv = rand_vec(E, 1.0f);
-    upload(&x, xv);
-    free(xv);
-#define FFN(B, S)                                                                                  \
-  do {                                                                                             \
-    const hx_tensor gu_y[2] = {eg.S, eu.S}, gu_w[2] = {wg.S, wu.S};                                \
-    B.ops->rms_norm(B.be, xb.S, x.S, none, fn.S, 1e-6f, zc);                                       \
-    B.ops->matmul(B.be, logits.S, router.S, xb.S, none);                                           \
-    B.ops->moe_route(B.be, wts.S, ids.S, logits.S, k, 1);                                          \
-    B.ops->moe_matmul_id(B.be, 2, gu_y, gu_w, xb.S, ids.S);                                        \
-    B.ops->swiglu(B.be, eg.S, eg.S, eu.S);                                                         \
-    B.ops->moe_matmul_id(B.be, 1, &ed.S, &wd.S, eg.S, ids.S);                                      \
-    B.ops->moe_combine(B.be, xb.S, ed.S, wts.S, none, none);                                       \
-    B.ops->rms_norm(B.be, xb.S, xb.S, x.S, an.S, 1e-6f, zc);                                       \
-    B.ops->matmul(B.be, q.S, wq.S, xb.S, none);                                                    \
-    B.ops->matmul(B.be, kk.S, wk.S, xb.S, none);                                                   \
-    B.ops->matmul(B.be, xb.S, wz.S, q.S, none);                                                    \
-  } while (0)
-    BOTH(1, FFN(g_cpu, c), FFN(g_gpu, g));
-#undef FFN
-    same_experts(&ids, k, "folded moe", step);
-    const double e1 = nmse_pair(&x), e2 = nmse_pair(&q), e3 = nmse_pair(&kk), e4 = nmse_pair(&xb);
-    printf("  folded moe (zc %d) step %d: nmse residual %.3g, q %.3g, k %.3g, out %.3g\n", zc, step,
-           e1, e2, e3, e4);
-    if (!(e1 < 1e-3 && e2 < 2e-3 && e3 < 2e-3 && e4 < 2e-3))
-      fail_msg("folded moe step %d: nmse %g %g %g %g", step, e1, e2, e3, e4);
-  }
-  hx_backend_cuda_fold_stats(&g_gpu, &n1, &s1, &r1);
-  printf("  folds run: %ld norms, %ld SwiGLUs\n", n1 - n0, s1 - s0);
-  if (hx_backend_cuda_folds_on(&g_gpu))
-    assert_true(n1 - n0 >= 1 && s1 - s0 >= 1);
-  pair all[] = {router, wg, wu, wd, wq, wk, wz, fn, an, x, xb, logits, wts, ids, eg, eu, ed, q, kk};
-  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-    free_pair(&all[i]);
-  free(nv);
-}
-
-static void test_moe_decode_folded(void **state) {
-  (void)state;
-  moe_decode_folded(0);
-  moe_decode_folded(1);
 }
 
 /* ---- DeltaNet ------------------------------------------------------------------ */
@@ -646,10 +558,13 @@ int main(void) {
     return 77;
   }
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_moe_route),         cmocka_unit_test(test_moe_matmul_id),
-      cmocka_unit_test(test_moe_combine),       cmocka_unit_test(test_moe_decode_graph),
-      cmocka_unit_test(test_moe_decode_folded), cmocka_unit_test(test_ssm_conv),
-      cmocka_unit_test(test_delta_rule),        cmocka_unit_test(test_gated_norm_sigmoid_zero),
+      cmocka_unit_test(test_moe_route),
+      cmocka_unit_test(test_moe_matmul_id),
+      cmocka_unit_test(test_moe_combine),
+      cmocka_unit_test(test_moe_decode_graph),
+      cmocka_unit_test(test_ssm_conv),
+      cmocka_unit_test(test_delta_rule),
+      cmocka_unit_test(test_gated_norm_sigmoid_zero),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 #endif

@@ -38,12 +38,6 @@ hx_code hx_backend_cuda_mem_info(int device, size_t *free_bytes, size_t *total_b
 bool hx_backend_cuda_poisoned(const hx_backend *b, const char **msg);
 /* Statistics of graph use: steps replayed from the cached graph, captured. */
 void hx_backend_cuda_graph_stats(const hx_backend *b, long *replayed, long *captured);
-/* Mat-vec folds launched so far (norms, SwiGLUs, q/k norm + RoPE + cache
- * stores; cuda_backend.c), counted when a step runs its ops (a replayed graph
- * adds none). */
-void hx_backend_cuda_fold_stats(const hx_backend *b, long *norms, long *swiglus, long *qk_ropes);
-/* Whether this backend folds (HX_CUDA_FOLD, HX_CUDA_FUSION). */
-bool hx_backend_cuda_folds_on(const hx_backend *b);
 
 /* Profiling: when on, steps run op by op (no graph) with events between
  * ops, accumulating time per op family; print writes a table. Also enabled

@@ -126,53 +126,6 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
-// Quantizes the 32 values held one per lane into a q8_1 block.
-__device__ __forceinline__ void warp_quantize(float v, cu_block_q8_1 *b, int lane) {
-  float amax = warp_max(fabsf(v));
-  float d = amax / 127.0f;
-  int q = amax == 0.0f ? 0 : __float2int_rn(v / d);
-  float sum = warp_sum((float)q);
-  b->qs[lane] = (int8_t)q;
-  if (lane == 0) {
-    b->d = d;
-    b->s = d * sum;
-  }
-}
-
-// The second half of a fold-out (a norm or a SwiGLU run in a mat-vec's
-// epilogue), for one 32-row group shared by `blocks` blocks: called by every
-// thread of each, after the block's rows are in stage[0..32) (each storing
-// thread fenced its stores). The block takes a ticket; the last of the group's
-// blocks quantizes stage (times w, or 1 + w when zc, if w is given) into *q8,
-// writes the sum of stage^2 to *ss if given, and zeroes the ticket again.
-__device__ __forceinline__ void fold_group_emit(unsigned *ticket, int blocks, const float *stage,
-                                                const float *w, int zc, cu_block_q8_1 *q8,
-                                                float *ss) {
-  __shared__ int s_last;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    __threadfence();
-    s_last = atomicAdd(ticket, 1u) == (unsigned)(blocks - 1);
-  }
-  __syncthreads();
-  if (!s_last || threadIdx.x >= 32)
-    return;
-  __threadfence();
-  const int lane = threadIdx.x;
-  const float v = __ldcg(stage + lane);
-  float q = v;
-  if (w)
-    q = v * (zc ? 1.0f + w[lane] : w[lane]);
-  warp_quantize(q, q8, lane);
-  if (ss) {
-    const float t = warp_sum(v * v);
-    if (lane == 0)
-      *ss = t;
-  }
-  if (lane == 0)
-    *ticket = 0;
-}
-
 // Block-wide sum for blockDim.x a multiple of 32 (≤ 1024); every thread gets it.
 __device__ __forceinline__ float block_sum(float v, float *smem32) {
   v = warp_sum(v);

@@ -82,10 +82,6 @@ enum {
   PROF_F_SWIGLUQ,
   PROF_F_MULTI,
   PROF_F_QKROPE,
-  PROF_F_FOLD_NORM,
-  PROF_F_FOLD_SWIGLU,
-  PROF_F_FOLD_QKROPE,
-  PROF_F_FOLD_COMBINE,
   PROF_KINDS
 };
 static const char *const prof_names[PROF_KINDS] = {"matmul (other)",
@@ -120,11 +116,7 @@ static const char *const prof_names[PROF_KINDS] = {"matmul (other)",
                                                    "fused norm+quantize",
                                                    "fused swiglu+quantize",
                                                    "fused multi-matvec",
-                                                   "fused qk-norm+rope+store",
-                                                   "matvec+norm fold",
-                                                   "matvec+swiglu fold",
-                                                   "matvec+qk-rope fold",
-                                                   "moe down+combine fold"};
+                                                   "fused qk-norm+rope+store"};
 
 /* One recorded op. Zeroed before filling so that records compare with memcmp. */
 typedef struct cu_op {
@@ -137,17 +129,6 @@ typedef struct cu_op {
   hx_attn_params attn;
 } cu_op;
 
-/* What a fold-out group leaves for the group after it: where its activation's
- * q8_1 blocks are (q8 NULL: no fold pending) and, for a folded norm, the
- * per-32 sums of squares of h (ss), their count, h's width and the norm's eps. */
-typedef struct fold_in_state {
-  const void *q8;
-  const float *ss;
-  int groups;
-  float n, eps;
-  bool moe; /* for an expert matmul (fuse_moe_swiglu), not a mat-vec group */
-} fold_in_state;
-
 typedef struct cuda_be {
   int device;
   cudaStream_t stream;
@@ -157,24 +138,6 @@ typedef struct cuda_be {
   /* scratch (reserve) */
   void *q8; /* q8_1 blocks of one activation row */
   size_t q8_bytes;
-  /* mat-vec folds (HX_CUDA_FOLD=1: on): a second q8_1 row, the per-32 sums of
-     squares beside each q8_1 row, the zeroed tickets (mmv_stream.cu) */
-  void *q8_alt;
-  size_t q8_alt_bytes;
-  float *fold_ss[2]; /* [0] beside q8, [1] beside q8_alt */
-  size_t fold_ss_bytes[2];
-  unsigned *fold_ticket; /* max_cols / 8 + max_cols / 32 + 1 */
-  size_t fold_ticket_bytes;
-  int64_t fold_cols; /* the widest row the fold scratch holds */
-  bool use_fold;
-  /* set by a fold-out group for the group after it: where its activation's
-     q8_1 blocks are and, for a folded norm, the sums of squares */
-  fold_in_state fold_in;
-  cu_fold_rows norm_fold; /* match_norm_fold's norm */
-  /* at execution: the tensor whose q8_1 blocks q8 holds (buf NULL: unknown);
-     q8_set: the group being run wrote q8 and said what it holds */
-  hx_tensor q8_for;
-  bool q8_set;
   void *x16; /* activations as f16/bf16 for cuBLAS */
   size_t x16_bytes;
   void *w16; /* dequantized weight rows */
@@ -203,7 +166,6 @@ typedef struct cuda_be {
   void *repack_tmp; /* weight_prepare's native copy, kept across one load (freed by reserve) */
   size_t repack_tmp_bytes;
   long n_replayed, n_captured;
-  long n_fold_norm, n_fold_swiglu, n_fold_qkrope;
   /* profiling (HX_CUDA_PROFILE=1): ops run without graphs, timed with events */
   bool profile;
   cudaEvent_t *events;
@@ -497,19 +459,6 @@ static hx_code cu_reserve(void *p, int64_t max_rows, int64_t max_cols, int64_t m
       (rc = grow(be, (void **)&be->attn_part, &part_have, part, err)))
     return rc;
   be->attn_part_floats = part_have / sizeof(float);
-  size_t groups = (size_t)max_cols / 32 + 1;
-  size_t ticket_had = be->fold_ticket_bytes;
-  if ((rc = grow(be, &be->q8_alt, &be->q8_alt_bytes, q8, err)) ||
-      (rc = grow(be, (void **)&be->fold_ss[0], &be->fold_ss_bytes[0], groups * sizeof(float),
-                 err)) ||
-      (rc = grow(be, (void **)&be->fold_ss[1], &be->fold_ss_bytes[1], groups * sizeof(float),
-                 err)) ||
-      (rc = grow(be, (void **)&be->fold_ticket, &be->fold_ticket_bytes,
-                 (groups + (size_t)max_cols / 8) * sizeof(unsigned), err)))
-    return rc;
-  if (be->fold_ticket_bytes != ticket_had)
-    CK(cudaMemsetAsync(be->fold_ticket, 0, be->fold_ticket_bytes, be->stream));
-  be->fold_cols = max_cols > be->fold_cols ? max_cols : be->fold_cols;
   return HX_OK;
 }
 
@@ -969,19 +918,12 @@ static void exec_attention(cuda_be *be, const cu_op *op, void *q8_out) {
       q8_out, be->stream);
 }
 
-/* q8 now holds the q8_1 blocks of t (buf NULL: of nothing known). */
-static void q8_holds(cuda_be *be, hx_tensor t) {
-  be->q8_for = t;
-  be->q8_set = true;
-}
-
 static void exec_op(cuda_be *be, const cu_op *op) {
   const hx_tensor *t = op->t;
   cudaStream_t st = be->stream;
   switch (op->kind) {
   case OP_QUANT:
     launch_quantize_q8_1(be->q8, (const float *)ptr(t[0]), stride_f(t[0]), t[0].n_cols, 1, st);
-    q8_holds(be, t[0]);
     break;
   case OP_MATMUL:
     if (t[2].n_rows == 1 && matvec_shape_ok(native_type(t[1].type), t[1].n_cols)) {
@@ -1072,16 +1014,10 @@ static void exec_op(cuda_be *be, const cu_op *op) {
       jobs[i] = (cu_moe_job){(float *)ptr(ti[0]), stride_f(ti[0]), ptr(ti[1]),
                              (int)ti[1].type,     ti[0].n_cols,    ti[1].row_bytes};
     }
-    /* the input's q8_1 blocks: from a folded SwiGLU, or still in q8 */
-    const void *ready = be->fold_in.q8 && be->fold_in.moe                           ? be->fold_in.q8
-                        : be->use_fold && same_tensor(be->q8_for, t[2]) && t[2].buf ? be->q8
-                                                                                    : NULL;
-    be->fold_in.q8 = NULL;
-    if (launch_moe_matmul_id(jobs, n_w, (const float *)ptr(t[2]), stride_f(t[2]), t[2].n_rows,
-                             t[2].n_cols, (const int32_t *)ptr(t[3]),
-                             t[3].row_bytes / sizeof(int32_t), t[3].n_rows, (int)t[3].n_cols,
-                             t[1].n_rows / t[0].n_cols, be->q8, be->q8_bytes, ready, st))
-      q8_holds(be, t[2]);
+    launch_moe_matmul_id(jobs, n_w, (const float *)ptr(t[2]), stride_f(t[2]), t[2].n_rows,
+                         t[2].n_cols, (const int32_t *)ptr(t[3]), t[3].row_bytes / sizeof(int32_t),
+                         t[3].n_rows, (int)t[3].n_cols, t[1].n_rows / t[0].n_cols, be->q8,
+                         be->q8_bytes, st);
     break;
   }
   case OP_MOE_MM2:
@@ -1166,72 +1102,6 @@ static int prof_bucket(const cu_op *op) {
   }
 }
 
-/* ---- what the recorded ops read and write ---- */
-
-static bool covers(hx_tensor a, hx_tensor t) {
-  if (!a.buf || a.buf != t.buf)
-    return false;
-  return a.offset <= t.offset &&
-         a.offset + (size_t)a.n_rows * a.row_bytes >= t.offset + (size_t)t.n_rows * t.row_bytes;
-}
-
-/* Ops whose t[0] is only written (whatever else they read in t[1..]). */
-static bool writes_t0_only(op_kind k) {
-  return k == OP_MATMUL || k == OP_GET_ROWS || k == OP_RMS_NORM || k == OP_SWIGLU || k == OP_ADD ||
-         k == OP_MUL || k == OP_ATTN;
-}
-
-/* Whether op may write (part of) t: any operand overlapping t but those the op
- * only reads. */
-static bool op_may_write(const cu_op *op, hx_tensor t) {
-  unsigned ro = 0; /* bit i: t[i] only read */
-  switch (op->kind) {
-  case OP_MATMUL:
-  case OP_MOE_MM:
-  case OP_ATTN:
-  case OP_MOE_COMBINE:
-  case OP_GET_ROWS:
-  case OP_SWIGLU:
-  case OP_ADD:
-  case OP_MUL:
-    ro = 0x1e;
-    break;
-  case OP_MOE_MM2:
-    ro = 0x02;
-    break;
-  case OP_MOE_ROUTE:
-    ro = 0x04;
-    break;
-  case OP_QUANT:
-    ro = 0x01;
-    break;
-  case OP_RMS_NORM:
-    ro = 0x0a;
-    break;
-  default:
-    break;
-  }
-  for (int i = 0; i < 5; i++)
-    if (!(ro >> i & 1) && overlaps(op->t[i], t))
-      return true;
-  return false;
-}
-
-/* Whether t's values are not read again from ops[0] on: the first op that
- * touches it overwrites all of it without reading it. Live at the step's end
- * (the host may read it). */
-static bool dead_from(const cu_op *ops, int n, hx_tensor t) {
-  for (int i = 0; i < n; i++) {
-    const cu_op *o = &ops[i];
-    for (int j = 1; j < 5; j++)
-      if (overlaps(o->t[j], t))
-        return false;
-    if (overlaps(o->t[0], t))
-      return writes_t0_only(o->kind) && covers(o->t[0], t);
-  }
-  return false;
-}
-
 /* ---- one-token fusions: chosen at execution when the recorded ops match;
  * each returns how many ops it consumed (0 = no match). ---- */
 
@@ -1239,35 +1109,16 @@ static bool is_quant_of(const cu_op *op, hx_tensor t) {
   return op->kind == OP_QUANT && same_tensor(op->t[0], t);
 }
 
-/* Whether an expert matmul reads t (as its input) before anything rewrites t. */
-static bool moe_input_later(const cu_op *ops, int n, hx_tensor t) {
-  for (int i = 0; i < n; i++) {
-    if (ops[i].kind == OP_MOE_MM && same_tensor(ops[i].t[2], t))
-      return true;
-    if (op_may_write(&ops[i], t))
-      return false;
-  }
-  return false;
-}
-
-/* rms_norm(out) ; quant(out) → one kernel; so is an rms_norm whose output an
- * expert matmul takes later (the router's f32 matmul between): that matmul
- * then finds its input's q8_1 blocks ready (OP_MOE_MM, q8_for). */
+/* rms_norm(out) ; quant(out) → one kernel */
 static int fuse_norm_quant(cuda_be *be, const cu_op *ops, int n) {
   const hx_tensor *t = ops[0].t;
-  if (n < 2 || ops[0].kind != OP_RMS_NORM || t[1].n_rows != 1 || t[1].n_cols % 32 != 0 ||
-      t[1].n_cols > 16384)
-    return 0;
-  const int used = is_quant_of(&ops[1], t[0])                              ? 2
-                   : be->use_fold && moe_input_later(ops + 1, n - 1, t[0]) ? 1
-                                                                           : 0;
-  if (!used)
+  if (n < 2 || ops[0].kind != OP_RMS_NORM || t[1].n_rows != 1 || !is_quant_of(&ops[1], t[0]) ||
+      t[1].n_cols % 32 != 0)
     return 0;
   launch_rms_norm_q8((float *)ptr(t[0]), (float *)ptr(t[1]), (float *)ptr(t[2]),
                      (const float *)ptr(t[3]), t[1].n_cols, ops[0].fval[0], ops[0].ival[0], be->q8,
                      be->stream);
-  q8_holds(be, t[0]);
-  return used;
+  return 2;
 }
 
 /* attention(out) ; quant(out) → the split combine writes the q8_1 blocks too */
@@ -1278,7 +1129,6 @@ static int fuse_attn_quant(cuda_be *be, const cu_op *ops, int n) {
       t[0].n_cols != (int64_t)ops[0].attn.n_heads * ops[0].attn.head_dim)
     return 0;
   exec_attention(be, &ops[0], be->q8);
-  q8_holds(be, t[0]);
   return 2;
 }
 
@@ -1290,13 +1140,12 @@ static int fuse_swiglu_quant(cuda_be *be, const cu_op *ops, int n) {
     return 0;
   launch_swiglu_q8((float *)ptr(t[0]), (const float *)ptr(t[1]), (const float *)ptr(t[2]),
                    t[0].n_cols, be->q8, be->stream);
-  q8_holds(be, t[0]);
   return 2;
 }
 
-/* The one-row quantized matmuls at ops sharing one activation (none writing
- * it), up to three, as jobs; returns how many. */
-static int mv_run(const cu_op *ops, int n, cu_mv_job jobs[3]) {
+/* consecutive quantized matvecs on the same activation → one launch */
+static int fuse_matvecs(cuda_be *be, const cu_op *ops, int n) {
+  cu_mv_job jobs[3];
   int k = 0;
   while (k < 3 && k < n && ops[k].kind == OP_MATMUL && ops[k].t[2].n_rows == 1 &&
          matvec_type_quantized(native_type(ops[k].t[1].type)) &&
@@ -1304,23 +1153,14 @@ static int mv_run(const cu_op *ops, int n, cu_mv_job jobs[3]) {
     jobs[k] = mv_job(&ops[k]);
     k++;
   }
-  return k;
-}
-
-/* consecutive quantized matvecs on the same activation → one launch */
-static int fuse_matvecs(cuda_be *be, const cu_op *ops, int n) {
-  cu_mv_job jobs[3];
-  const int k = mv_run(ops, n, jobs);
   if (k < 2)
     return 0;
   launch_matvec_multi(jobs, k, ops[0].t[1].n_cols, be->q8, be->stream);
   return k;
 }
 
-/* [rms_norm_heads q, rms_norm_heads k,] rope q, rope k, cache_store k,
- * cache_store v: whether ops match it (one token); fills a, returns the ops
- * it takes (0: no match). */
-static int match_qk_rope(const cu_op *ops, int n, cu_qk_rope *a) {
+/* [rms_norm_heads q, rms_norm_heads k,] rope q, rope k, cache_store k, cache_store v */
+static int fuse_qk_rope_store(cuda_be *be, const cu_op *ops, int n) {
   int i = 0;
   const cu_op *nq = NULL, *nk = NULL;
   if (n >= 2 && ops[0].kind == OP_RMS_NORM_HEADS && ops[1].kind == OP_RMS_NORM_HEADS) {
@@ -1345,254 +1185,13 @@ static int match_qk_rope(const cu_op *ops, int n, cu_qk_rope *a) {
   if (nq && (!same_tensor(nq->t[0], q) || !same_tensor(nk->t[0], k) || nq->ival[0] != hd ||
              nk->ival[0] != hd || nq->fval[0] != nk->fval[0]))
     return 0;
-  *a = (cu_qk_rope){(float *)ptr(q),
-                    (float *)ptr(k),
-                    (const float *)ptr(sv->t[1]),
-                    nq ? (const float *)ptr(nq->t[1]) : NULL,
-                    nk ? (const float *)ptr(nk->t[1]) : NULL,
-                    (const int32_t *)ptr(pos),
-                    (int)(q.n_cols / hd),
-                    (int)(k.n_cols / hd),
-                    hd,
-                    nq ? nq->fval[0] : 0.0f,
-                    rq->rope,
-                    ptr(sk->t[0]),
-                    ptr(sv->t[0]),
-                    (int)sk->t[0].type,
-                    sk->t[0].row_bytes};
+  launch_qk_rope_store((float *)ptr(q), (float *)ptr(k), (const float *)ptr(sv->t[1]),
+                       nq ? (const float *)ptr(nq->t[1]) : NULL,
+                       nk ? (const float *)ptr(nk->t[1]) : NULL, (const int32_t *)ptr(pos),
+                       (int)(q.n_cols / hd), (int)(k.n_cols / hd), hd, nq ? nq->fval[0] : 0.0f,
+                       &rq->rope, ptr(sk->t[0]), ptr(sv->t[0]), (int)sk->t[0].type,
+                       sk->t[0].row_bytes, be->stream);
   return i + 4;
-}
-
-static int fuse_qk_rope_store(cuda_be *be, const cu_op *ops, int n) {
-  cu_qk_rope a;
-  const int used = match_qk_rope(ops, n, &a);
-  if (used)
-    launch_qk_rope_store(a.q, a.k, a.v, a.qw, a.kw, a.pos, a.n_q, a.n_kv, a.D, a.eps, &a.p, a.kc,
-                         a.vc, a.ctype, a.crb, be->stream);
-  return used;
-}
-
-/* ---- mat-vec folds (one-token steps; opt-in: HX_CUDA_FOLD=1) ----
- * A norm between two mat-vec groups — matmul(y) ; rms_norm(out, x = y,
- * residual = h, w) ; quant(out) ; matmuls on out — runs in the first group's
- * epilogue: it adds its rows to h and, per 32 rows, the last block to finish
- * them writes the q8_1 block of h ⊙ w and the sum of h²; the second group
- * scales its dot products by 1/rms from those sums (the q8_1 quantization of
- * r·v equals r times that of v). A SwiGLU after a gate/up pair — matmul(g),
- * matmul(u) ; swiglu(out, g, u) ; quant(out) ; matmuls on out — runs in the
- * pair's epilogue, one warp computing row r of both. The q/k head norms, RoPE
- * and K/V cache stores after a q/k/v group run in its epilogue: per head, the
- * last block to finish the head's rows. Each removes a launch and
- * its dependent-latency chain per use. A folded norm does not write the f32
- * rows y and out, so it needs them dead (the record shows it); a folded SwiGLU
- * writes every row the unfused ops do. */
-
-/* mv_run's matmuls when the streaming kernel takes every one (0: none, or
- * one it cannot take). */
-static int mv_group(const cu_op *ops, int n, cu_mv_job jobs[3]) {
-  const int k = mv_run(ops, n, jobs);
-  for (int i = 0; i < k; i++)
-    if (!matvec_stream_ok(&jobs[i], ops[0].t[1].n_cols))
-      return 0;
-  return k;
-}
-
-/* ops: rms_norm(out, x = y, residual = h, w) ; quant(out) ; mat-vecs on out,
- * with y and out dead after them: a norm that can run in the epilogue of
- * whatever writes y (a mat-vec, or the MoE down matmul with its combine).
- * Returns the ops it takes (0: no match); on a match be->norm_fold gets where
- * the norm's rows go (its residual and weight, out_q8 and the sums of squares
- * beside it) and be->fold_in what the mat-vecs after it read. */
-static int match_norm_fold(cuda_be *be, const cu_op *ops, int n, hx_tensor y, const void *out_q8) {
-  if (n < 3 || ops[0].kind != OP_RMS_NORM)
-    return 0;
-  const hx_tensor *t = ops[0].t, out = t[0];
-  const int64_t rows = y.n_cols;
-  cu_mv_job cj[3];
-  if (y.n_rows != 1 || rows % 32 != 0 || rows > be->fold_cols || !same_tensor(t[1], y) ||
-      !t[2].buf || t[2].n_rows != 1 || t[2].n_cols != rows || out.n_rows != 1 ||
-      overlaps(t[2], y) || overlaps(t[2], out) || !is_quant_of(&ops[1], out))
-    return 0;
-  int kc = mv_group(ops + 2, n - 2, cj);
-  if (kc == 0 || !same_tensor(ops[2].t[2], out) ||
-      (!same_tensor(y, out) && !dead_from(ops + 1, n - 1, y)) ||
-      !dead_from(ops + 2 + kc, n - 2 - kc, out))
-    return 0;
-  const int which = out_q8 == be->q8 ? 0 : 1;
-  be->norm_fold = (cu_fold_rows){(float *)ptr(t[2]), (const float *)ptr(t[3]), ops[0].ival[0],
-                                 (void *)out_q8, be->fold_ss[which]};
-  be->fold_in = (fold_in_state){.q8 = out_q8,
-                                .ss = be->fold_ss[which],
-                                .groups = (int)(rows / 32),
-                                .n = (float)rows,
-                                .eps = ops[0].fval[0]};
-  return 2;
-}
-
-/* ops[0..k) is a mat-vec group; whether a fold-out can follow it: fills f's
- * out part and *next (what the consumer group reads), returns the ops used
- * after the group (0: none). */
-static int fold_out(cuda_be *be, const cu_op *ops, int n, int k, const cu_mv_job *jobs,
-                    const void *out_q8, cu_mv_fold *f) {
-  const int64_t rows = jobs[0].n_out;
-  cu_mv_job cj[3];
-  if (k == 3) { /* q, k, v ; their head norms, RoPE and cache stores */
-    cu_qk_rope a;
-    const int used = match_qk_rope(ops + 3, n - 3, &a);
-    if (!used || a.q != jobs[0].y || a.k != jobs[1].y || a.v != jobs[2].y || a.D % 8 != 0 ||
-        jobs[0].n_out != (int64_t)a.n_q * a.D || jobs[1].n_out != (int64_t)a.n_kv * a.D ||
-        jobs[2].n_out != jobs[1].n_out ||
-        (size_t)(a.n_q + 2 * a.n_kv) > be->fold_ticket_bytes / sizeof(unsigned))
-      return 0;
-    f->out_mode = CU_FOLD_QK_ROPE;
-    f->qk = a;
-    f->ticket = be->fold_ticket;
-    return used;
-  }
-  if (rows % 32 != 0 || rows > be->fold_cols)
-    return 0;
-  if (k == 1) {
-    const int used = match_norm_fold(be, ops + 1, n - 1, ops[0].t[0], out_q8);
-    if (!used)
-      return 0;
-    f->out_mode = CU_FOLD_NORM;
-    f->o = be->norm_fold;
-    f->ticket = be->fold_ticket;
-    return used;
-  }
-  if (k == 2 && n >= 5 && ops[2].kind == OP_SWIGLU) {
-    const hx_tensor *t = ops[2].t, g = ops[0].t[0], u = ops[1].t[0], out = t[0];
-    if (!same_tensor(t[1], g) || !same_tensor(t[2], u) || out.n_rows != 1 || out.n_cols != rows ||
-        jobs[0].type != jobs[1].type || jobs[1].n_out != rows || !is_quant_of(&ops[3], out))
-      return 0;
-    /* every f32 row the unfused ops write is written; only the q8_1 copy
-       moves, so no later op may expect it where the quant op put it */
-    int kc = mv_group(ops + 4, n - 4, cj);
-    if (kc == 0 || !same_tensor(ops[4].t[2], out) ||
-        (4 + kc < n && ops[4 + kc].kind == OP_MATMUL && overlaps(ops[4 + kc].t[2], out)))
-      return 0;
-    f->out_mode = CU_FOLD_SWIGLU;
-    f->o.stage = (float *)ptr(out);
-    f->o.q8 = (void *)out_q8;
-    f->ticket = be->fold_ticket;
-    be->fold_in.q8 = out_q8;
-    be->fold_in.ss = NULL;
-    return 2;
-  }
-  return 0;
-}
-
-/* A mat-vec group reading a fold-in (fi.q8 set) and/or writing a fold-out. */
-static int fuse_mv_fold(cuda_be *be, const cu_op *ops, int n, int *bucket) {
-  if (be->fold_in.q8 && be->fold_in.moe)
-    return 0; /* the expert matmul after fuse_moe_swiglu takes it */
-  const bool fin = be->fold_in.q8 != NULL;
-  cu_mv_fold f = {0};
-  if (fin && be->fold_in.ss) {
-    f.in_ss = be->fold_in.ss;
-    f.in_groups = be->fold_in.groups;
-    f.in_n = be->fold_in.n;
-    f.in_eps = be->fold_in.eps;
-  }
-  const void *in_q8 = fin ? be->fold_in.q8 : be->q8;
-  be->fold_in.q8 = NULL;
-  cu_mv_job jobs[3];
-  int k = mv_group(ops, n, jobs);
-  HX_ASSERT(!fin || k >= 1); /* fold_out saw this group */
-  if (k == 0)
-    return 0;
-  int extra = fold_out(be, ops, n, k, jobs, in_q8 == be->q8 ? be->q8_alt : be->q8, &f);
-  if (!fin && !extra)
-    return 0;
-  launch_matvec_fold(jobs, k, ops[0].t[1].n_cols, in_q8, &f, be->stream);
-  q8_holds(be, (hx_tensor){0}); /* a fold-out may have written q8 */
-  if (!be->suppress) {
-    be->n_fold_norm += f.out_mode == CU_FOLD_NORM;
-    be->n_fold_swiglu += f.out_mode == CU_FOLD_SWIGLU;
-    be->n_fold_qkrope += f.out_mode == CU_FOLD_QK_ROPE;
-  }
-  *bucket = f.out_mode == CU_FOLD_NORM      ? PROF_F_FOLD_NORM
-            : f.out_mode == CU_FOLD_SWIGLU  ? PROF_F_FOLD_SWIGLU
-            : f.out_mode == CU_FOLD_QK_ROPE ? PROF_F_FOLD_QKROPE
-                                            : PROF_F_MULTI;
-  return k + extra;
-}
-
-/* One token's moe_mm(g, u <- x) [+ its MM2] ; swiglu(out, g, u) ; moe_mm(d <-
- * out): the SwiGLU and the down matmul's input quantization run in the gate/up
- * kernel's epilogue (moe.cu, moe_slot_swiglu_kernel); the down matmul reads the
- * q8_1 blocks it left in q8_alt. */
-static int fuse_moe_swiglu(cuda_be *be, const cu_op *ops, int n) {
-  if (n < 4 || ops[0].kind != OP_MOE_MM || ops[0].ival[0] != 2 || ops[1].kind != OP_MOE_MM2 ||
-      ops[2].kind != OP_SWIGLU || ops[3].kind != OP_MOE_MM || ops[3].ival[0] != 1)
-    return 0;
-  const hx_tensor *t = ops[0].t, g = t[0], u = ops[1].t[0], x = t[2], ids = t[3];
-  const hx_tensor out = ops[2].t[0];
-  const int k = (int)ids.n_cols;
-  if (ids.n_rows != 1 || x.n_rows != 1 || !same_tensor(ops[2].t[1], g) ||
-      !same_tensor(ops[2].t[2], u) || !same_tensor(ops[3].t[2], out) ||
-      !same_tensor(ops[3].t[3], ids) || out.n_rows != k || out.n_cols != g.n_cols ||
-      (int64_t)k * g.n_cols > be->fold_cols)
-    return 0;
-  cu_moe_job jobs[2];
-  for (int i = 0; i < 2; i++) {
-    const hx_tensor *ti = ops[i].t;
-    jobs[i] = (cu_moe_job){(float *)ptr(ti[0]), stride_f(ti[0]), ptr(ti[1]),
-                           (int)ti[1].type,     ti[0].n_cols,    ti[1].row_bytes};
-  }
-  if (!moe_swiglu_fold_ok(jobs, x.n_cols, k) ||
-      (size_t)(x.n_cols / 32) * HX_CU_Q8_1_BLOCK_BYTES > be->q8_bytes)
-    return 0;
-  const bool ready = same_tensor(be->q8_for, x);
-  launch_moe_swiglu_fold(jobs, (const float *)ptr(x), x.n_cols, (const int32_t *)ptr(ids), k,
-                         t[1].n_rows / t[0].n_cols, be->q8, be->q8_bytes, ready ? be->q8 : NULL,
-                         (float *)ptr(out), stride_f(out), be->q8_alt, be->fold_ticket, be->stream);
-  q8_holds(be, x);
-  be->fold_in = (fold_in_state){.q8 = be->q8_alt, .moe = true};
-  if (!be->suppress)
-    be->n_fold_swiglu++;
-  return 3;
-}
-
-/* One token's moe_mm(d <- a) ; moe_combine(out, d, weights) without a shared
- * expert: the combine runs in the down kernel's epilogue (moe.cu,
- * moe_down_combine_kernel), and so does the norm after it when
- * match_norm_fold allows (the next layer's q/k/v then read its fold-in). */
-static int fuse_moe_down_combine(cuda_be *be, const cu_op *ops, int n) {
-  if (n < 2 || ops[0].kind != OP_MOE_MM || ops[0].ival[0] != 1 || ops[1].kind != OP_MOE_COMBINE)
-    return 0;
-  const hx_tensor *t = ops[0].t, *c = ops[1].t;
-  const hx_tensor y = t[0], x = t[2], ids = t[3], out = c[0];
-  const int k = (int)ids.n_cols;
-  const cu_moe_job job = {(float *)ptr(y), stride_f(y), ptr(t[1]),
-                          (int)t[1].type,  y.n_cols,    t[1].row_bytes};
-  const size_t tickets = (size_t)(y.n_cols / 8 + y.n_cols / 32);
-  if (ids.n_rows != 1 || out.n_rows != 1 || x.n_rows != k || y.n_rows != k || c[3].buf ||
-      !same_tensor(c[1], y) || c[2].n_cols != k || out.n_cols != y.n_cols ||
-      !moe_down_combine_ok(&job, x.n_cols, k) || tickets > be->fold_ticket_bytes / sizeof(unsigned))
-    return 0;
-  const void *ready = be->fold_in.q8 && be->fold_in.moe     ? be->fold_in.q8
-                      : same_tensor(be->q8_for, x) && x.buf ? be->q8
-                                                            : NULL;
-  if (!ready && (size_t)k * (size_t)(x.n_cols / 32) * HX_CU_Q8_1_BLOCK_BYTES > be->q8_bytes)
-    return 0;
-  be->fold_in.q8 = NULL;
-  cu_moe_combine_fold f = {
-      .weights = (const float *)ptr(c[2]), .out = (float *)ptr(out), .ticket = be->fold_ticket};
-  /* the norm's q8_1 blocks go where the down matmul does not read */
-  const void *out_q8 = ready == be->q8_alt ? be->q8 : be->q8_alt;
-  const int used = match_norm_fold(be, ops + 2, n - 2, out, out_q8);
-  if (used) {
-    f.out = NULL;
-    f.norm = be->norm_fold;
-  }
-  launch_moe_down_combine(&job, (const float *)ptr(x), stride_f(x), x.n_cols,
-                          (const int32_t *)ptr(ids), k, t[1].n_rows / y.n_cols, be->q8,
-                          be->q8_bytes, ready, &f, be->stream);
-  q8_holds(be, (hx_tensor){0});
-  if (!be->suppress)
-    be->n_fold_norm += used != 0;
-  return 2 + used;
 }
 
 /* Launches one group of recorded ops starting at op (fused where they match
@@ -1601,13 +1200,7 @@ static int fuse_moe_down_combine(cuda_be *be, const cu_op *ops, int n) {
 static int run_group(cuda_be *be, const cu_op *op, int rest, int *used) {
   bool fuse = be->step_tokens == 1 && be->use_fusion;
   int kind = prof_bucket(op);
-  if (fuse && be->use_fold && (*used = fuse_mv_fold(be, op, rest, &kind)))
-    ;
-  else if (fuse && be->use_fold && (*used = fuse_moe_swiglu(be, op, rest)))
-    kind = PROF_F_FOLD_SWIGLU;
-  else if (fuse && be->use_fold && (*used = fuse_moe_down_combine(be, op, rest)))
-    kind = PROF_F_FOLD_COMBINE;
-  else if (fuse && (*used = fuse_norm_quant(be, op, rest)))
+  if (fuse && (*used = fuse_norm_quant(be, op, rest)))
     kind = PROF_F_NORMQ;
   else if (fuse && (*used = fuse_swiglu_quant(be, op, rest)))
     kind = PROF_F_SWIGLUQ;
@@ -1624,18 +1217,6 @@ static int run_group(cuda_be *be, const cu_op *op, int rest, int *used) {
   return kind;
 }
 
-/* After a group of n ops ran: unless it said what q8 holds, q8_for stays
- * valid only if none of its ops may have rewritten that tensor. */
-static void q8_track(cuda_be *be, const cu_op *ops, int n) {
-  if (be->q8_set) {
-    be->q8_set = false;
-    return;
-  }
-  for (int i = 0; i < n && be->q8_for.buf; i++)
-    if (op_may_write(&ops[i], be->q8_for))
-      be->q8_for.buf = NULL;
-}
-
 /* Runs the recorded ops, fused where they match. With profiling on, an event
  * brackets every launch group and its time goes to the group's bucket. */
 static void run_ops(cuda_be *be) {
@@ -1646,31 +1227,21 @@ static void run_ops(cuda_be *be) {
       CK(cudaEventCreate(&be->events[i]));
   }
   int n_groups = 0;
-  be->fold_in.q8 = NULL;
-  be->q8_for.buf = NULL;
   for (int i = 0; i < be->n_ops && !be->poisoned;) {
     const cu_op *op = &be->ops[i];
     int rest = be->n_ops - i, used = 0, kind;
     if (be->profile)
       CK(cudaEventRecord(be->events[n_groups], be->stream));
-    be->q8_set = false;
     if (fuse && be->skip_mask) { /* a dry pass names the group; skipped ones stop there */
-      const fold_in_state fold_before = be->fold_in;
-      const hx_tensor q8_before = be->q8_for;
       be->suppress = true;
       int k = run_group(be, op, rest, &used);
       be->suppress = false;
       if (k < 64 && (be->skip_mask >> k & 1)) {
-        q8_track(be, op, used);
         i += used;
         continue;
       }
-      be->fold_in = fold_before;
-      be->q8_for = q8_before;
-      be->q8_set = false;
     }
     kind = run_group(be, op, rest, &used);
-    q8_track(be, op, used);
     double b = 0;
     for (int j = 0; j < used; j++)
       if (op[j].kind == OP_MATMUL)
@@ -1818,9 +1389,6 @@ hx_code hx_backend_cuda_init(hx_backend *out, int device, hx_err *err) {
   be->use_graphs = !(g && strcmp(g, "0") == 0);
   const char *fu = getenv("HX_CUDA_FUSION");
   be->use_fusion = !(fu && strcmp(fu, "0") == 0);
-  /* the mat-vec folds: opt-in (HX_CUDA_FOLD=1) until measured on a GPU */
-  const char *fold = getenv("HX_CUDA_FOLD");
-  be->use_fold = fold && strcmp(fold, "1") == 0;
   const char *planar = getenv("HX_CUDA_PLANAR");
   be->use_planar = !(planar && strcmp(planar, "0") == 0);
   const char *prof = getenv("HX_CUDA_PROFILE");
@@ -1873,10 +1441,6 @@ void hx_backend_cuda_free(hx_backend *b) {
   if (be->stream)
     cudaStreamDestroy(be->stream);
   cudaFree(be->q8);
-  cudaFree(be->q8_alt);
-  cudaFree(be->fold_ss[0]);
-  cudaFree(be->fold_ss[1]);
-  cudaFree(be->fold_ticket);
   cudaFree(be->x16);
   cudaFree(be->w16);
   cudaFree(be->attn_part);
@@ -1906,18 +1470,6 @@ void hx_backend_cuda_graph_stats(const hx_backend *b, long *replayed, long *capt
   const cuda_be *be = b->be;
   *replayed = be->n_replayed;
   *captured = be->n_captured;
-}
-
-bool hx_backend_cuda_folds_on(const hx_backend *b) {
-  const cuda_be *be = b->be;
-  return be->use_fold && be->use_fusion;
-}
-
-void hx_backend_cuda_fold_stats(const hx_backend *b, long *norms, long *swiglus, long *qk_ropes) {
-  const cuda_be *be = b->be;
-  *norms = be->n_fold_norm;
-  *swiglus = be->n_fold_swiglu;
-  *qk_ropes = be->n_fold_qkrope;
 }
 
 hx_code hx_backend_cuda_fill_random(const hx_backend *b, hx_bbuf *buf, size_t offset, int type,

@@ -8,6 +8,19 @@
 
 #include <stdlib.h>
 
+// Quantizes the 32 values held one per lane into a q8_1 block.
+__device__ __forceinline__ void warp_quantize(float v, cu_block_q8_1 *b, int lane) {
+  float amax = warp_max(fabsf(v));
+  float d = amax / 127.0f;
+  int q = amax == 0.0f ? 0 : __float2int_rn(v / d);
+  float sum = warp_sum((float)q);
+  b->qs[lane] = (int8_t)q;
+  if (lane == 0) {
+    b->d = d;
+    b->s = d * sum;
+  }
+}
+
 // rms_norm (optionally residual += x first) of one row, writing the f32
 // result and its q8_1 quantization. One block of 1024 threads; thread i holds
 // elements i + 1024 k in registers (K of them), so warp w's k-th element group
@@ -133,6 +146,10 @@ void launch_swiglu_q8(float *out, const float *gate, const float *up, int64_t n_
   CUDA_LAUNCH_CHECK();
 }
 
+__device__ __forceinline__ float kv_round(float v, int type) {
+  return type == GT_F16 ? __half2float(__float2half_rn(v)) : v;
+}
+
 // q/k per-head RMS norm (when weights given), NeoX RoPE of q and k at pos[0],
 // and the K/V cache store, for one token. One warp per head: blocks
 // [0, n_q) are query heads, [n_q, n_q + n_kv) key heads (norm, rope, store),
@@ -143,8 +160,59 @@ __global__ static void qk_rope_store_kernel(float *q, float *k, const float *v, 
                                             int ctype, size_t crb) {
   pdl_trigger();
   pdl_wait();
-  const cu_qk_rope a = {q, k, v, qw, kw, pos, n_q, n_kv, D, eps, p, kc, vc, ctype, crb};
-  qk_rope_store_head(a, blockIdx.x, threadIdx.x);
+  int h = blockIdx.x, lane = threadIdx.x;
+  int kind = h < n_q ? 0 : h < n_q + n_kv ? 1 : 2;
+  int hh = kind == 0 ? h : kind == 1 ? h - n_q : h - n_q - n_kv;
+  float *x = kind == 0 ? q + (size_t)hh * D : kind == 1 ? k + (size_t)hh * D : nullptr;
+  const float *src = kind == 2 ? v + (size_t)hh * D : x;
+  int32_t ps = pos[0];
+  if (kind < 2) {
+    const float *w = kind == 0 ? qw : kw;
+    if (w) {
+      float ss = 0.0f;
+      for (int i = lane; i < D; i += 32)
+        ss += x[i] * x[i];
+      ss = warp_sum(ss);
+      float inv = rsqrtf(ss / (float)D + eps);
+      for (int i = lane; i < D; i += 32)
+        x[i] = x[i] * inv * w[i];
+      __syncwarp();
+    }
+    int half = p.n_rot / 2;
+    for (int i = lane; i < half; i += 32) {
+      float ms;
+      float inv = rope_inv_freq(i, p, &ms);
+      float theta = (float)ps * inv;
+      double sd, cd;
+      sincos((double)theta, &sd, &cd);
+      float s = (float)sd * ms, c = (float)cd * ms;
+      float a = x[i], b = x[i + half];
+      x[i] = a * c - b * s;
+      x[i + half] = a * s + b * c;
+    }
+    __syncwarp();
+    if (kind == 0)
+      return;
+  }
+  uint8_t *row = (kind == 1 ? kc : vc) + (size_t)ps * crb;
+  if (ctype == GT_Q8_0) {
+    for (int b = 0; b < D / 32; b++) {
+      float val = src[b * 32 + lane];
+      float amax = warp_max(fabsf(val));
+      float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+      cu_block_q8_0 *blk = (cu_block_q8_0 *)row + ((size_t)hh * D) / 32 + b;
+      blk->qs[lane] = (int8_t)roundf(val * id);
+      if (lane == 0)
+        blk->d = __float2half_rn(d);
+    }
+  } else {
+    for (int i = lane; i < D; i += 32) {
+      if (ctype == GT_F16)
+        ((__half *)row)[(size_t)hh * D + i] = __float2half_rn(src[i]);
+      else
+        ((float *)row)[(size_t)hh * D + i] = kv_round(src[i], ctype);
+    }
+  }
 }
 
 // The same with the head held in registers (lane l owns dims l + 32 j, j < NE;

@@ -128,56 +128,6 @@ void launch_matvec_job(const cu_mv_job *job, int64_t n_in, const float *x, const
 int matvec_stream_ok(const cu_mv_job *job, int64_t n_in);
 void launch_matvec_stream(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const float *x,
                           const void *xq, hx_stream st);
-/* Folds around a streaming mat-vec (one-token steps; cuda_backend.c says when).
- * In: xq holds the q8_1 blocks of h (.) w without h's RMS factor; every dot
- * product is scaled by 1 / sqrt(sum(in_ss[0 .. in_groups)) / in_n + in_eps).
- * Out (one job, CU_FOLD_NORM): stage (= h) += W.x; per 32 rows, the last block
- * to finish them writes the q8_1 block of stage (.) nw (1 + nw when zc) to q8
- * and the sum of stage^2 to ss. Out (two jobs of one type and height,
- * CU_FOLD_SWIGLU): each warp computes row r of both (gate, up), stores them
- * in their y and silu(gate) * up in stage[r]; per 32 rows the last block writes
- * its q8_1 block. Out (three jobs q, k, v; CU_FOLD_QK_ROPE): rows stored as
- * usual, then per head of qk.D rows the last block runs qk's norm, RoPE and
- * cache store on it (rows % 8 and D % 8 == 0). ticket: one zeroed unsigned per
- * 32 rows (per head for QK_ROPE), left zeroed. Norm and SwiGLU need rows % 32
- * == 0. */
-enum { CU_FOLD_NONE = 0, CU_FOLD_NORM = 1, CU_FOLD_SWIGLU = 2, CU_FOLD_QK_ROPE = 3 };
-/* One decode token's q/k head norms (qw / kw NULL: none), NeoX RoPE at pos[0]
- * and K/V cache store (rope.cuh, qk_rope_store_head): n_q query heads at q,
- * n_kv key and value heads at k, v, head_dim D. */
-typedef struct cu_qk_rope {
-  float *q, *k;
-  const float *v, *qw, *kw;
-  const int32_t *pos;
-  int n_q, n_kv, D;
-  float eps;
-  cu_rope p;
-  uint8_t *kc, *vc;
-  int ctype;
-  size_t crb;
-} cu_qk_rope;
-/* A fold-out's rows (kernels.h): stage gets them (a norm: the residual h,
- * added to; a SwiGLU: the products), and per 32 rows the q8_1 block of stage
- * (times nw, 1 + nw when zc, if nw is set) goes to q8 and, for a norm, the sum
- * of stage^2 to ss. */
-typedef struct cu_fold_rows {
-  float *stage;
-  const float *nw;
-  int zc;
-  void *q8;
-  float *ss;
-} cu_fold_rows;
-typedef struct cu_mv_fold {
-  const float *in_ss;
-  int in_groups;
-  float in_n, in_eps;
-  int out_mode;
-  cu_fold_rows o;
-  unsigned *ticket;
-  cu_qk_rope qk; /* CU_FOLD_QK_ROPE */
-} cu_mv_fold;
-void launch_matvec_fold(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const void *xq,
-                        const cu_mv_fold *fold, hx_stream st);
 void launch_matvec_multi(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const void *xq,
                          hx_stream st);
 
@@ -201,41 +151,10 @@ void launch_moe_route(float *weights, size_t w_stride, int32_t *ids, size_t i_st
                       int renorm, hx_stream st);
 /* x has n_x_rows = n (one input per token) or n * k (one per slot) rows;
  * q8 (q8_bytes) is scratch for the quantized activations of the decode form. */
-/* xq_ready: where the q8_1 blocks of x's rows already are (the decode form
- * then reads them instead of quantizing x into q8); NULL: none. Returns
- * whether it wrote x's blocks into q8. */
-int launch_moe_matmul_id(const cu_moe_job *jobs, int n_jobs, const float *x, size_t x_stride,
-                         int64_t n_x_rows, int64_t n_in, const int32_t *ids, size_t ids_stride,
-                         int64_t n, int k, int64_t n_expert, void *q8, size_t q8_bytes,
-                         const void *xq_ready, hx_stream st);
-/* One token's gate/up expert matmuls (jobs[0], jobs[1]; x one f32 row, its
- * q8_1 blocks at xq_ready or quantized into q8) with the SwiGLU folded in:
- * stores both and silu(gate) * up into act (k rows, act_stride floats apart,
- * may be the gate's y), and the products' q8_1 blocks into q8_out (k rows of
- * n_out / 32). ticket: k * n_out / 32 zeroed unsigneds, left zeroed.
- * moe_swiglu_fold_ok: whether the jobs can take it. */
-int moe_swiglu_fold_ok(const cu_moe_job *jobs, int64_t n_in, int k);
-void launch_moe_swiglu_fold(const cu_moe_job *jobs, const float *x, int64_t n_in,
-                            const int32_t *ids, int k, int64_t n_expert, void *q8, size_t q8_bytes,
-                            const void *xq_ready, float *act, size_t act_stride, void *q8_out,
-                            unsigned *ticket, hx_stream st);
-/* One token's down expert matmul (job; x = k f32 rows, their q8_1 blocks at
- * xq_ready or quantized into q8) with the weighted combine of its k rows
- * folded in (moe.cu, moe_down_combine_kernel): y stored as usual, then out =
- * sum_j weights[j] y[j] -- or, when stage is set, stage (the residual) += it
- * and per 32 rows the q8_1 block of stage (.) nw (1 + nw when zc) and the sum
- * of stage^2 go to q8 / ss (a norm folded as in cu_mv_fold). ticket: n_out / 8
- * + n_out / 32 zeroed unsigneds, left zeroed. No shared expert. */
-typedef struct cu_moe_combine_fold {
-  const float *weights;
-  float *out;
-  cu_fold_rows norm; /* norm.stage NULL: no norm, the combine goes to out */
-  unsigned *ticket;
-} cu_moe_combine_fold;
-int moe_down_combine_ok(const cu_moe_job *job, int64_t n_in, int k);
-void launch_moe_down_combine(const cu_moe_job *job, const float *x, size_t x_stride, int64_t n_in,
-                             const int32_t *ids, int k, int64_t n_expert, void *q8, size_t q8_bytes,
-                             const void *xq_ready, const cu_moe_combine_fold *fold, hx_stream st);
+void launch_moe_matmul_id(const cu_moe_job *jobs, int n_jobs, const float *x, size_t x_stride,
+                          int64_t n_x_rows, int64_t n_in, const int32_t *ids, size_t ids_stride,
+                          int64_t n, int k, int64_t n_expert, void *q8, size_t q8_bytes,
+                          hx_stream st);
 void launch_moe_combine(float *out, size_t o_stride, const float *y, size_t y_stride,
                         const float *w, size_t w_stride, const float *sh, size_t sh_stride,
                         const float *sg, size_t sg_stride, int64_t d, int64_t n_rows, int k,

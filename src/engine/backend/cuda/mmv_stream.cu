@@ -34,7 +34,6 @@
 // each warp takes two consecutive rows of one job.
 #include "common.cuh"
 #include "kernels.h"
-#include "rope.cuh"
 
 #include <stdlib.h>
 
@@ -134,10 +133,9 @@ __device__ __forceinline__ void rows_q4k(const uint8_t *const w[MS_ROWS], int64_
   }
 }
 
-// One warp, row rr[r] of the planar Q6_K matrix at base[r] (R[r] rows, nb
-// super-blocks per row), r < MS_ROWS.
-__device__ __forceinline__ void rows_q6kp(const uint8_t *const base[MS_ROWS],
-                                          const int64_t R[MS_ROWS], const int64_t rr[MS_ROWS],
+// One warp, rows r[0], r[1] of a planar Q6_K matrix (R rows, nb super-blocks
+// per row) at base.
+__device__ __forceinline__ void rows_q6kp(const uint8_t *base, int64_t R, const int64_t rr[MS_ROWS],
                                           int64_t nb, const cu_block_q8_1 *xq, float acc[MS_ROWS],
                                           bool wait_first, bool prefetch) {
   const int lane = threadIdx.x & 31, p = lane & 7, h = p >> 2, cc = p & 3;
@@ -147,17 +145,17 @@ __device__ __forceinline__ void rows_q6kp(const uint8_t *const base[MS_ROWS],
   const __half *dd[MS_ROWS];
 #pragma unroll
   for (int r = 0; r < MS_ROWS; r++) {
-    ql[r] = q6_kp_ql(base[r], rr[r], nb) + 16 * p;
-    qh[r] = q6_kp_qh(base[r], R[r], rr[r], nb) + 32 * h + 16 * (cc & 1);
-    sc[r] = q6_kp_sc(base[r], R[r], rr[r], nb);
-    dd[r] = q6_kp_d(base[r], R[r], rr[r], nb);
+    ql[r] = q6_kp_ql(base, rr[r], nb) + 16 * p;
+    qh[r] = q6_kp_qh(base, R, rr[r], nb) + 32 * h + 16 * (cc & 1);
+    sc[r] = q6_kp_sc(base, R, rr[r], nb);
+    dd[r] = q6_kp_d(base, R, rr[r], nb);
   }
   if (prefetch && nb > MS_UNROLL * 4)
 #pragma unroll
     for (int r = 0; r < MS_ROWS; r++) {
-      warp_prefetch_l2(q6_kp_ql(base[r], rr[r], nb), MS_UNROLL * 4 * 128, nb * 128);
-      warp_prefetch_l2(q6_kp_qh(base[r], R[r], rr[r], nb), MS_UNROLL * 4 * 64, nb * 64);
-      warp_prefetch_l2((const uint8_t *)q6_kp_sc(base[r], R[r], rr[r], nb), 0, nb * 16);
+      warp_prefetch_l2(q6_kp_ql(base, rr[r], nb), MS_UNROLL * 4 * 128, nb * 128);
+      warp_prefetch_l2(q6_kp_qh(base, R, rr[r], nb), MS_UNROLL * 4 * 64, nb * 64);
+      warp_prefetch_l2((const uint8_t *)q6_kp_sc(base, R, rr[r], nb), 0, nb * 16);
     }
   for (int64_t i0 = 0; i0 * 4 < nb; i0 += MS_UNROLL) {
     uint4 l[MS_ROWS][MS_UNROLL], hb[MS_ROWS][MS_UNROLL];
@@ -210,19 +208,18 @@ __device__ __forceinline__ void rows_q6kp(const uint8_t *const base[MS_ROWS],
   }
 }
 
-// One warp, row rr[r] of the planar Q8_0 matrix at base[r] (R[r] rows, nb
-// blocks per row), r < MS_ROWS.
-__device__ __forceinline__ void rows_q8_0p(const uint8_t *const base[MS_ROWS],
-                                           const int64_t R[MS_ROWS], const int64_t rr[MS_ROWS],
-                                           int64_t nb, const cu_block_q8_1 *xq, float acc[MS_ROWS],
+// One warp, rows r[0], r[1] of a planar Q8_0 matrix (R rows, nb blocks per row).
+__device__ __forceinline__ void rows_q8_0p(const uint8_t *base, int64_t R,
+                                           const int64_t rr[MS_ROWS], int64_t nb,
+                                           const cu_block_q8_1 *xq, float acc[MS_ROWS],
                                            bool wait_first, bool prefetch) {
   const int lane = threadIdx.x & 31;
   const int64_t n_chunks = nb * 2;
   if (prefetch && n_chunks > MS_UNROLL * 32)
 #pragma unroll
     for (int r = 0; r < MS_ROWS; r++) {
-      warp_prefetch_l2(q8_0p_qs(base[r], rr[r], nb), MS_UNROLL * 32 * 16, nb * 32);
-      warp_prefetch_l2((const uint8_t *)q8_0p_d(base[r], R[r], rr[r], nb), 0, nb * 2);
+      warp_prefetch_l2(q8_0p_qs(base, rr[r], nb), MS_UNROLL * 32 * 16, nb * 32);
+      warp_prefetch_l2((const uint8_t *)q8_0p_d(base, R, rr[r], nb), 0, nb * 2);
     }
   for (int64_t i0 = 0; i0 * 32 < n_chunks; i0 += MS_UNROLL) {
     uint4 q[MS_ROWS][MS_UNROLL];
@@ -233,8 +230,8 @@ __device__ __forceinline__ void rows_q8_0p(const uint8_t *const base[MS_ROWS],
 #pragma unroll
       for (int r = 0; r < MS_ROWS; r++)
         if (c < n_chunks) {
-          q[r][u] = ld_stream(q8_0p_qs(base[r], rr[r], nb) + (size_t)c * 16);
-          dq[r][u] = __ldg((const unsigned short *)q8_0p_d(base[r], R[r], rr[r], nb) + (c >> 1));
+          q[r][u] = ld_stream(q8_0p_qs(base, rr[r], nb) + (size_t)c * 16);
+          dq[r][u] = __ldg((const unsigned short *)q8_0p_d(base, R, rr[r], nb) + (c >> 1));
         }
     }
     if (wait_first && i0 == 0)
@@ -326,41 +323,23 @@ struct ms_jobs {
   int n;
 };
 
-// 1 / rms of the folded-in activation from its per-32 partial sums of squares.
-__device__ __forceinline__ float fold_in_scale(const cu_mv_fold &f) {
-  const int lane = threadIdx.x & 31;
-  float s = 0.0f;
-  for (int i = lane; i < f.in_groups; i += 32)
-    s += f.in_ss[i];
-  return rsqrtf(warp_sum(s) / f.in_n + f.in_eps);
-}
-
-// Each warp takes two consecutive rows of one job -- or, folding a SwiGLU, row
-// r of both jobs (gate, up).
 __global__ static void __launch_bounds__(MS_WARPS * 32)
-    mv_stream_kernel(ms_jobs jobs, int64_t n_in, const float *x, const cu_block_q8_1 *xq, bool pf,
-                     cu_mv_fold f) {
+    mv_stream_kernel(ms_jobs jobs, int64_t n_in, const float *x, const cu_block_q8_1 *xq, bool pf) {
   pdl_trigger();
   const unsigned gw = blockIdx.x * MS_WARPS + (threadIdx.x >> 5);
   if (gw >= jobs.first_warp[jobs.n])
-    return; /* never with a fold-out: whole blocks (host-checked) */
-  const bool pair = f.out_mode == CU_FOLD_SWIGLU;
+    return;
   int ji = 0;
-  while (!pair && ji + 1 < jobs.n && gw >= jobs.first_warp[ji + 1])
+  while (ji + 1 < jobs.n && gw >= jobs.first_warp[ji + 1])
     ji++;
   const cu_mv_job &jb = jobs.j[ji];
-  const int64_t r0 = pair ? (int64_t)gw : (int64_t)(gw - jobs.first_warp[ji]) * MS_ROWS;
-  int64_t rr[MS_ROWS], pr[MS_ROWS], R[MS_ROWS];
-  const uint8_t *w[MS_ROWS], *base[MS_ROWS];
+  const int64_t r0 = (int64_t)(gw - jobs.first_warp[ji]) * MS_ROWS;
+  int64_t rr[MS_ROWS];
+  const uint8_t *w[MS_ROWS];
 #pragma unroll
   for (int r = 0; r < MS_ROWS; r++) {
-    const cu_mv_job &jr = pair ? jobs.j[r] : jb;
-    /* a clamped row is computed, not stored */
-    rr[r] = pair ? r0 : r0 + r < jb.n_out ? r0 + r : jb.n_out - 1;
-    w[r] = jr.w + (size_t)rr[r] * jr.row_bytes;
-    base[r] = jr.w;
-    R[r] = jr.r_total;
-    pr[r] = jr.row0 + rr[r];
+    rr[r] = r0 + r < jb.n_out ? r0 + r : jb.n_out - 1; /* a clamped row is computed, not stored */
+    w[r] = jb.w + (size_t)rr[r] * jb.row_bytes;
   }
   float acc[MS_ROWS];
 #pragma unroll
@@ -370,12 +349,16 @@ __global__ static void __launch_bounds__(MS_WARPS * 32)
   case GT_Q4_K:
     rows_q4k(w, n_in / 256, xq, acc, true, pf);
     break;
-  case GT_Q6_KP:
-    rows_q6kp(base, R, pr, n_in / 256, xq, acc, true, pf);
+  case GT_Q6_KP: {
+    const int64_t pr[MS_ROWS] = {jb.row0 + rr[0], jb.row0 + rr[1]};
+    rows_q6kp(jb.w, jb.r_total, pr, n_in / 256, xq, acc, true, pf);
     break;
-  case GT_Q8_0P:
-    rows_q8_0p(base, R, pr, n_in / 32, xq, acc, true, pf);
+  }
+  case GT_Q8_0P: {
+    const int64_t pr[MS_ROWS] = {jb.row0 + rr[0], jb.row0 + rr[1]};
+    rows_q8_0p(jb.w, jb.r_total, pr, n_in / 32, xq, acc, true, pf);
     break;
+  }
   case GT_F32:
     rows_f<GT_F32>(w, n_in, x, acc, true, pf);
     break;
@@ -387,66 +370,12 @@ __global__ static void __launch_bounds__(MS_WARPS * 32)
     break;
   }
   const int lane = threadIdx.x & 31;
-  float a[MS_ROWS];
 #pragma unroll
-  for (int r = 0; r < MS_ROWS; r++)
-    a[r] = warp_sum(acc[r]);
-  if (f.in_ss) {
-    const float sc = fold_in_scale(f);
-#pragma unroll
-    for (int r = 0; r < MS_ROWS; r++)
-      a[r] *= sc;
+  for (int r = 0; r < MS_ROWS; r++) {
+    const float a = warp_sum(acc[r]);
+    if (lane == 0 && r0 + r < jb.n_out)
+      jb.y[r0 + r] = a + (jb.bias ? jb.bias[r0 + r] : 0.0f);
   }
-  if (f.out_mode == CU_FOLD_NONE || f.out_mode == CU_FOLD_QK_ROPE) {
-#pragma unroll
-    for (int r = 0; r < MS_ROWS; r++)
-      if (lane == 0 && r0 + r < jb.n_out)
-        jb.y[r0 + r] = a[r] + (jb.bias ? jb.bias[r0 + r] : 0.0f);
-    if (f.out_mode == CU_FOLD_NONE)
-      return;
-    /* the head's blocks (whole blocks of one job: host-checked) take a
-       ticket; the last runs the head's norm, RoPE and cache store */
-    if (lane == 0)
-      __threadfence();
-    __shared__ int s_last;
-    const int D = f.qk.D;
-    const int head = (ji == 0 ? 0 : ji == 1 ? f.qk.n_q : f.qk.n_q + f.qk.n_kv) + (int)(r0 / D);
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      __threadfence();
-      s_last = atomicAdd(&f.ticket[head], 1u) == (unsigned)(D / (MS_WARPS * MS_ROWS) - 1);
-    }
-    __syncthreads();
-    if (s_last && threadIdx.x < 32) {
-      __threadfence();
-      qk_rope_store_head(f.qk, head, lane);
-      if (lane == 0)
-        f.ticket[head] = 0;
-    }
-    return;
-  }
-  if (lane == 0) {
-    if (pair) {
-      const float g = a[0] + (jobs.j[0].bias ? jobs.j[0].bias[r0] : 0.0f);
-      const float u = a[1] + (jobs.j[1].bias ? jobs.j[1].bias[r0] : 0.0f);
-      /* gate and up rows as the unfused ops leave them, then the product
-         (which wins where stage is one of them) */
-      jobs.j[0].y[r0] = g;
-      jobs.j[1].y[r0] = u;
-      f.o.stage[r0] = g / (1.0f + __expf(-g)) * u;
-    } else {
-#pragma unroll
-      for (int r = 0; r < MS_ROWS; r++)
-        f.o.stage[r0 + r] += a[r] + (jb.bias ? jb.bias[r0 + r] : 0.0f);
-    }
-    __threadfence();
-  }
-  const int rows_per_block = MS_WARPS * (pair ? 1 : MS_ROWS);
-  const int64_t g = (int64_t)blockIdx.x * rows_per_block / 32;
-  const bool norm = f.out_mode == CU_FOLD_NORM;
-  fold_group_emit(f.ticket + g, 32 / rows_per_block, f.o.stage + 32 * g,
-                  norm ? f.o.nw + 32 * g : NULL, f.o.zc, (cu_block_q8_1 *)f.o.q8 + g,
-                  norm ? f.o.ss + g : NULL);
 }
 
 int matvec_stream_ok(const cu_mv_job *j, int64_t n_in) {
@@ -478,7 +407,19 @@ int matvec_stream_ok(const cu_mv_job *j, int64_t n_in) {
   }
 }
 
-static bool mv_prefetch_on(void) {
+void launch_matvec_stream(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const float *x,
+                          const void *xq, hx_stream st) {
+  CU_ASSERT(n_jobs >= 1 && n_jobs <= 3 && n_in > 0);
+  ms_jobs mj = {};
+  unsigned warps = 0;
+  for (int i = 0; i < n_jobs; i++) {
+    CU_ASSERT(jobs[i].n_out >= 1 && matvec_stream_ok(&jobs[i], n_in));
+    mj.j[i] = jobs[i];
+    mj.first_warp[i] = warps;
+    warps += cdiv(jobs[i].n_out, MS_ROWS);
+  }
+  mj.first_warp[n_jobs] = warps;
+  mj.n = n_jobs;
   /* rows past the first batch asked of L2 before the PDL wait: opt-in
      (HX_MV_PREFETCH=1); on an H100 it cost 8B Q4_K_M decode 327.7 -> 319.5,
      Q8_0 260.7 -> 231.7 and BF16 154.6 -> 131.4 tok/s (the prefetches compete
@@ -488,54 +429,7 @@ static bool mv_prefetch_on(void) {
     const char *e = getenv("HX_MV_PREFETCH");
     pf = e && e[0] == '1';
   }
-  return pf != 0;
-}
-
-static void launch_ms(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const float *x,
-                      const void *xq, const cu_mv_fold *fold, hx_stream st) {
-  CU_ASSERT(n_jobs >= 1 && n_jobs <= 3 && n_in > 0);
-  const bool pair = fold->out_mode == CU_FOLD_SWIGLU;
-  CU_ASSERT(fold->out_mode == CU_FOLD_NONE || fold->out_mode == CU_FOLD_QK_ROPE ||
-            (fold->o.stage && fold->o.q8 && fold->ticket));
-  CU_ASSERT(fold->out_mode != CU_FOLD_NORM || (n_jobs == 1 && fold->o.nw && fold->o.ss));
-  CU_ASSERT(!pair ||
-            (n_jobs == 2 && jobs[0].type == jobs[1].type && jobs[0].n_out == jobs[1].n_out));
-  CU_ASSERT(fold->out_mode == CU_FOLD_NONE || fold->out_mode == CU_FOLD_QK_ROPE ||
-            jobs[0].n_out % 32 == 0);
-  if (fold->out_mode == CU_FOLD_QK_ROPE) {
-    const cu_qk_rope *qk = &fold->qk;
-    CU_ASSERT(n_jobs == 3 && qk->D % (MS_WARPS * MS_ROWS) == 0 && fold->ticket);
-    CU_ASSERT(jobs[0].n_out == (int64_t)qk->n_q * qk->D &&
-              jobs[1].n_out == (int64_t)qk->n_kv * qk->D && jobs[2].n_out == jobs[1].n_out &&
-              jobs[0].y == qk->q && jobs[1].y == qk->k && jobs[2].y == qk->v);
-  }
-  CU_ASSERT(!fold->in_ss || (fold->in_groups > 0 && fold->in_n > 0.0f && x == NULL));
-  ms_jobs mj = {};
-  unsigned warps = 0;
-  for (int i = 0; i < n_jobs; i++) {
-    CU_ASSERT(jobs[i].n_out >= 1 && matvec_stream_ok(&jobs[i], n_in));
-    mj.j[i] = jobs[i];
-    mj.first_warp[i] = warps;
-    warps += pair ? 0 : (unsigned)cdiv(jobs[i].n_out, MS_ROWS);
-  }
-  if (pair)
-    warps = (unsigned)jobs[0].n_out;
-  mj.first_warp[n_jobs] = warps;
-  mj.n = n_jobs;
   cu_launch(mv_stream_kernel, cdiv(warps, MS_WARPS), MS_WARPS * 32, 0, st, mj, n_in, x,
-            (const cu_block_q8_1 *)xq, mv_prefetch_on(), *fold);
+            (const cu_block_q8_1 *)xq, pf != 0);
   CUDA_LAUNCH_CHECK();
-}
-
-void launch_matvec_fold(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const void *xq,
-                        const cu_mv_fold *fold, hx_stream st) {
-  for (int i = 0; i < n_jobs; i++)
-    CU_ASSERT(matvec_type_quantized(jobs[i].type & ~GT_PLANAR));
-  launch_ms(jobs, n_jobs, n_in, NULL, xq, fold, st);
-}
-
-void launch_matvec_stream(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const float *x,
-                          const void *xq, hx_stream st) {
-  const cu_mv_fold none = {};
-  launch_ms(jobs, n_jobs, n_in, x, xq, &none, st);
 }
