@@ -683,7 +683,7 @@ template <> struct mt_wraw<MT_GENERIC> { // element by element at expand time
 };
 
 // One block's work (see above) for weights of type TYPE held as T.
-template <int TYPE, typename T>
+template <int TYPE, typename T, bool W32>
 __device__ __forceinline__ void
 mt_block(mt_smem<T> &sm, const cu_moe_job &jb, int e, int64_t r0, const float *x, size_t x_stride,
          int64_t n_in, const int32_t *ids, size_t ids_stride, int n_slots, int k, int x_per_slot) {
@@ -735,10 +735,21 @@ mt_block(mt_smem<T> &sm, const cu_moe_job &jb, int e, int64_t r0, const float *x
         wmma::fill_fragment(acc[f], 0.0f);
       float xv[16];
       auto load_x = [&](int64_t k0) {
+        if constexpr (W32) { // 16-byte pieces: column quad tid % 16, slots tid / 16 + 16 i
 #pragma unroll
-        for (int i = 0; i < 16; i++) {
-          const int sl = xs0 + i * (MT_THREADS / MT_BK);
-          xv[i] = sl < nt && k0 + xc < n_in ? __ldg(x + sm.xoff[sl] + k0 + xc) : 0.0f;
+          for (int i = 0; i < 4; i++) {
+            const int sl = (tid >> 4) + 16 * i;
+            const int64_t c = k0 + 4 * (tid & 15);
+            const float4 v = sl < nt && c < n_in ? __ldg((const float4 *)(x + sm.xoff[sl] + c))
+                                                 : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            xv[4 * i] = v.x, xv[4 * i + 1] = v.y, xv[4 * i + 2] = v.z, xv[4 * i + 3] = v.w;
+          }
+        } else {
+#pragma unroll
+          for (int i = 0; i < 16; i++) {
+            const int sl = xs0 + i * (MT_THREADS / MT_BK);
+            xv[i] = sl < nt && k0 + xc < n_in ? __ldg(x + sm.xoff[sl] + k0 + xc) : 0.0f;
+          }
         }
       };
       wr.load(wrow, 0, hh, row_ok, n_in, jb.type);
@@ -747,15 +758,48 @@ mt_block(mt_smem<T> &sm, const cu_moe_job &jb, int e, int64_t r0, const float *x
         if (k0 > 0)
           __syncthreads(); // the previous step's tiles are no longer read
         wr.put(sm.ws + rr * MT_LD, hh);
+        if constexpr (W32) {
 #pragma unroll
-        for (int i = 0; i < 16; i++)
-          mg_store(&sm.xs[(xs0 + i * (MT_THREADS / MT_BK)) * MT_LD + xc], xv[i]);
+          for (int i = 0; i < 4; i++) {
+            T *d = sm.xs + ((tid >> 4) + 16 * i) * MT_LD + 4 * (tid & 15);
+            *(uint2 *)d = make_uint2(mt_pack2(xv[4 * i], xv[4 * i + 1], d),
+                                     mt_pack2(xv[4 * i + 2], xv[4 * i + 3], d));
+          }
+        } else {
+#pragma unroll
+          for (int i = 0; i < 16; i++)
+            mg_store(&sm.xs[(xs0 + i * (MT_THREADS / MT_BK)) * MT_LD + xc], xv[i]);
+        }
         __syncthreads();
         if (k0 + MT_BK < n_in) { // next step's bytes in flight during the MMAs
           wr.load(wrow, k0 + MT_BK, hh, row_ok, n_in, jb.type);
           load_x(k0 + MT_BK);
         }
-        if (warp_ok) {
+        if constexpr (W32) {
+          // warp w: rows 32 (w % 4) .. + 31 (two A fragments), slots 32 (w / 4) .. + 31 (two
+          // B fragments): 4 fragment loads per 4 MMAs instead of 3 per 2
+          const int rg = warp & 3, sg = warp >> 2;
+          if (32 * sg < nt && r0 + 32 * rg < jb.n_out) {
+#pragma unroll
+            for (int kk = 0; kk < MT_BK; kk += 16) {
+              wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa[2];
+              wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb[2];
+#pragma unroll
+              for (int i = 0; i < 2; i++)
+                wmma::load_matrix_sync(fa[i], sm.ws + (32 * rg + 16 * i) * MT_LD + kk, MT_LD);
+#pragma unroll
+              for (int j = 0; j < 2; j++)
+                if (32 * sg + 16 * j < nt)
+                  wmma::load_matrix_sync(fb[j], sm.xs + (32 * sg + 16 * j) * MT_LD + kk, MT_LD);
+#pragma unroll
+              for (int i = 0; i < 2; i++)
+#pragma unroll
+                for (int j = 0; j < 2; j++)
+                  if (32 * sg + 16 * j < nt)
+                    wmma::mma_sync(acc[2 * i + j], fa[i], fb[j], acc[2 * i + j]);
+            }
+          }
+        } else if (warp_ok) {
 #pragma unroll
           for (int kk = 0; kk < MT_BK; kk += 16) {
             wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
@@ -771,7 +815,29 @@ mt_block(mt_smem<T> &sm, const cu_moe_job &jb, int e, int64_t r0, const float *x
           }
         }
       }
-      if (warp_ok) {
+      if constexpr (W32) {
+        const int rg = warp & 3, sg = warp >> 2;
+        float *stage = sm.stage[warp];
+        const int c = lane >> 1, rh = (lane & 1) * 8;
+#pragma unroll
+        for (int f = 0; f < 4; f++) { // acc[2 i + j]: rows 16 i.., slots 16 j.. of the warp's
+          const int i = f >> 1, j = f & 1;
+          const int sl = 32 * sg + 16 * j;
+          const int64_t row = r0 + 32 * rg + 16 * i + rh;
+          if (sl < nt && r0 + 32 * rg + 16 * i < jb.n_out) { // uniform over the warp
+            wmma::store_matrix_sync(stage, acc[f], 16, wmma::mem_col_major); // [slot][row]
+            __syncwarp();
+            if (sl + c < nt) {
+              float *yr = jb.y + (size_t)sm.list[b0 + sl + c] * jb.y_stride + (size_t)row;
+#pragma unroll
+              for (int q = 0; q < 8; q++)
+                if (row + q < jb.n_out)
+                  yr[q] = stage[c * 16 + rh + q];
+            }
+            __syncwarp(); // stage is rewritten by the next fragment
+          }
+        }
+      } else if (warp_ok) {
         float *stage = sm.stage[warp];
         const int c = lane >> 1, rh = (lane & 1) * 8;
         const int64_t row = r0 + warp * 16 + rh;
@@ -794,7 +860,7 @@ mt_block(mt_smem<T> &sm, const cu_moe_job &jb, int e, int64_t r0, const float *x
   }
 }
 
-template <typename T>
+template <typename T, bool W32>
 __global__ static void __launch_bounds__(MT_THREADS, 2)
     moe_grouped_tc_kernel(moe_jobs jobs, const float *x, size_t x_stride, int64_t n_in,
                           const int32_t *ids, size_t ids_stride, int n_slots, int k,
@@ -808,7 +874,7 @@ __global__ static void __launch_bounds__(MT_THREADS, 2)
   if (r0 >= jb.n_out) // uniform over the block
     return;
 #define MT_BLOCK(TY)                                                                               \
-  mt_block<TY, T>(sm, jb, e, r0, x, x_stride, n_in, ids, ids_stride, n_slots, k, x_per_slot)
+  mt_block<TY, T, W32>(sm, jb, e, r0, x, x_stride, n_in, ids, ids_stride, n_slots, k, x_per_slot)
   // 16-bit float rows copy straight into the tile when they are 16-byte aligned
   const bool f16_ok = (uintptr_t)jb.w % 16 == 0 && jb.row_bytes % 16 == 0 && n_in % 8 == 0;
   if (std::is_same<T, half>::value) { // quantized types expand natively
@@ -989,12 +1055,27 @@ void launch_moe_matmul_id(const cu_moe_job *jobs, int n_jobs, const float *x, si
     CU_ASSERT(n * k < INT32_MAX - MT_THREADS);
     if (n_f32 == 0 && (n_bf16 == 0 || n_bf16 == n_jobs)) {
       dim3 grid(cdiv(n_out_max, MT_BM), (unsigned)n_expert, (unsigned)n_jobs);
-      if (n_bf16 == 0)
-        cu_launch(moe_grouped_tc_kernel<half>, grid, MT_THREADS, 0, st, mj, x, x_stride, n_in, ids,
-                  ids_stride, (int)(n * k), k, x_per_slot);
+      /* HX_MOE_TC_W32=1: warps of 32 rows x 32 slots and 16-byte activation
+         loads (fewer shared-memory wavefronts per MMA; written without a
+         GPU, off until measured: docs/benchmarks.md) */
+      static int w32 = -1;
+      if (w32 < 0) {
+        const char *e = getenv("HX_MOE_TC_W32");
+        w32 = e && e[0] == '1';
+      }
+      const bool wide = w32 && (uintptr_t)x % 16 == 0 && x_stride % 4 == 0 && n_in % 4 == 0;
+#define MT_LAUNCH(TT, WW)                                                                          \
+  cu_launch(moe_grouped_tc_kernel<TT, WW>, grid, MT_THREADS, 0, st, mj, x, x_stride, n_in, ids,    \
+            ids_stride, (int)(n * k), k, x_per_slot)
+      if (n_bf16 == 0 && wide)
+        MT_LAUNCH(half, true);
+      else if (n_bf16 == 0)
+        MT_LAUNCH(half, false);
+      else if (wide)
+        MT_LAUNCH(__nv_bfloat16, true);
       else
-        cu_launch(moe_grouped_tc_kernel<__nv_bfloat16>, grid, MT_THREADS, 0, st, mj, x, x_stride,
-                  n_in, ids, ids_stride, (int)(n * k), k, x_per_slot);
+        MT_LAUNCH(__nv_bfloat16, false);
+#undef MT_LAUNCH
     } else {
       dim3 grid(cdiv(n_out_max, MG_BM), (unsigned)n_expert, (unsigned)n_jobs);
       cu_launch(moe_grouped_kernel, grid, MG_THREADS, 0, st, mj, x, x_stride, n_in, ids, ids_stride,
