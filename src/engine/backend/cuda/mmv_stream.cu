@@ -7,7 +7,8 @@
 // per warp and four chunks per row issued before any is used (up to 128 bytes
 // in flight per lane), and read the weights without allocating in L1.
 //
-// Layouts: Q4_K is read in its GGUF layout (144-byte blocks: 16-aligned);
+// Layouts: Q4_K and Q5_K are read in their GGUF layouts (144- and 176-byte
+// blocks: 16-aligned; Q5_K opt-in, HX_MV_Q5K=1);
 // Q8_0 and Q6_K in the planar layouts of common.cuh (weight_prepare); F16/BF16/
 // F32 rows 16 bytes at a time. Activations are the q8_1 blocks of
 // launch_quantize_q8_1 (float rows for float weights).
@@ -126,6 +127,78 @@ __device__ __forceinline__ void rows_q4k(const uint8_t *const w[MS_ROWS], int64_
                   (float)(s3 * sc3) * d3.x;
         v *= dm.x;
         if (hf == 0) /* the min term once per sub-block: x.s sums all 32 */
+          v -= dm.y * ((float)m0 * d0.y + (float)m1 * d1.y + (float)m2 * d2.y + (float)m3 * d3.y);
+        acc[r] += v;
+      }
+    }
+  }
+}
+
+// One warp, rows w[0], w[1] (GGUF Q5_K: 176-byte blocks, the Q4_K header, then
+// qh[32], then qs[128]), nb super-blocks per row. The lane mapping of
+// rows_q4k; each lane also loads the 16 qh bytes of its 16 weights per
+// sub-block (qh[16 hf ..]) and takes bits 2g, 2g+1 (sub-blocks 2g, 2g+1) and
+// 2g+4, 2g+5 (4+2g, 5+2g) of them as the fifth bit of each quant.
+__device__ __forceinline__ void rows_q5k(const uint8_t *const w[MS_ROWS], int64_t nb,
+                                         const cu_block_q8_1 *xq, float acc[MS_ROWS],
+                                         bool wait_first) {
+  enum { U = 2 };
+  const int lane = threadIdx.x & 31, p = lane & 3, g = p >> 1, hf = p & 1;
+  for (int64_t i0 = 0; i0 * 8 < nb; i0 += U) {
+    uint4 qa[MS_ROWS][U], qb[MS_ROWS][U], h[MS_ROWS][U], qh[MS_ROWS][U];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int64_t sb = (i0 + u) * 8 + (lane >> 2);
+#pragma unroll
+      for (int r = 0; r < MS_ROWS; r++)
+        if (sb < nb) {
+          const uint8_t *blk = w[r] + (size_t)sb * 176;
+          h[r][u] = ld_stream(blk);
+          qh[r][u] = ld_stream(blk + 16 + 16 * hf);
+          qa[r][u] = ld_stream(blk + 48 + 16 * p);
+          qb[r][u] = ld_stream(blk + 112 + 16 * p);
+        }
+    }
+    if (wait_first && i0 == 0)
+      pdl_wait();
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int64_t sb = (i0 + u) * 8 + (lane >> 2);
+      if (sb >= nb)
+        break;
+      int x0[4], x1[4], x2[4], x3[4];
+      float2 d0, d1, d2, d3;
+      ld_x16(xq, sb * 8 + 2 * g, hf, x0, d0);
+      ld_x16(xq, sb * 8 + 2 * g + 1, hf, x1, d1);
+      ld_x16(xq, sb * 8 + 2 * g + 4, hf, x2, d2);
+      ld_x16(xq, sb * 8 + 2 * g + 5, hf, x3, d3);
+#pragma unroll
+      for (int r = 0; r < MS_ROWS; r++) {
+        const uint4 qq = qa[r][u], qr = qb[r][u], hh = h[r][u], hq = qh[r][u];
+        const int va[4] = {(int)qq.x, (int)qq.y, (int)qq.z, (int)qq.w};
+        const int vb[4] = {(int)qr.x, (int)qr.y, (int)qr.z, (int)qr.w};
+        const int vh[4] = {(int)hq.x, (int)hq.y, (int)hq.z, (int)hq.w};
+        int s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+          const int hb = vh[k] >> (2 * g); /* bit 0 of each byte: sub-block 2g, bit 1: 2g+1, ... */
+          s0 = __dp4a((va[k] & 0x0F0F0F0F) | ((hb & 0x01010101) << 4), x0[k], s0);
+          s1 = __dp4a(((va[k] >> 4) & 0x0F0F0F0F) | ((hb & 0x02020202) << 3), x1[k], s1);
+          s2 = __dp4a((vb[k] & 0x0F0F0F0F) | (((hb >> 4) & 0x01010101) << 4), x2[k], s2);
+          s3 = __dp4a(((vb[k] >> 4) & 0x0F0F0F0F) | (((hb >> 4) & 0x02020202) << 3), x3[k], s3);
+        }
+        const int j0 = 2 * g, j1 = 2 * g + 1; /* the scale bytes as in rows_q4k */
+        const int a0 = byte_at(hh.y, j0), a1 = byte_at(hh.y, j1);
+        const int b0 = byte_at(hh.z, j0), b1 = byte_at(hh.z, j1);
+        const int c0 = byte_at(hh.w, j0), c1 = byte_at(hh.w, j1);
+        const int sc0 = a0 & 63, sc1 = a1 & 63, m0 = b0 & 63, m1 = b1 & 63;
+        const int sc2 = (c0 & 0xF) | ((a0 >> 6) << 4), sc3 = (c1 & 0xF) | ((a1 >> 6) << 4);
+        const int m2 = (c0 >> 4) | ((b0 >> 6) << 4), m3 = (c1 >> 4) | ((b1 >> 6) << 4);
+        const float2 dm = __half22float2(*(const __half2 *)&hh.x);
+        float v = (float)(s0 * sc0) * d0.x + (float)(s1 * sc1) * d1.x + (float)(s2 * sc2) * d2.x +
+                  (float)(s3 * sc3) * d3.x;
+        v *= dm.x;
+        if (hf == 0)
           v -= dm.y * ((float)m0 * d0.y + (float)m1 * d1.y + (float)m2 * d2.y + (float)m3 * d3.y);
         acc[r] += v;
       }
@@ -323,6 +396,9 @@ struct ms_jobs {
   int n;
 };
 
+// Q5: whether any job is Q5_K (opt-in: HX_MV_Q5K=1); its case is compiled only
+// into that instance, so the others keep their register budget.
+template <bool Q5>
 __global__ static void __launch_bounds__(MS_WARPS * 32)
     mv_stream_kernel(ms_jobs jobs, int64_t n_in, const float *x, const cu_block_q8_1 *xq, bool pf) {
   pdl_trigger();
@@ -348,6 +424,10 @@ __global__ static void __launch_bounds__(MS_WARPS * 32)
   switch (jb.type) {
   case GT_Q4_K:
     rows_q4k(w, n_in / 256, xq, acc, true, pf);
+    break;
+  case GT_Q5_K:
+    if constexpr (Q5)
+      rows_q5k(w, n_in / 256, xq, acc, true);
     break;
   case GT_Q6_KP: {
     const int64_t pr[MS_ROWS] = {jb.row0 + rr[0], jb.row0 + rr[1]};
@@ -391,7 +471,16 @@ int matvec_stream_ok(const cu_mv_job *j, int64_t n_in) {
     return 0;
   if ((j->type & GT_PLANAR) && (j->row0 < 0 || j->row0 + j->n_out > j->r_total))
     return 0;
+  /* Q5_K streams only when asked (HX_MV_Q5K=1): written without a GPU,
+     off until measured (docs/benchmarks.md) */
+  static int q5 = -1;
+  if (q5 < 0) {
+    const char *e = getenv("HX_MV_Q5K");
+    q5 = e && e[0] == '1';
+  }
   switch (j->type) {
+  case GT_Q5_K:
+    return q5 && n_in % 256 == 0;
   case GT_Q4_K:
   case GT_Q6_KP:
     return n_in % 256 == 0;
@@ -412,8 +501,10 @@ void launch_matvec_stream(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const
   CU_ASSERT(n_jobs >= 1 && n_jobs <= 3 && n_in > 0);
   ms_jobs mj = {};
   unsigned warps = 0;
+  bool q5 = false;
   for (int i = 0; i < n_jobs; i++) {
     CU_ASSERT(jobs[i].n_out >= 1 && matvec_stream_ok(&jobs[i], n_in));
+    q5 = q5 || jobs[i].type == GT_Q5_K;
     mj.j[i] = jobs[i];
     mj.first_warp[i] = warps;
     warps += cdiv(jobs[i].n_out, MS_ROWS);
@@ -429,7 +520,11 @@ void launch_matvec_stream(const cu_mv_job *jobs, int n_jobs, int64_t n_in, const
     const char *e = getenv("HX_MV_PREFETCH");
     pf = e && e[0] == '1';
   }
-  cu_launch(mv_stream_kernel, cdiv(warps, MS_WARPS), MS_WARPS * 32, 0, st, mj, n_in, x,
-            (const cu_block_q8_1 *)xq, pf != 0);
+  if (q5)
+    cu_launch(mv_stream_kernel<true>, cdiv(warps, MS_WARPS), MS_WARPS * 32, 0, st, mj, n_in, x,
+              (const cu_block_q8_1 *)xq, pf != 0);
+  else
+    cu_launch(mv_stream_kernel<false>, cdiv(warps, MS_WARPS), MS_WARPS * 32, 0, st, mj, n_in, x,
+              (const cu_block_q8_1 *)xq, pf != 0);
   CUDA_LAUNCH_CHECK();
 }
