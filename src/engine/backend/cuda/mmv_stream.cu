@@ -63,28 +63,36 @@ __device__ __forceinline__ void q4k_scale_min(int j, uint32_t s0, uint32_t s1, u
   }
 }
 
-// One warp, rows w[0], w[1] (GGUF Q4_K), nb super-blocks per row.
-__device__ __forceinline__ void rows_q4k(const uint8_t *const w[MS_ROWS], int64_t nb,
+// One warp, rows w[0], w[1] (GGUF Q4_K, or with Q5 GGUF Q5_K: 176-byte blocks,
+// the same 16-byte header, then qh[32], then qs[128]), nb super-blocks per
+// row. Q5_K keeps the Q4_K lane mapping; each lane also loads the 16 qh bytes
+// of its 16 weights per sub-block (qh[16 hf ..]) and ORs bits 2g, 2g+1 (sub-
+// blocks 2g, 2g+1) and 2g+4, 2g+5 (4+2g, 5+2g) into the nibbles as their fifth
+// bit.
+template <bool Q5>
+__device__ __forceinline__ void rows_k45(const uint8_t *const w[MS_ROWS], int64_t nb,
                                          const cu_block_q8_1 *xq, float acc[MS_ROWS],
                                          bool wait_first, bool prefetch) {
-  enum { U = 2 }; /* 8 super-blocks per step: a 4096-wide row is one batch */
+  enum { U = 2, BB = Q5 ? 176 : 144, QS = Q5 ? 48 : 16 }; /* 8 super-blocks per step */
   const int lane = threadIdx.x & 31, p = lane & 3, g = p >> 1, hf = p & 1;
   if (prefetch && nb > U * 8)
 #pragma unroll
     for (int r = 0; r < MS_ROWS; r++)
-      warp_prefetch_l2(w[r], (int64_t)U * 8 * 144, nb * 144);
+      warp_prefetch_l2(w[r], (int64_t)U * 8 * BB, nb * BB);
   for (int64_t i0 = 0; i0 * 8 < nb; i0 += U) {
-    uint4 qa[MS_ROWS][U], qb[MS_ROWS][U], h[MS_ROWS][U];
+    uint4 qa[MS_ROWS][U], qb[MS_ROWS][U], h[MS_ROWS][U], qh[MS_ROWS][Q5 ? U : 1];
 #pragma unroll
     for (int u = 0; u < U; u++) {
       const int64_t sb = (i0 + u) * 8 + (lane >> 2);
 #pragma unroll
       for (int r = 0; r < MS_ROWS; r++)
         if (sb < nb) {
-          const uint8_t *blk = w[r] + (size_t)sb * 144;
+          const uint8_t *blk = w[r] + (size_t)sb * BB;
           h[r][u] = ld_stream(blk);
-          qa[r][u] = ld_stream(blk + 16 + 16 * p);
-          qb[r][u] = ld_stream(blk + 80 + 16 * p);
+          if constexpr (Q5)
+            qh[r][u] = ld_stream(blk + 16 + 16 * hf);
+          qa[r][u] = ld_stream(blk + QS + 16 * p);
+          qb[r][u] = ld_stream(blk + QS + 64 + 16 * p);
         }
     }
     if (wait_first && i0 == 0)
@@ -109,10 +117,17 @@ __device__ __forceinline__ void rows_q4k(const uint8_t *const w[MS_ROWS], int64_
         int s0 = 0, s1 = 0, s2 = 0, s3 = 0;
 #pragma unroll
         for (int k = 0; k < 4; k++) {
-          s0 = __dp4a(va[k] & 0x0F0F0F0F, x0[k], s0);
-          s1 = __dp4a((va[k] >> 4) & 0x0F0F0F0F, x1[k], s1);
-          s2 = __dp4a(vb[k] & 0x0F0F0F0F, x2[k], s2);
-          s3 = __dp4a((vb[k] >> 4) & 0x0F0F0F0F, x3[k], s3);
+          int h0 = 0, h1 = 0, h2 = 0, h3 = 0; /* fifth bits, already at bit 4 of each byte */
+          if constexpr (Q5) {
+            const uint4 hq = qh[r][u];
+            const int hb = (int)(k == 0 ? hq.x : k == 1 ? hq.y : k == 2 ? hq.z : hq.w) >> (2 * g);
+            h0 = (hb & 0x01010101) << 4, h1 = (hb & 0x02020202) << 3;
+            h2 = ((hb >> 4) & 0x01010101) << 4, h3 = ((hb >> 4) & 0x02020202) << 3;
+          }
+          s0 = __dp4a((va[k] & 0x0F0F0F0F) | h0, x0[k], s0);
+          s1 = __dp4a(((va[k] >> 4) & 0x0F0F0F0F) | h1, x1[k], s1);
+          s2 = __dp4a((vb[k] & 0x0F0F0F0F) | h2, x2[k], s2);
+          s3 = __dp4a(((vb[k] >> 4) & 0x0F0F0F0F) | h3, x3[k], s3);
         }
         /* scales j = 2g, 2g+1 (< 4) and 4+2g, 5+2g; the 12 bytes are hh.y|hh.z|hh.w */
         const int j0 = 2 * g, j1 = 2 * g + 1;
@@ -127,78 +142,6 @@ __device__ __forceinline__ void rows_q4k(const uint8_t *const w[MS_ROWS], int64_
                   (float)(s3 * sc3) * d3.x;
         v *= dm.x;
         if (hf == 0) /* the min term once per sub-block: x.s sums all 32 */
-          v -= dm.y * ((float)m0 * d0.y + (float)m1 * d1.y + (float)m2 * d2.y + (float)m3 * d3.y);
-        acc[r] += v;
-      }
-    }
-  }
-}
-
-// One warp, rows w[0], w[1] (GGUF Q5_K: 176-byte blocks, the Q4_K header, then
-// qh[32], then qs[128]), nb super-blocks per row. The lane mapping of
-// rows_q4k; each lane also loads the 16 qh bytes of its 16 weights per
-// sub-block (qh[16 hf ..]) and takes bits 2g, 2g+1 (sub-blocks 2g, 2g+1) and
-// 2g+4, 2g+5 (4+2g, 5+2g) of them as the fifth bit of each quant.
-__device__ __forceinline__ void rows_q5k(const uint8_t *const w[MS_ROWS], int64_t nb,
-                                         const cu_block_q8_1 *xq, float acc[MS_ROWS],
-                                         bool wait_first) {
-  enum { U = 2 };
-  const int lane = threadIdx.x & 31, p = lane & 3, g = p >> 1, hf = p & 1;
-  for (int64_t i0 = 0; i0 * 8 < nb; i0 += U) {
-    uint4 qa[MS_ROWS][U], qb[MS_ROWS][U], h[MS_ROWS][U], qh[MS_ROWS][U];
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      const int64_t sb = (i0 + u) * 8 + (lane >> 2);
-#pragma unroll
-      for (int r = 0; r < MS_ROWS; r++)
-        if (sb < nb) {
-          const uint8_t *blk = w[r] + (size_t)sb * 176;
-          h[r][u] = ld_stream(blk);
-          qh[r][u] = ld_stream(blk + 16 + 16 * hf);
-          qa[r][u] = ld_stream(blk + 48 + 16 * p);
-          qb[r][u] = ld_stream(blk + 112 + 16 * p);
-        }
-    }
-    if (wait_first && i0 == 0)
-      pdl_wait();
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      const int64_t sb = (i0 + u) * 8 + (lane >> 2);
-      if (sb >= nb)
-        break;
-      int x0[4], x1[4], x2[4], x3[4];
-      float2 d0, d1, d2, d3;
-      ld_x16(xq, sb * 8 + 2 * g, hf, x0, d0);
-      ld_x16(xq, sb * 8 + 2 * g + 1, hf, x1, d1);
-      ld_x16(xq, sb * 8 + 2 * g + 4, hf, x2, d2);
-      ld_x16(xq, sb * 8 + 2 * g + 5, hf, x3, d3);
-#pragma unroll
-      for (int r = 0; r < MS_ROWS; r++) {
-        const uint4 qq = qa[r][u], qr = qb[r][u], hh = h[r][u], hq = qh[r][u];
-        const int va[4] = {(int)qq.x, (int)qq.y, (int)qq.z, (int)qq.w};
-        const int vb[4] = {(int)qr.x, (int)qr.y, (int)qr.z, (int)qr.w};
-        const int vh[4] = {(int)hq.x, (int)hq.y, (int)hq.z, (int)hq.w};
-        int s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-          const int hb = vh[k] >> (2 * g); /* bit 0 of each byte: sub-block 2g, bit 1: 2g+1, ... */
-          s0 = __dp4a((va[k] & 0x0F0F0F0F) | ((hb & 0x01010101) << 4), x0[k], s0);
-          s1 = __dp4a(((va[k] >> 4) & 0x0F0F0F0F) | ((hb & 0x02020202) << 3), x1[k], s1);
-          s2 = __dp4a((vb[k] & 0x0F0F0F0F) | (((hb >> 4) & 0x01010101) << 4), x2[k], s2);
-          s3 = __dp4a(((vb[k] >> 4) & 0x0F0F0F0F) | (((hb >> 4) & 0x02020202) << 3), x3[k], s3);
-        }
-        const int j0 = 2 * g, j1 = 2 * g + 1; /* the scale bytes as in rows_q4k */
-        const int a0 = byte_at(hh.y, j0), a1 = byte_at(hh.y, j1);
-        const int b0 = byte_at(hh.z, j0), b1 = byte_at(hh.z, j1);
-        const int c0 = byte_at(hh.w, j0), c1 = byte_at(hh.w, j1);
-        const int sc0 = a0 & 63, sc1 = a1 & 63, m0 = b0 & 63, m1 = b1 & 63;
-        const int sc2 = (c0 & 0xF) | ((a0 >> 6) << 4), sc3 = (c1 & 0xF) | ((a1 >> 6) << 4);
-        const int m2 = (c0 >> 4) | ((b0 >> 6) << 4), m3 = (c1 >> 4) | ((b1 >> 6) << 4);
-        const float2 dm = __half22float2(*(const __half2 *)&hh.x);
-        float v = (float)(s0 * sc0) * d0.x + (float)(s1 * sc1) * d1.x + (float)(s2 * sc2) * d2.x +
-                  (float)(s3 * sc3) * d3.x;
-        v *= dm.x;
-        if (hf == 0)
           v -= dm.y * ((float)m0 * d0.y + (float)m1 * d1.y + (float)m2 * d2.y + (float)m3 * d3.y);
         acc[r] += v;
       }
@@ -423,11 +366,11 @@ __global__ static void __launch_bounds__(MS_WARPS * 32)
     acc[r] = 0.0f;
   switch (jb.type) {
   case GT_Q4_K:
-    rows_q4k(w, n_in / 256, xq, acc, true, pf);
+    rows_k45<false>(w, n_in / 256, xq, acc, true, pf);
     break;
   case GT_Q5_K:
     if constexpr (Q5)
-      rows_q5k(w, n_in / 256, xq, acc, true);
+      rows_k45<true>(w, n_in / 256, xq, acc, true, pf);
     break;
   case GT_Q6_KP: {
     const int64_t pr[MS_ROWS] = {jb.row0 + rr[0], jb.row0 + rr[1]};
