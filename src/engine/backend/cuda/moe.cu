@@ -682,7 +682,12 @@ template <> struct mt_wraw<MT_GENERIC> { // element by element at expand time
   }
 };
 
-// One block's work (see above) for weights of type TYPE held as T.
+// One block's work (see above) for weights of type TYPE held as T. W32 is an
+// A/B against the measured form (HX_MOE_TC_W32=1, written without a GPU): its
+// branches repeat the activation staging, MMA and store steps with warps of
+// 32 rows x 32 slots; whichever form loses on the GPU is deleted, not kept
+// beside the other (unifying them now would change the measured default
+// instance's code before a GPU can test it).
 template <int TYPE, typename T, bool W32>
 __device__ __forceinline__ void
 mt_block(mt_smem<T> &sm, const cu_moe_job &jb, int e, int64_t r0, const float *x, size_t x_stride,
