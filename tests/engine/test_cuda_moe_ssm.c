@@ -359,6 +359,128 @@ static void test_moe_decode_graph(void **state) {
     free_pair(&all[i]);
 }
 
+/* nmse between the CUDA sides of two pairs of one shape; *same: bitwise equal. */
+static double nmse_gpu(const pair *a, const pair *b, bool *same) {
+  hx_err err;
+  float *va = malloc(a->bytes), *vb = malloc(b->bytes);
+  assert_int_equal(a->bytes, b->bytes);
+  assert_int_equal(g_gpu.ops->buf_download(g_gpu.be, a->g.buf, 0, va, a->bytes, &err), HX_OK);
+  assert_int_equal(g_gpu.ops->buf_download(g_gpu.be, b->g.buf, 0, vb, b->bytes, &err), HX_OK);
+  *same = memcmp(va, vb, a->bytes) == 0;
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a->bytes / 4; i++) {
+    if (!isfinite(va[i]) || !isfinite(vb[i])) {
+      num = INFINITY;
+      break;
+    }
+    num += ((double)va[i] - vb[i]) * ((double)va[i] - vb[i]);
+    den += (double)va[i] * va[i];
+  }
+  free(va);
+  free(vb);
+  return den > 0 ? num / den : num;
+}
+
+/* The one-token MoE fusions of the CUDA backend (route + quantize, gate/up +
+ * SwiGLU, down + combine), chosen when the ops are recorded in the model's
+ * order (A): against the CPU backend, and against the same ops recorded with
+ * a zero op between them (B: nothing fused), which must give the same values
+ * (the fused kernels compute the same sums in the same order). Shapes: k
+ * below, at and above the down kernel's 8 warps; expert widths of one and of
+ * two q8_1 blocks per lane; with and without the shared expert; every
+ * quantized type on either side. */
+static void moe_fused_case(uint32_t t_gu, uint32_t t_d, int E, int X, int F, int k, int Fs) {
+  pair router = quant_weights(QUANT_F32, X, E, 0.3f);
+  pair wg = quant_weights(t_gu, (int64_t)X * F, E, 0.1f);
+  pair wu = quant_weights(t_gu, (int64_t)X * F, E, 0.1f);
+  pair wd = quant_weights(t_d, (int64_t)X * E, F, 0.1f);
+  pair x = make_pair(QUANT_F32, E, 1, NULL), logits = make_pair(QUANT_F32, X, 1, NULL);
+  pair wts = make_pair(QUANT_F32, k, 1, NULL), ids = make_pair(QUANT_I32, k, 1, NULL);
+  pair dummy = make_pair(QUANT_F32, 32, 1, NULL);
+  pair eg[2], eu[2], ed[2], out[2], sg[2], su[2], sh[2];
+  for (int v = 0; v < 2; v++) {
+    eg[v] = make_pair(QUANT_F32, F, k, NULL), eu[v] = make_pair(QUANT_F32, F, k, NULL);
+    ed[v] = make_pair(QUANT_F32, E, k, NULL), out[v] = make_pair(QUANT_F32, E, 1, NULL);
+    sg[v] = make_pair(QUANT_F32, Fs ? Fs : 32, 1, NULL);
+    su[v] = make_pair(QUANT_F32, Fs ? Fs : 32, 1, NULL);
+    sh[v] = make_pair(QUANT_F32, E, 1, NULL);
+  }
+  pair sgw = quant_weights(QUANT_Q8_0, Fs ? Fs : 32, E, 0.1f);
+  pair suw = quant_weights(QUANT_Q8_0, Fs ? Fs : 32, E, 0.1f);
+  pair sdw = quant_weights(QUANT_Q8_0, E, Fs ? Fs : 32, 0.1f);
+  pair sgate = quant_weights(QUANT_F32, 1, E, 0.3f), shg = make_pair(QUANT_F32, 1, 1, NULL);
+  for (int step = 0; step < 3; step++) {
+    float *xv = rand_vec((size_t)E, 1.0f);
+    upload(&x, xv);
+    free(xv);
+#define FFN(B, S, V, GAP)                                                                          \
+  do {                                                                                             \
+    const hx_tensor gu_y[2] = {eg[V].S, eu[V].S}, gu_w[2] = {wg.S, wu.S};                          \
+    if (Fs) {                                                                                      \
+      const hx_tensor ys[4] = {logits.S, sg[V].S, su[V].S, shg.S};                                 \
+      const hx_tensor ws[4] = {router.S, sgw.S, suw.S, sgate.S};                                   \
+      B.ops->matmul_n(B.be, 4, ys, ws, x.S, NULL);                                                 \
+    } else {                                                                                       \
+      B.ops->matmul(B.be, logits.S, router.S, x.S, none);                                          \
+    }                                                                                              \
+    B.ops->moe_route(B.be, wts.S, ids.S, logits.S, k, 1);                                          \
+    if (GAP)                                                                                       \
+      B.ops->zero(B.be, dummy.S);                                                                  \
+    B.ops->moe_matmul_id(B.be, 2, gu_y, gu_w, x.S, ids.S);                                         \
+    if (GAP)                                                                                       \
+      B.ops->zero(B.be, dummy.S);                                                                  \
+    B.ops->swiglu(B.be, eg[V].S, eg[V].S, eu[V].S);                                                \
+    if (Fs) {                                                                                      \
+      B.ops->swiglu(B.be, sg[V].S, sg[V].S, su[V].S);                                              \
+      B.ops->matmul(B.be, sh[V].S, sdw.S, sg[V].S, none);                                          \
+    }                                                                                              \
+    B.ops->moe_matmul_id(B.be, 1, &ed[V].S, &wd.S, eg[V].S, ids.S);                                \
+    if (GAP)                                                                                       \
+      B.ops->zero(B.be, dummy.S);                                                                  \
+    B.ops->moe_combine(B.be, out[V].S, ed[V].S, wts.S, Fs ? sh[V].S : none, Fs ? shg.S : none);    \
+  } while (0)
+    BOTH(1, FFN(g_cpu, c, 0, 0), FFN(g_gpu, g, 0, 0));
+    g_gpu.ops->step_begin(g_gpu.be, 1);
+    FFN(g_gpu, g, 1, 1);
+    step_end_ok(&g_gpu);
+#undef FFN
+    int32_t ic[64], ig[64];
+    download_both(&ids, ic, ig);
+    for (int j = 0; j < k; j++)
+      if (ic[j] != ig[j])
+        fail_msg("fused moe step %d: slot %d cpu expert %d, cuda %d", step, j, ic[j], ig[j]);
+    char what[128];
+    snprintf(what, sizeof what, "fused moe %s/%s E=%d X=%d F=%d k=%d Fs=%d step %d vs cpu",
+             quant_type_name(t_gu), quant_type_name(t_d), E, X, F, k, Fs, step);
+    check(what, nmse_pair(&out[0]), 1e-3);
+    const pair *fa[] = {&out[0], &eg[0], &eu[0], &ed[0]}, *fb[] = {&out[1], &eg[1], &eu[1], &ed[1]};
+    const char *nm[] = {"out", "silu(gate)*up", "up", "down per slot"};
+    for (int i = 0; i < 4; i++) {
+      bool same = false;
+      const double e = nmse_gpu(fa[i], fb[i], &same);
+      snprintf(what, sizeof what, "  fused vs unfused: %s%s", nm[i], same ? " (bitwise)" : "");
+      check(what, e, 1e-12);
+    }
+  }
+  pair all[] = {router, wg, wu, wd, x, logits, wts, ids, dummy, sgw, suw, sdw, sgate, shg};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+    free_pair(&all[i]);
+  for (int v = 0; v < 2; v++) {
+    pair more[] = {eg[v], eu[v], ed[v], out[v], sg[v], su[v], sh[v]};
+    for (size_t i = 0; i < sizeof more / sizeof more[0]; i++)
+      free_pair(&more[i]);
+  }
+}
+
+static void test_moe_decode_fused(void **state) {
+  (void)state;
+  moe_fused_case(QUANT_Q4_K, QUANT_Q6_K, 512, 32, 256, 8, 0); /* Qwen3-30B-A3B's kinds */
+  moe_fused_case(QUANT_Q4_K, QUANT_Q4_K, 768, 24, 768, 8, 256);
+  moe_fused_case(QUANT_Q5_K, QUANT_Q8_0, 256, 40, 512, 10, 128); /* k above the warps */
+  moe_fused_case(QUANT_Q8_0, QUANT_Q5_K, 288, 16, 256, 3, 0);    /* k below them */
+  moe_fused_case(QUANT_Q6_K, QUANT_Q6_K, 512, 20, 1536, 4, 0);   /* two sub-blocks per lane */
+}
+
 /* ---- DeltaNet ------------------------------------------------------------------ */
 
 /* conv over pieces of tokens (the window carried between calls), x a column
@@ -549,6 +671,9 @@ static int teardown(void **state) {
 #endif
 
 int main(void) {
+  /* The MoE one-token fusions are opt-in (HX_MOE_FUSE=1) until measured on a
+   * GPU; this test is where they are checked, so it turns them on. */
+  setenv("HX_MOE_FUSE", "1", 1);
 #ifndef HELEXA_HAVE_CUDA
   printf("built without CUDA: skipped\n");
   return 77;
@@ -558,13 +683,10 @@ int main(void) {
     return 77;
   }
   const struct CMUnitTest tests[] = {
-      cmocka_unit_test(test_moe_route),
-      cmocka_unit_test(test_moe_matmul_id),
-      cmocka_unit_test(test_moe_combine),
-      cmocka_unit_test(test_moe_decode_graph),
-      cmocka_unit_test(test_ssm_conv),
-      cmocka_unit_test(test_delta_rule),
-      cmocka_unit_test(test_gated_norm_sigmoid_zero),
+      cmocka_unit_test(test_moe_route),        cmocka_unit_test(test_moe_matmul_id),
+      cmocka_unit_test(test_moe_combine),      cmocka_unit_test(test_moe_decode_graph),
+      cmocka_unit_test(test_moe_decode_fused), cmocka_unit_test(test_ssm_conv),
+      cmocka_unit_test(test_delta_rule),       cmocka_unit_test(test_gated_norm_sigmoid_zero),
   };
   return cmocka_run_group_tests(tests, setup, teardown);
 #endif

@@ -6,9 +6,11 @@
  *   moe_route  softmax → top-k → renorm: weights [n][k], ids [n][k] (backend memory)
  *   moe_matmul_id  expert gate + up for the n*k (token, slot) pairs
  *   swiglu     over [n*k][F]
- *   moe_matmul_id  expert down, one input row per slot
  *   swiglu + matmul  the shared expert
- *   moe_combine    Σ_j w·y (+ sigmoid(gate)·shared) into out */
+ *   moe_matmul_id  expert down, one input row per slot
+ *   moe_combine    Σ_j w·y (+ sigmoid(gate)·shared) into out
+ * (the CUDA backend fuses route → gate/up → swiglu and down → combine in a
+ * one-token step, so those stay adjacent). */
 #include <string.h>
 
 #include "engine/models/moe_ffn.h"
@@ -204,11 +206,11 @@ void moe_ffn_forward(const moe_ffn *f, const moe_ffn_layer *L, hx_tensor out, hx
     op->moe_matmul_id(be, 1, &gu_y[1], &gu_w[1], x, ids);
   }
   op->swiglu(be, eg, eg, eu);
-  op->moe_matmul_id(be, 1, &ed, &L->down_exps, eg, ids);
-  if (shared) {
+  if (shared) { /* before the expert down, so that the combine follows it (one fused launch) */
     const hx_tensor none = {0};
     op->swiglu(be, sg, sg, su);
     op->matmul(be, sh_out, L->down_shexp, sg, none);
   }
+  op->moe_matmul_id(be, 1, &ed, &L->down_exps, eg, ids);
   op->moe_combine(be, out, ed, weights, sh_out, sh_gate);
 }

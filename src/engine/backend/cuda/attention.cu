@@ -357,16 +357,7 @@ __global__ static void attn_combine_kernel(float *out, const float *partial, int
     if (d < D)
       out[(size_t)h * D + d] = v;
     if (q8) {
-      const float amax = warp_max(fabsf(v));
-      const float dq = amax / 127.0f;
-      const int qi = amax == 0.0f ? 0 : __float2int_rn(v / dq);
-      const float sum = warp_sum((float)qi);
-      cu_block_q8_1 *b = q8 + ((size_t)h * D + d0) / 32;
-      b->qs[lane] = (int8_t)qi;
-      if (lane == 0) {
-        b->d = dq;
-        b->s = dq * sum;
-      }
+      warp_quantize_q8_1(v, q8 + ((size_t)h * D + d0) / 32, lane);
     }
   }
 }

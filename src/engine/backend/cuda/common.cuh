@@ -126,6 +126,51 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// q8_1 block b of 32 floats, one per lane (v = element lane): d = amax / 127,
+// q = round(v / d), s = d * sum(q). Every q8_1 quantization of the backend
+// goes through here or lane_quantize_q8_1, so the fused forms produce the same
+// bytes as launch_quantize_q8_1.
+__device__ __forceinline__ void warp_quantize_q8_1(float v, cu_block_q8_1 *b, int lane) {
+  const float amax = warp_max(fabsf(v));
+  const float d = amax / 127.0f;
+  const int q = amax == 0.0f ? 0 : __float2int_rn(v / d);
+  const float sum = warp_sum((float)q); // exact: |sum| <= 32 * 127
+  b->qs[lane] = (int8_t)q;
+  if (lane == 0) {
+    b->d = d;
+    b->s = d * sum;
+  }
+}
+
+// The same block held by one thread: 32 floats from x (16-byte aligned) into
+// q[8] (4 quants per int, element 4i + c in byte c) and (d, s).
+__device__ __forceinline__ void lane_quantize_q8_1(const float *x, int q[8], float &d, float &s) {
+  float v[32];
+#pragma unroll
+  for (int i = 0; i < 8; i++) {
+    const float4 f = ((const float4 *)x)[i];
+    v[4 * i] = f.x, v[4 * i + 1] = f.y, v[4 * i + 2] = f.z, v[4 * i + 3] = f.w;
+  }
+  float amax = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 32; i++)
+    amax = fmaxf(amax, fabsf(v[i]));
+  d = amax / 127.0f;
+  int sum = 0;
+#pragma unroll
+  for (int i = 0; i < 8; i++) {
+    uint32_t w = 0;
+#pragma unroll
+    for (int c = 0; c < 4; c++) {
+      const int qi = amax == 0.0f ? 0 : __float2int_rn(v[4 * i + c] / d);
+      sum += qi;
+      w |= (uint32_t)(qi & 0xFF) << (8 * c);
+    }
+    q[i] = (int)w;
+  }
+  s = d * (float)sum;
+}
+
 // Block-wide sum for blockDim.x a multiple of 32 (≤ 1024); every thread gets it.
 __device__ __forceinline__ float block_sum(float v, float *smem32) {
   v = warp_sum(v);

@@ -82,6 +82,8 @@ enum {
   PROF_F_SWIGLUQ,
   PROF_F_MULTI,
   PROF_F_QKROPE,
+  PROF_F_MOE_GU,
+  PROF_F_MOE_DC,
   PROF_KINDS
 };
 static const char *const prof_names[PROF_KINDS] = {"matmul (other)",
@@ -116,7 +118,9 @@ static const char *const prof_names[PROF_KINDS] = {"matmul (other)",
                                                    "fused norm+quantize",
                                                    "fused swiglu+quantize",
                                                    "fused multi-matvec",
-                                                   "fused qk-norm+rope+store"};
+                                                   "fused qk-norm+rope+store",
+                                                   "fused moe route+gate/up+swiglu",
+                                                   "fused moe down+combine"};
 
 /* One recorded op. Zeroed before filling so that records compare with memcmp. */
 typedef struct cu_op {
@@ -156,6 +160,7 @@ typedef struct cuda_be {
   cudaGraphExec_t graph_exec;
   bool use_graphs;
   bool use_fusion; /* HX_CUDA_FUSION=0 turns the one-token fusions off */
+  bool moe_fusion; /* HX_MOE_FUSE=1 adds the MoE ones (written without a GPU: off until measured) */
   bool pdl;        /* programmatic dependent launch (sm_90+ unless HX_CUDA_PDL=0) */
   bool use_planar; /* weight_prepare repacks Q8_0 / Q6_K (HX_CUDA_PLANAR=0: off) */
   /* HX_CUDA_SKIP=name,...: one-token launch groups of those profile buckets are
@@ -918,6 +923,17 @@ static void exec_attention(cuda_be *be, const cu_op *op, void *q8_out) {
       q8_out, be->stream);
 }
 
+/* The expert matmul's jobs from an OP_MOE_MM (and the OP_MOE_MM2 after it). */
+static int moe_jobs_of(const cu_op *op, cu_moe_job jobs[2]) {
+  const int n_w = op->ival[0];
+  for (int i = 0; i < n_w; i++) {
+    const hx_tensor *ti = op[i].t;
+    jobs[i] = (cu_moe_job){(float *)ptr(ti[0]), stride_f(ti[0]), ptr(ti[1]),
+                           (int)ti[1].type,     ti[0].n_cols,    ti[1].row_bytes};
+  }
+  return n_w;
+}
+
 static void exec_op(cuda_be *be, const cu_op *op) {
   const hx_tensor *t = op->t;
   cudaStream_t st = be->stream;
@@ -1003,21 +1019,16 @@ static void exec_op(cuda_be *be, const cu_op *op) {
   case OP_MOE_ROUTE:
     launch_moe_route((float *)ptr(t[0]), stride_f(t[0]), (int32_t *)ptr(t[1]),
                      t[1].row_bytes / sizeof(int32_t), (const float *)ptr(t[2]), stride_f(t[2]),
-                     t[2].n_cols, t[2].n_rows, op->ival[0], op->ival[1], st);
+                     t[2].n_cols, t[2].n_rows, op->ival[0], op->ival[1], NULL, 0, 0, NULL, st);
     break;
   case OP_MOE_MM: {
     cu_moe_job jobs[2];
-    const int n_w = op->ival[0];
-    HX_ASSERT(n_w == 1 || op[1].kind == OP_MOE_MM2);
-    for (int i = 0; i < n_w; i++) {
-      const hx_tensor *ti = op[i].t;
-      jobs[i] = (cu_moe_job){(float *)ptr(ti[0]), stride_f(ti[0]), ptr(ti[1]),
-                             (int)ti[1].type,     ti[0].n_cols,    ti[1].row_bytes};
-    }
+    HX_ASSERT(op->ival[0] == 1 || op[1].kind == OP_MOE_MM2);
+    const int n_w = moe_jobs_of(op, jobs);
     launch_moe_matmul_id(jobs, n_w, (const float *)ptr(t[2]), stride_f(t[2]), t[2].n_rows,
                          t[2].n_cols, (const int32_t *)ptr(t[3]), t[3].row_bytes / sizeof(int32_t),
                          t[3].n_rows, (int)t[3].n_cols, t[1].n_rows / t[0].n_cols, be->q8,
-                         be->q8_bytes, st);
+                         be->q8_bytes, 0, 0, st);
     break;
   }
   case OP_MOE_MM2:
@@ -1194,6 +1205,69 @@ static int fuse_qk_rope_store(cuda_be *be, const cu_op *ops, int n) {
   return i + 4;
 }
 
+/* moe_route ; expert gate+up (one input row per token) [; swiglu of the two]
+ * → the route kernel also quantizes the input, and the gate/up kernel applies
+ * SwiGLU: one or two launches instead of three or four. */
+static int fuse_moe_gate_up(cuda_be *be, const cu_op *ops, int n) {
+  if (!be->moe_fusion || n < 2 || ops[0].kind != OP_MOE_ROUTE || ops[1].kind != OP_MOE_MM)
+    return 0;
+  const cu_op *rt = &ops[0], *mm = &ops[1];
+  cu_moe_job jobs[2];
+  if (n < 1 + 1 + (mm->ival[0] == 2))
+    return 0;
+  const int n_w = moe_jobs_of(mm, jobs), k = rt->ival[0], used = 1 + n_w; /* route, mm[, mm2] */
+  const hx_tensor x = mm->t[2], ids = mm->t[3];
+  const int64_t tokens = ids.n_rows, n_in = x.n_cols;
+  if (!same_tensor(rt->t[1], ids) || rt->t[2].n_rows != tokens || x.n_rows != tokens ||
+      tokens > HX_CU_MOE_SLOT_TOKENS_MAX || n_in % 32 != 0 ||
+      (size_t)tokens * (size_t)(n_in / 32) * HX_CU_Q8_1_BLOCK_BYTES > be->q8_bytes)
+    return 0;
+  for (int i = 0; i < n_w; i++)
+    if (!moe_slot_fused_type(jobs[i].type))
+      return 0;
+  const cu_op *sw = used < n ? &ops[used] : NULL;
+  const bool swiglu = n_w == 2 && sw && sw->kind == OP_SWIGLU &&
+                      same_tensor(sw->t[0], mm[0].t[0]) && same_tensor(sw->t[1], mm[0].t[0]) &&
+                      same_tensor(sw->t[2], mm[1].t[0]) && jobs[0].type == jobs[1].type &&
+                      jobs[0].n_out == jobs[1].n_out && jobs[0].row_bytes == jobs[1].row_bytes;
+  const hx_tensor *t = rt->t;
+  launch_moe_route((float *)ptr(t[0]), stride_f(t[0]), (int32_t *)ptr(t[1]),
+                   t[1].row_bytes / sizeof(int32_t), (const float *)ptr(t[2]), stride_f(t[2]),
+                   t[2].n_cols, t[2].n_rows, k, rt->ival[1], (const float *)ptr(x), stride_f(x),
+                   n_in, be->q8, be->stream);
+  launch_moe_matmul_id(jobs, n_w, (const float *)ptr(x), stride_f(x), x.n_rows, n_in,
+                       (const int32_t *)ptr(ids), ids.row_bytes / sizeof(int32_t), tokens,
+                       (int)ids.n_cols, mm->t[1].n_rows / mm->t[0].n_cols, be->q8, be->q8_bytes, 1,
+                       swiglu, be->stream);
+  return used + swiglu;
+}
+
+/* expert down (one input row per slot) ; moe_combine of its output → one
+ * launch that quantizes each slot's input in registers and combines in place. */
+static int fuse_moe_down_combine(cuda_be *be, const cu_op *ops, int n) {
+  if (!be->moe_fusion || n < 2 || ops[0].kind != OP_MOE_MM || ops[0].ival[0] != 1 ||
+      ops[1].kind != OP_MOE_COMBINE)
+    return 0;
+  const cu_op *mm = &ops[0], *cb = &ops[1];
+  cu_moe_job jobs[2];
+  moe_jobs_of(mm, jobs);
+  const cu_moe_job job = jobs[0];
+  const hx_tensor x = mm->t[2], ids = mm->t[3], *t = cb->t;
+  const int64_t tokens = ids.n_rows;
+  const int k = (int)ids.n_cols;
+  if (!same_tensor(t[1], mm->t[0]) || x.n_rows != tokens * k || t[0].n_rows != tokens ||
+      t[2].n_cols != k || tokens > HX_CU_MOE_SLOT_TOKENS_MAX || x.n_cols % 32 != 0 ||
+      !moe_slot_fused_type(job.type) || (uintptr_t)ptr(x) % 16 != 0 || stride_f(x) % 4 != 0)
+    return 0;
+  launch_moe_down_combine(&job, (const float *)ptr(x), stride_f(x), x.n_cols,
+                          (const int32_t *)ptr(ids), ids.row_bytes / sizeof(int32_t), tokens, k,
+                          mm->t[1].n_rows / mm->t[0].n_cols, (float *)ptr(t[0]), stride_f(t[0]),
+                          (const float *)ptr(t[2]), stride_f(t[2]), (const float *)ptr(t[3]),
+                          t[3].buf ? stride_f(t[3]) : 0, (const float *)ptr(t[4]),
+                          t[4].buf ? stride_f(t[4]) : 0, be->stream);
+  return 2;
+}
+
 /* Launches one group of recorded ops starting at op (fused where they match
  * in a one-token step); *used gets how many ops it took; returns its profile
  * bucket. */
@@ -1210,6 +1284,10 @@ static int run_group(cuda_be *be, const cu_op *op, int rest, int *used) {
     kind = PROF_F_MULTI;
   else if (fuse && (*used = fuse_qk_rope_store(be, op, rest)))
     kind = PROF_F_QKROPE;
+  else if (fuse && (*used = fuse_moe_gate_up(be, op, rest)))
+    kind = PROF_F_MOE_GU;
+  else if (fuse && (*used = fuse_moe_down_combine(be, op, rest)))
+    kind = PROF_F_MOE_DC;
   else {
     exec_op(be, op);
     *used = 1;
@@ -1389,6 +1467,8 @@ hx_code hx_backend_cuda_init(hx_backend *out, int device, hx_err *err) {
   be->use_graphs = !(g && strcmp(g, "0") == 0);
   const char *fu = getenv("HX_CUDA_FUSION");
   be->use_fusion = !(fu && strcmp(fu, "0") == 0);
+  const char *mf = getenv("HX_MOE_FUSE");
+  be->moe_fusion = mf && strcmp(mf, "1") == 0;
   const char *planar = getenv("HX_CUDA_PLANAR");
   be->use_planar = !(planar && strcmp(planar, "0") == 0);
   const char *prof = getenv("HX_CUDA_PROFILE");

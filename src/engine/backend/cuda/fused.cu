@@ -8,19 +8,6 @@
 
 #include <stdlib.h>
 
-// Quantizes the 32 values held one per lane into a q8_1 block.
-__device__ __forceinline__ void warp_quantize(float v, cu_block_q8_1 *b, int lane) {
-  float amax = warp_max(fabsf(v));
-  float d = amax / 127.0f;
-  int q = amax == 0.0f ? 0 : __float2int_rn(v / d);
-  float sum = warp_sum((float)q);
-  b->qs[lane] = (int8_t)q;
-  if (lane == 0) {
-    b->d = d;
-    b->s = d * sum;
-  }
-}
-
 // rms_norm (optionally residual += x first) of one row, writing the f32
 // result and its q8_1 quantization. One block of 1024 threads; thread i holds
 // elements i + 1024 k in registers (K of them), so warp w's k-th element group
@@ -135,7 +122,7 @@ __global__ static void swiglu_q8_kernel(float *out, const float *g, const float 
   float gv = g[i];
   float v = gv / (1.0f + __expf(-gv)) * u[i];
   out[i] = v;
-  warp_quantize(v, q8 + blk, lane);
+  warp_quantize_q8_1(v, q8 + blk, lane);
 }
 
 void launch_swiglu_q8(float *out, const float *gate, const float *up, int64_t n_cols, void *q8,

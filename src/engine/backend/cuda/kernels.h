@@ -146,15 +146,34 @@ typedef struct cu_moe_job {
   int64_t n_out;    /* rows per expert */
   size_t row_bytes; /* of w */
 } cu_moe_job;
+/* With xq (else NULL, and x unused), each token's block also writes the q8_1
+ * blocks of its row of x (n_in floats, n_in % 32 == 0) there: the one-token
+ * fusion route ; expert matmul (whose call then passes xq_ready). */
 void launch_moe_route(float *weights, size_t w_stride, int32_t *ids, size_t i_stride,
                       const float *logits, size_t l_stride, int64_t n_exp, int64_t n_rows, int k,
-                      int renorm, hx_stream st);
+                      int renorm, const float *x, size_t x_stride, int64_t n_in, void *xq,
+                      hx_stream st);
 /* x has n_x_rows = n (one input per token) or n * k (one per slot) rows;
- * q8 (q8_bytes) is scratch for the quantized activations of the decode form. */
+ * q8 (q8_bytes) is scratch for the quantized activations of the decode form.
+ * One-token fusions (n <= HX_CU_MOE_SLOT_TOKENS_MAX, the quantized slot form):
+ * xq_ready: q8 already holds x's q8_1 blocks (launch_moe_route wrote them);
+ * swiglu: two jobs of one moe_slot_fused_type and shape on x one row per
+ * token; jobs[0].y gets silu(gate) * up (launch_swiglu's values), jobs[1].y up. */
+enum { HX_CU_MOE_SLOT_TOKENS_MAX = 4 };
 void launch_moe_matmul_id(const cu_moe_job *jobs, int n_jobs, const float *x, size_t x_stride,
                           int64_t n_x_rows, int64_t n_in, const int32_t *ids, size_t ids_stride,
                           int64_t n, int k, int64_t n_expert, void *q8, size_t q8_bytes,
-                          hx_stream st);
+                          int xq_ready, int swiglu, hx_stream st);
+/* Whether the fused slot kernels take a weight type (the quantized ones). */
+int moe_slot_fused_type(int type);
+/* The one-token fusion expert down ; combine: y (per slot) as launch_moe_matmul_id
+ * writes it for one job on x one row per slot (n_in % 32 == 0, rows 16-byte
+ * aligned), and out as launch_moe_combine writes it from y. n <= 4 tokens. */
+void launch_moe_down_combine(const cu_moe_job *jb, const float *x, size_t x_stride, int64_t n_in,
+                             const int32_t *ids, size_t ids_stride, int64_t n, int k,
+                             int64_t n_expert, float *out, size_t o_stride, const float *w,
+                             size_t w_stride, const float *sh, size_t sh_stride, const float *sg,
+                             size_t sg_stride, hx_stream st);
 void launch_moe_combine(float *out, size_t o_stride, const float *y, size_t y_stride,
                         const float *w, size_t w_stride, const float *sh, size_t sh_stride,
                         const float *sg, size_t sg_stride, int64_t d, int64_t n_rows, int k,

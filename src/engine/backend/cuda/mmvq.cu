@@ -23,17 +23,7 @@ __global__ static void quantize_q8_1_kernel(cu_block_q8_1 *dst, const float *x, 
   int64_t nb = n_cols / 32;
   if (blk >= nb)
     return;
-  float v = x[row * x_stride + blk * 32 + lane];
-  float amax = warp_max(fabsf(v));
-  float d = amax / 127.0f;
-  int q = amax == 0.0f ? 0 : __float2int_rn(v / d);
-  float sum = warp_sum((float)q);
-  cu_block_q8_1 *b = dst + row * nb + blk;
-  b->qs[lane] = (int8_t)q;
-  if (lane == 0) {
-    b->d = d;
-    b->s = d * sum;
-  }
+  warp_quantize_q8_1(x[row * x_stride + blk * 32 + lane], dst + row * nb + blk, lane);
 }
 
 void launch_quantize_q8_1(void *dst, const float *x, size_t x_stride, int64_t n_cols,

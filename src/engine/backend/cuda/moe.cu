@@ -46,9 +46,13 @@ __device__ __forceinline__ bool route_better(float v, int i, float bv, int bi) {
 // One block per token row: softmax in f32 (sum in double, as the CPU),
 // then k rounds of a block arg-max over the probabilities (a chosen expert
 // is marked -1), then the optional renormalization by thread 0 in slot order.
+// With xq (the one-token fusion route ; expert matmul), the block also writes
+// the q8_1 blocks of its token's row of x (n_in floats) that the expert
+// matmul's slot form reads, saving that form its quantize launch.
 __global__ static void __launch_bounds__(ROUTE_THREADS)
     moe_route_kernel(float *weights, size_t w_stride, int32_t *ids, size_t i_stride,
-                     const float *logits, size_t l_stride, int n_exp, int k, int renorm) {
+                     const float *logits, size_t l_stride, int n_exp, int k, int renorm,
+                     const float *x, size_t x_stride, int64_t n_in, cu_block_q8_1 *xq) {
   pdl_trigger();
   pdl_wait();
   extern __shared__ float p[]; // [n_exp]
@@ -59,6 +63,10 @@ __global__ static void __launch_bounds__(ROUTE_THREADS)
   __shared__ int top_i[ROUTE_K_MAX];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5, nw = ROUTE_THREADS / 32;
   const int64_t t = blockIdx.x;
+  if (xq)
+    for (int64_t b = warp; b < n_in / 32; b += nw)
+      warp_quantize_q8_1(x[(size_t)t * x_stride + (size_t)b * 32 + lane], xq + t * (n_in / 32) + b,
+                         lane);
   const float *l = logits + t * l_stride;
   float mx = -INFINITY;
   for (int e = tid; e < n_exp; e += ROUTE_THREADS)
@@ -127,11 +135,14 @@ __global__ static void __launch_bounds__(ROUTE_THREADS)
 
 void launch_moe_route(float *weights, size_t w_stride, int32_t *ids, size_t i_stride,
                       const float *logits, size_t l_stride, int64_t n_exp, int64_t n_rows, int k,
-                      int renorm, hx_stream st) {
+                      int renorm, const float *x, size_t x_stride, int64_t n_in, void *xq,
+                      hx_stream st) {
   CU_ASSERT(n_exp >= 1 && n_exp <= ROUTE_EXPERTS_MAX && k >= 1 && k <= ROUTE_K_MAX && k <= n_exp &&
             n_rows >= 1 && n_rows < (1 << 30));
+  CU_ASSERT(!xq || (x && n_in >= 32 && n_in % 32 == 0));
   cu_launch(moe_route_kernel, (unsigned)n_rows, ROUTE_THREADS, (size_t)n_exp * sizeof(float), st,
-            weights, w_stride, ids, i_stride, logits, l_stride, (int)n_exp, k, renorm);
+            weights, w_stride, ids, i_stride, logits, l_stride, (int)n_exp, k, renorm, x, x_stride,
+            n_in, (cu_block_q8_1 *)xq);
   CUDA_LAUNCH_CHECK();
 }
 
@@ -202,19 +213,23 @@ struct moe_jobs {
 
 // ---- slot form ------------------------------------------------------------------
 
-enum { MS_WARPS = 4, MS_ROWS = 2, MOE_SLOT_TOKENS_MAX = 4 };
+enum { MS_WARPS = 4, MS_ROWS = 2, MOE_SLOT_TOKENS_MAX = HX_CU_MOE_SLOT_TOKENS_MAX };
 
-template <int TYPE>
-__device__ __forceinline__ void moe_rows_q(float acc[MS_ROWS], const uint8_t *w, size_t row_bytes,
-                                           int64_t r0, int64_t n_out, int64_t n_sub,
-                                           const cu_block_q8_1 *xq, int lane) {
+// Rows r0, r0 + 1 of NJ weights of one type and shape (gate and up: one pass
+// over the activation for both).
+template <int TYPE, int NJ>
+__device__ __forceinline__ void moe_rows_q(float acc[NJ][MS_ROWS], const uint8_t *const w[NJ],
+                                           size_t row_bytes, int64_t r0, int64_t n_out,
+                                           int64_t n_sub, const cu_block_q8_1 *xq, int lane) {
 #pragma unroll 2
   for (int64_t s = lane; s < n_sub; s += 32) {
     cu_block_q8_1 xb = xq[s];
 #pragma unroll
     for (int jr = 0; jr < MS_ROWS; jr++) {
       int64_t r = r0 + jr < n_out ? r0 + jr : n_out - 1;
-      acc[jr] += moe_dot_sub<TYPE>(w + (size_t)r * row_bytes, s, xb);
+#pragma unroll
+      for (int i = 0; i < NJ; i++)
+        acc[i][jr] += moe_dot_sub<TYPE>(w[i] + (size_t)r * row_bytes, s, xb);
     }
   }
 }
@@ -241,27 +256,27 @@ __global__ static void __launch_bounds__(MS_WARPS * 32)
         y[r0 + jr] = NAN;
     return;
   }
-  const uint8_t *w = jb.w + (size_t)e * (size_t)jb.n_out * jb.row_bytes;
+  const uint8_t *const w[1] = {jb.w + (size_t)e * (size_t)jb.n_out * jb.row_bytes};
   const int64_t xrow = x_per_slot ? slot : t;
-  float acc[MS_ROWS];
+  float acc[1][MS_ROWS];
 #pragma unroll
   for (int jr = 0; jr < MS_ROWS; jr++)
-    acc[jr] = 0.0f;
+    acc[0][jr] = 0.0f;
   if (xq) {
     const int64_t n_sub = n_in / 32;
     const cu_block_q8_1 *xb = xq + xrow * n_sub;
     switch (jb.type) {
     case GT_Q8_0:
-      moe_rows_q<GT_Q8_0>(acc, w, jb.row_bytes, r0, jb.n_out, n_sub, xb, lane);
+      moe_rows_q<GT_Q8_0, 1>(acc, w, jb.row_bytes, r0, jb.n_out, n_sub, xb, lane);
       break;
     case GT_Q4_K:
-      moe_rows_q<GT_Q4_K>(acc, w, jb.row_bytes, r0, jb.n_out, n_sub, xb, lane);
+      moe_rows_q<GT_Q4_K, 1>(acc, w, jb.row_bytes, r0, jb.n_out, n_sub, xb, lane);
       break;
     case GT_Q5_K:
-      moe_rows_q<GT_Q5_K>(acc, w, jb.row_bytes, r0, jb.n_out, n_sub, xb, lane);
+      moe_rows_q<GT_Q5_K, 1>(acc, w, jb.row_bytes, r0, jb.n_out, n_sub, xb, lane);
       break;
     default:
-      moe_rows_q<GT_Q6_K>(acc, w, jb.row_bytes, r0, jb.n_out, n_sub, xb, lane);
+      moe_rows_q<GT_Q6_K, 1>(acc, w, jb.row_bytes, r0, jb.n_out, n_sub, xb, lane);
       break;
     }
   } else {
@@ -271,16 +286,176 @@ __global__ static void __launch_bounds__(MS_WARPS * 32)
 #pragma unroll
       for (int jr = 0; jr < MS_ROWS; jr++) {
         int64_t r = r0 + jr < jb.n_out ? r0 + jr : jb.n_out - 1;
-        acc[jr] = fmaf(dequant1(w + (size_t)r * jb.row_bytes, jb.type, c), xv, acc[jr]);
+        acc[0][jr] = fmaf(dequant1(w[0] + (size_t)r * jb.row_bytes, jb.type, c), xv, acc[0][jr]);
       }
     }
   }
 #pragma unroll
   for (int jr = 0; jr < MS_ROWS; jr++) {
-    float a = warp_sum(acc[jr]);
+    float a = warp_sum(acc[0][jr]);
     if (lane == 0 && r0 + jr < jb.n_out)
       y[r0 + jr] = a;
   }
+}
+
+// ---- one-token fusions of the slot form ---------------------------------------
+//
+// (cuda_backend.c chooses them when the recorded ops match; each writes the
+// bytes the ops it replaces write.) Gate + up + SwiGLU: both weights of one
+// quantized type; warp rows r0, r0 + 1 of both for its slot, then
+// y_gate = silu(g) * u as launch_swiglu computes it, y_up = u.
+// grid (row groups of MS_WARPS * MS_ROWS, n * k).
+__global__ static void __launch_bounds__(MS_WARPS * 32)
+    moe_gate_up_swiglu_kernel(moe_jobs jobs, const cu_block_q8_1 *xq, int64_t n_in,
+                              const int32_t *ids, size_t ids_stride, int k, int64_t n_expert) {
+  pdl_trigger();
+  pdl_wait();
+  const int64_t slot = blockIdx.y, t = slot / k, n_out = jobs.j[0].n_out;
+  const int j = (int)(slot % k), lane = threadIdx.x & 31;
+  const int64_t r0 = ((int64_t)blockIdx.x * MS_WARPS + threadIdx.x / 32) * MS_ROWS;
+  if (r0 >= n_out)
+    return;
+  float *yg = jobs.j[0].y + (size_t)slot * jobs.j[0].y_stride;
+  float *yu = jobs.j[1].y + (size_t)slot * jobs.j[1].y_stride;
+  const int32_t e = ids[(size_t)t * ids_stride + j];
+  if (e < 0 || e >= n_expert) { // broken contract: make it visible, touch nothing
+    if (lane == 0)
+      for (int jr = 0; jr < MS_ROWS && r0 + jr < n_out; jr++)
+        yg[r0 + jr] = NAN, yu[r0 + jr] = NAN;
+    return;
+  }
+  const size_t rb = jobs.j[0].row_bytes, eo = (size_t)e * (size_t)n_out * rb;
+  const uint8_t *const w[2] = {jobs.j[0].w + eo, jobs.j[1].w + eo};
+  const int64_t n_sub = n_in / 32;
+  const cu_block_q8_1 *xb = xq + t * n_sub;
+  float acc[2][MS_ROWS];
+#pragma unroll
+  for (int jr = 0; jr < MS_ROWS; jr++)
+    acc[0][jr] = 0.0f, acc[1][jr] = 0.0f;
+  switch (jobs.j[0].type) {
+  case GT_Q8_0:
+    moe_rows_q<GT_Q8_0, 2>(acc, w, rb, r0, n_out, n_sub, xb, lane);
+    break;
+  case GT_Q4_K:
+    moe_rows_q<GT_Q4_K, 2>(acc, w, rb, r0, n_out, n_sub, xb, lane);
+    break;
+  case GT_Q5_K:
+    moe_rows_q<GT_Q5_K, 2>(acc, w, rb, r0, n_out, n_sub, xb, lane);
+    break;
+  default:
+    moe_rows_q<GT_Q6_K, 2>(acc, w, rb, r0, n_out, n_sub, xb, lane);
+    break;
+  }
+#pragma unroll
+  for (int jr = 0; jr < MS_ROWS; jr++) {
+    const float g = warp_sum(acc[0][jr]), u = warp_sum(acc[1][jr]);
+    if (lane == 0 && r0 + jr < n_out) {
+      yg[r0 + jr] = g / (1.0f + __expf(-g)) * u;
+      yu[r0 + jr] = u;
+    }
+  }
+}
+
+// Expert down + combine: one block per MC_ROWS output rows of a token; warp w
+// takes the token's slots w, w + MC_WARPS, ...: for each, lane l quantizes
+// sub-blocks l, l + 32, ... of the slot's input row itself (lane_quantize_q8_1:
+// the bytes launch_quantize_q8_1 writes; no quantize launch) and dots them
+// with the chosen expert's rows. The per-slot results go to y (as the expert
+// matmul writes them) and to shared memory, where thread r sums row r over
+// the slots in slot order and adds sigmoid(shared gate) * shared, as
+// moe_combine_kernel does. grid (row groups of MC_ROWS, n tokens).
+enum { MC_WARPS = 8, MC_ROWS = 4 };
+
+template <int TYPE>
+__device__ __forceinline__ void moe_down_rows(float acc[MC_ROWS], const uint8_t *w,
+                                              size_t row_bytes, int64_t r0, int64_t n_out,
+                                              const float *x, int64_t n_sub, int lane) {
+  for (int64_t s = lane; s < n_sub; s += 32) {
+    cu_block_q8_1 xb;
+    lane_quantize_q8_1(x + (size_t)s * 32, (int *)xb.qs, xb.d, xb.s);
+#pragma unroll
+    for (int jr = 0; jr < MC_ROWS; jr++) {
+      const int64_t r = r0 + jr < n_out ? r0 + jr : n_out - 1;
+      acc[jr] += moe_dot_sub<TYPE>(w + (size_t)r * row_bytes, s, xb);
+    }
+  }
+}
+
+__global__ static void __launch_bounds__(MC_WARPS * 32)
+    moe_down_combine_kernel(cu_moe_job jb, const float *x, size_t x_stride, int64_t n_in,
+                            const int32_t *ids, size_t ids_stride, int k, int64_t n_expert,
+                            float *out, size_t o_stride, const float *wt, size_t w_stride,
+                            const float *sh, size_t sh_stride, const float *sg, size_t sg_stride) {
+  pdl_trigger();
+  pdl_wait();
+  __shared__ float part[ROUTE_K_MAX][MC_ROWS];
+  const int64_t t = blockIdx.y, r0 = (int64_t)blockIdx.x * MC_ROWS, n_out = jb.n_out;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int j = warp; j < k; j += MC_WARPS) {
+    const int64_t slot = t * k + j;
+    const int32_t e = ids[(size_t)t * ids_stride + j];
+    float acc[MC_ROWS];
+#pragma unroll
+    for (int jr = 0; jr < MC_ROWS; jr++)
+      acc[jr] = e < 0 || e >= n_expert ? NAN : 0.0f; // broken contract: make it visible
+    if (e >= 0 && e < n_expert) {
+      const uint8_t *w = jb.w + (size_t)e * (size_t)n_out * jb.row_bytes;
+      const float *xr = x + (size_t)slot * x_stride;
+      switch (jb.type) {
+      case GT_Q8_0:
+        moe_down_rows<GT_Q8_0>(acc, w, jb.row_bytes, r0, n_out, xr, n_in / 32, lane);
+        break;
+      case GT_Q4_K:
+        moe_down_rows<GT_Q4_K>(acc, w, jb.row_bytes, r0, n_out, xr, n_in / 32, lane);
+        break;
+      case GT_Q5_K:
+        moe_down_rows<GT_Q5_K>(acc, w, jb.row_bytes, r0, n_out, xr, n_in / 32, lane);
+        break;
+      default:
+        moe_down_rows<GT_Q6_K>(acc, w, jb.row_bytes, r0, n_out, xr, n_in / 32, lane);
+        break;
+      }
+    }
+#pragma unroll
+    for (int jr = 0; jr < MC_ROWS; jr++) {
+      const float a = warp_sum(acc[jr]);
+      if (lane == 0 && r0 + jr < n_out) {
+        jb.y[(size_t)slot * jb.y_stride + (size_t)(r0 + jr)] = a;
+        part[j][jr] = a;
+      }
+    }
+  }
+  __syncthreads();
+  const int64_t r = r0 + threadIdx.x;
+  if (threadIdx.x >= MC_ROWS || r >= n_out)
+    return;
+  const float *wr = wt + (size_t)t * w_stride;
+  float acc = 0.0f;
+  for (int j = 0; j < k; j++)
+    acc += wr[j] * part[j][threadIdx.x];
+  if (sh) {
+    const float g = 1.0f / (1.0f + expf(-sg[(size_t)t * sg_stride]));
+    acc += g * sh[(size_t)t * sh_stride + (size_t)r];
+  }
+  out[(size_t)t * o_stride + (size_t)r] = acc;
+}
+
+int moe_slot_fused_type(int type) {
+  return type == GT_Q8_0 || type == GT_Q4_K || type == GT_Q5_K || type == GT_Q6_K;
+}
+
+void launch_moe_down_combine(const cu_moe_job *jb, const float *x, size_t x_stride, int64_t n_in,
+                             const int32_t *ids, size_t ids_stride, int64_t n, int k,
+                             int64_t n_expert, float *out, size_t o_stride, const float *w,
+                             size_t w_stride, const float *sh, size_t sh_stride, const float *sg,
+                             size_t sg_stride, hx_stream st) {
+  CU_ASSERT(n >= 1 && n <= MOE_SLOT_TOKENS_MAX && k >= 1 && k <= ROUTE_K_MAX && n_expert >= 1);
+  CU_ASSERT(moe_slot_fused_type(jb->type) && n_in >= 32 && n_in % 32 == 0 && jb->n_out >= 1);
+  CU_ASSERT((uintptr_t)x % 16 == 0 && x_stride % 4 == 0 && (!sh || sg));
+  dim3 grid(cdiv(jb->n_out, MC_ROWS), (unsigned)n);
+  cu_launch(moe_down_combine_kernel, grid, MC_WARPS * 32, 0, st, *jb, x, x_stride, n_in, ids,
+            ids_stride, k, n_expert, out, o_stride, w, w_stride, sh, sh_stride, sg, sg_stride);
+  CUDA_LAUNCH_CHECK();
 }
 
 // ---- grouped form ---------------------------------------------------------------
@@ -1006,7 +1181,7 @@ __global__ static void __launch_bounds__(MS_WARPS * 32, 6)
 void launch_moe_matmul_id(const cu_moe_job *jobs, int n_jobs, const float *x, size_t x_stride,
                           int64_t n_x_rows, int64_t n_in, const int32_t *ids, size_t ids_stride,
                           int64_t n, int k, int64_t n_expert, void *q8, size_t q8_bytes,
-                          hx_stream st) {
+                          int xq_ready, int swiglu, hx_stream st) {
   CU_ASSERT(n_jobs >= 1 && n_jobs <= 2 && n >= 1 && k >= 1 && k <= ROUTE_K_MAX);
   CU_ASSERT(n_x_rows == n || n_x_rows == n * k);
   CU_ASSERT(n_in >= 1 && n_expert >= 1 && n_expert < 65536);
@@ -1025,8 +1200,20 @@ void launch_moe_matmul_id(const cu_moe_job *jobs, int n_jobs, const float *x, si
     const size_t q8_need = (size_t)n_x_rows * (size_t)(n_in / 32) * HX_CU_Q8_1_BLOCK_BYTES;
     const cu_block_q8_1 *xq = NULL;
     if (quantized && q8 && q8_need <= q8_bytes) {
-      launch_quantize_q8_1(q8, x, x_stride, n_in, n_x_rows, st);
+      if (!xq_ready)
+        launch_quantize_q8_1(q8, x, x_stride, n_in, n_x_rows, st);
       xq = (const cu_block_q8_1 *)q8;
+    }
+    CU_ASSERT(!xq_ready || xq);
+    if (swiglu) {
+      CU_ASSERT(xq && n_jobs == 2 && !x_per_slot && jobs[0].type == jobs[1].type &&
+                moe_slot_fused_type(jobs[0].type) && jobs[0].n_out == jobs[1].n_out &&
+                jobs[0].row_bytes == jobs[1].row_bytes);
+      dim3 grid(cdiv(n_out_max, MS_WARPS * MS_ROWS), (unsigned)(n * k));
+      cu_launch(moe_gate_up_swiglu_kernel, grid, MS_WARPS * 32, 0, st, mj, xq, n_in, ids,
+                ids_stride, k, n_expert);
+      CUDA_LAUNCH_CHECK();
+      return;
     }
     /* the streaming Q4_K slot kernel is opt-in (HX_MOE_SLOT_STREAM=1): on an
        H100 (cuda-moe-bench, Qwen3-30B-A3B shapes) it took 13.2 / 9.5 us for
@@ -1052,6 +1239,7 @@ void launch_moe_matmul_id(const cu_moe_job *jobs, int n_jobs, const float *x, si
                 ids_stride, k, n_expert, x_per_slot);
     }
   } else {
+    CU_ASSERT(!xq_ready && !swiglu);
     /* tensor cores unless a weight is F32 (kept exact) or BF16 and other
        types are mixed in one call (one activation format per launch) */
     int n_f32 = 0, n_bf16 = 0;
