@@ -116,22 +116,26 @@ static void download_both(const pair *p, void *c, void *g) {
   assert_int_equal(g_gpu.ops->buf_download(g_gpu.be, p->g.buf, 0, g, p->bytes, &err), HX_OK);
 }
 
-/* NMSE of gpu vs cpu over an f32 pair (a non-finite value anywhere → inf). */
-static double nmse_pair(const pair *p) {
-  float *a = malloc(p->bytes), *b = malloc(p->bytes);
-  download_both(p, a, b);
+/* NMSE of b against a over n floats (a non-finite value anywhere → inf). */
+static double nmse_f32(const float *a, const float *b, size_t n) {
   double num = 0, den = 0;
-  for (size_t i = 0; i < p->bytes / 4; i++) {
-    if (!isfinite(a[i]) || !isfinite(b[i])) {
-      num = INFINITY;
-      break;
-    }
+  for (size_t i = 0; i < n; i++) {
+    if (!isfinite(a[i]) || !isfinite(b[i]))
+      return INFINITY;
     num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
     den += (double)a[i] * a[i];
   }
+  return den > 0 ? num / den : num;
+}
+
+/* NMSE of gpu vs cpu over an f32 pair. */
+static double nmse_pair(const pair *p) {
+  float *a = malloc(p->bytes), *b = malloc(p->bytes);
+  download_both(p, a, b);
+  const double e = nmse_f32(a, b, p->bytes / 4);
   free(a);
   free(b);
-  return den > 0 ? num / den : num;
+  return e;
 }
 
 static void step_end_ok(hx_backend *b) {
@@ -367,18 +371,10 @@ static double nmse_gpu(const pair *a, const pair *b, bool *same) {
   assert_int_equal(g_gpu.ops->buf_download(g_gpu.be, a->g.buf, 0, va, a->bytes, &err), HX_OK);
   assert_int_equal(g_gpu.ops->buf_download(g_gpu.be, b->g.buf, 0, vb, b->bytes, &err), HX_OK);
   *same = memcmp(va, vb, a->bytes) == 0;
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a->bytes / 4; i++) {
-    if (!isfinite(va[i]) || !isfinite(vb[i])) {
-      num = INFINITY;
-      break;
-    }
-    num += ((double)va[i] - vb[i]) * ((double)va[i] - vb[i]);
-    den += (double)va[i] * va[i];
-  }
+  const double e = nmse_f32(va, vb, a->bytes / 4);
   free(va);
   free(vb);
-  return den > 0 ? num / den : num;
+  return e;
 }
 
 /* The one-token MoE fusions of the CUDA backend (route + quantize, gate/up +
