@@ -13,6 +13,7 @@ The model defaults to the bench shape of tools/make_tiny_chat_model.py
 to a temporary directory.
 """
 import argparse
+import json
 import os
 import re
 import signal
@@ -73,10 +74,9 @@ def main():
     bench_ms, http_ms, engine_ms, emit_ms = [], [], [], []
     for _ in range(a.runs):
         out = subprocess.run([os.path.join(a.bin, "neuron"), "bench", "--model", path,
-                              "--prompt-tokens", "16", "--gen-tokens", str(a.gen)],
+                              "--prompt-tokens", "16", "--gen-tokens", str(a.gen), "--json"],
                              capture_output=True, text=True, check=True).stdout
-        bench_ms.append(1000 / float(re.search(r"decode \d+ tokens: ([\d.]+) tok/s",
-                                               out).group(1)))
+        bench_ms.append(1000 / json.loads(out)["decode_tok_s"])
         t = stream_times(base, {"_path": "/v1/completions", "model": model,
                                 "prompt": "one two three four five six seven eight nine ten "
                                           "eleven twelve", "max_tokens": a.gen,

@@ -23,6 +23,7 @@ struct hx_engine {
   quant_type kv_type;
   float *logits; /* [n_vocab] host copy of the last step's logits */
   bool on_cuda;  /* backend is hx_backend_cuda (else cpu) */
+  int n_threads; /* CPU threads the backend computes with */
 };
 
 struct hx_engine_slot {
@@ -149,6 +150,7 @@ hx_code hx_engine_open(const char *path, const hx_engine_opts *opts, hx_engine *
   if (!e)
     return hx_err_set(err, HX_ENOMEM, "engine: out of memory");
   e->kv_type = kv_quant_type(opts->kv_type);
+  e->n_threads = threads;
   const int dev = opts->backend ? cuda_device(opts->backend) : -1;
 #ifdef HELEXA_HAVE_CUDA
   if (dev >= 0)
@@ -212,6 +214,19 @@ hx_code hx_engine_open(const char *path, const hx_engine_opts *opts, hx_engine *
   if (hp->eos_token_id >= 0 && hp->eos_token_id < hp->n_vocab)
     in->eos_ids[in->n_eos++] = hp->eos_token_id;
   in->weight_bytes = model_file_weight_bytes(e->mf);
+  const model_token_cost tc = model_file_token_cost(e->mf);
+  in->decode_weight_bytes = tc.weight_bytes;
+  in->layer_flops = 2 * tc.layer_macs;
+  for (int l = 0; l < hp->n_layer; l++) {
+    if (hp->layer_recurrent[l])
+      continue;
+    in->kv_bytes_per_pos +=
+        hx_backend_row_bytes(e->kv_type, (int64_t)hp->n_head_kv * hp->head_dim_k) +
+        hx_backend_row_bytes(e->kv_type, (int64_t)hp->n_head_kv * hp->head_dim_v);
+    in->attn_flops_per_pos +=
+        2ull * (uint64_t)hp->n_head * (uint64_t)(hp->head_dim_k + hp->head_dim_v);
+  }
+  in->state_bytes = 2 * model_file_memory_estimate(e->mf, 0, 2).recurrent_bytes; /* read + write */
   uint64_t bytes_by_type[QUANT_TYPE_COUNT] = {0};
   for (size_t i = 0; i < model_file_tensor_count(e->mf); i++) {
     const model_tensor *t = model_file_tensor_at(e->mf, i);
@@ -247,6 +262,79 @@ void hx_engine_close(hx_engine *e) {
 }
 
 const hx_engine_info *hx_engine_get_info(const hx_engine *e) { return &e->info; }
+
+/* CPU copy bandwidth: n_threads memcpy slices of one large buffer. */
+typedef struct copy_job {
+  char *dst;
+  const char *src;
+  size_t n, slice;
+} copy_job;
+
+static void copy_slice(void *ctx, size_t task, int worker) {
+  (void)worker;
+  const copy_job *j = ctx;
+  const size_t o = task * j->slice, n = o + j->slice <= j->n ? j->slice : j->n - o;
+  memcpy(j->dst + o, j->src + o, n);
+}
+
+static int cmp_double(const void *a, const void *b) {
+  const double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static hx_code cpu_copy_gbps(int n_threads, double *out, hx_err *err) {
+  enum { REPS = 7 };
+  const size_t n = (size_t)256 << 20;
+  char *src = malloc(n), *dst = malloc(n);
+  hx_pool *pool = hx_pool_create(n_threads);
+  hx_code rc = HX_OK;
+  if (!src || !dst || !pool) {
+    rc = hx_err_set(err, HX_ENOMEM, "engine: cannot allocate the bandwidth probe (2 x 256 MiB)");
+    goto out;
+  }
+  memset(src, 1, n);
+  memset(dst, 0, n);
+  copy_job j = {dst, src, n, (n / (size_t)n_threads + 4095) & ~(size_t)4095};
+  double gbps[REPS];
+  for (int r = 0; r < REPS; r++) {
+    const uint64_t t0 = hx_time_mono_ns();
+    hx_pool_parallel_for(pool, (n + j.slice - 1) / j.slice, copy_slice, &j);
+    gbps[r] = 2.0 * (double)n / (double)(hx_time_mono_ns() - t0); /* bytes/ns = GB/s */
+  }
+  qsort(gbps, REPS, sizeof gbps[0], cmp_double);
+  *out = gbps[REPS / 2];
+out:
+  hx_pool_free(pool);
+  free(src);
+  free(dst);
+  return rc;
+}
+
+hx_code hx_engine_measure_roofs(hx_engine *e, hx_engine_roofs *out, hx_err *err) {
+  memset(out, 0, sizeof *out);
+#ifdef HELEXA_HAVE_CUDA
+  if (e->on_cuda) {
+    out->copy_gbps = hx_backend_cuda_copy_bandwidth(&e->backend, (size_t)512 << 20);
+    out->gemm_tflops = hx_backend_cuda_gemm_tflops(&e->backend);
+    if (out->copy_gbps <= 0 || out->gemm_tflops <= 0)
+      return hx_err_set(err, HX_ENOMEM, "engine: no room on the device for the bandwidth probe");
+    return HX_OK;
+  }
+#endif
+  return cpu_copy_gbps(e->n_threads, &out->copy_gbps, err);
+}
+
+hx_code hx_engine_device_memory(const char *backend, size_t *free_bytes, size_t *total_bytes,
+                                hx_err *err) {
+  const int dev = backend ? cuda_device(backend) : -1;
+#ifdef HELEXA_HAVE_CUDA
+  if (dev >= 0)
+    return hx_backend_cuda_mem_info(dev, free_bytes, total_bytes, err);
+#endif
+  (void)dev, (void)free_bytes, (void)total_bytes;
+  return hx_err_set(err, HX_EUNSUPPORTED, "backend \"%s\" has no device memory",
+                    backend ? backend : "cpu");
+}
 
 void hx_engine_add_eos_id(hx_engine *e, int32_t id) {
   hx_engine_info *in = &e->info;

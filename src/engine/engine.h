@@ -65,6 +65,15 @@ typedef struct hx_engine_info {
   uint64_t n_params;
   uint64_t weight_bytes;
   char weight_type[16]; /* dominant stored type, e.g. "Q4_K", "BF16" */
+  /* What one decode token reads (the decode limit's numerator, with the
+   * bandwidth from hx_engine_measure_roofs): weights (the routed experts'
+   * top-k share, one embedding row), K and V per position of context, and
+   * the recurrent state (read and written). */
+  uint64_t decode_weight_bytes, kv_bytes_per_pos, state_bytes;
+  /* What one prompt token computes (the prefill limit's numerator, with
+   * gemm_tflops): the layers' matrices, 2 flops per multiply-add, and in the
+   * attention layers QKᵀ and PV, per position it attends to. */
+  uint64_t layer_flops, attn_flops_per_pos;
 } hx_engine_info;
 
 /* Opens a GGUF file or an HF directory. On failure *out is NULL and err says
@@ -72,6 +81,22 @@ typedef struct hx_engine_info {
 hx_code hx_engine_open(const char *path, const hx_engine_opts *opts, hx_engine **out, hx_err *err);
 void hx_engine_close(hx_engine *e); /* e may be NULL; slots must be freed first */
 const hx_engine_info *hx_engine_get_info(const hx_engine *e);
+/* Roofs of the device the engine runs on, measured now: copy bandwidth of the
+ * memory the weights live in (bytes read + written per second; CUDA:
+ * device-to-device copies, CPU: memcpy on the engine's threads) and, on CUDA,
+ * the f16 tensor-core GEMM rate (cuBLAS, f32 accumulation; 0 on the CPU).
+ * Takes a second or so and briefly needs ~1 GiB of free memory. */
+typedef struct hx_engine_roofs {
+  double copy_gbps;
+  double gemm_tflops;
+} hx_engine_roofs;
+hx_code hx_engine_measure_roofs(hx_engine *e, hx_engine_roofs *out, hx_err *err);
+/* Free and total memory of the device a backend string ("cuda", "cuda:N")
+ * names; HX_EUNSUPPORTED for the CPU. Needs no engine (a baseline before
+ * hx_engine_open). */
+hx_code hx_engine_device_memory(const char *backend, size_t *free_bytes, size_t *total_bytes,
+                                hx_err *err);
+
 /* Adds an end-of-generation id (e.g. the tokenizer's end-of-turn token, which
  * a base model's config does not name as eos) to info.eos_ids. Ids out of the
  * vocabulary, duplicates and ids past the list's capacity are ignored. */

@@ -834,6 +834,32 @@ size_t model_file_weight_bytes(const model_file *mf) {
   return s;
 }
 
+model_token_cost model_file_token_cost(const model_file *mf) {
+  const model_hparams *hp = &mf->hp;
+  model_token_cost c = {0};
+  for (size_t i = 0; i < mf->n; i++) {
+    const model_tensor *t = &mf->tensors[i];
+    const size_t len = strlen(t->name);
+    int layer = -1;
+    const bool in_layer = sscanf(t->name, "blk.%d.", &layer) == 1;
+    if (in_layer && layer >= hp->n_layer)
+      continue; /* MTP layers: in the file, not in the trunk */
+    uint64_t elems = 1, bytes = t->nbytes;
+    for (int d = 0; d < t->n_dims; d++)
+      elems *= (uint64_t)t->ne[d];
+    if (strcmp(t->name, "token_embd.weight") == 0 && !hp->tied_embeddings) {
+      bytes = t->ne[1] > 0 ? bytes / (uint64_t)t->ne[1] : bytes; /* one row */
+    } else if (len > 12 && strcmp(t->name + len - 12, "_exps.weight") == 0 && hp->n_expert > 0) {
+      bytes = bytes * (uint64_t)hp->n_expert_used / (uint64_t)hp->n_expert;
+      elems = elems * (uint64_t)hp->n_expert_used / (uint64_t)hp->n_expert;
+    }
+    c.weight_bytes += bytes;
+    if (in_layer && t->n_dims >= 2)
+      c.layer_macs += elems;
+  }
+  return c;
+}
+
 model_memory_estimate model_file_memory_estimate(const model_file *mf, int n_ctx,
                                                  size_t kv_elem_bytes) {
   const model_hparams *hp = &mf->hp;

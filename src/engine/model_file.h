@@ -199,6 +199,18 @@ const model_tensor *model_file_layer_tensor(const model_file *mf, int layer, con
 
 /* Sum of tensor bytes as loaded. */
 size_t model_file_weight_bytes(const model_file *mf);
+/* What one token costs in weights, as held: bytes a decode step reads — every
+ * tensor of the trunk, except that the token embedding gives one row (all of
+ * it when tied as the output head), routed-expert tensors (`*_exps`) give
+ * their top-k share (n_expert_used / n_expert: any k experts read that much
+ * on average) and layers past n_layer (MTP) nothing — and the multiply-adds
+ * of the layers' matrices (blk.*, same shares; the output head aside, which
+ * a prompt needs for its last token only). The numerators of the limits. */
+typedef struct model_token_cost {
+  uint64_t weight_bytes; /* read per decode token */
+  uint64_t layer_macs;   /* multiply-adds per token in blk.* */
+} model_token_cost;
+model_token_cost model_file_token_cost(const model_file *mf);
 
 typedef struct model_memory_estimate {
   size_t weights_bytes;

@@ -20,9 +20,12 @@
 #include "engine/tokenizer.h"
 #include "neuron/commands.h"
 
+enum { BENCH_PROMPTS_MAX = 8 };
+
 typedef struct run_args {
   const char *model, *prompt, *chat, *dump, *kv, *quant, *backend;
-  int n, threads, ctx, top_k, prompt_tokens, gen_tokens;
+  int n, threads, ctx, top_k, gen_tokens;
+  int prompts[BENCH_PROMPTS_MAX], n_prompts; /* bench: --prompt-tokens N[,N...] */
   float temp, top_p;
   unsigned long long seed;
   bool greedy, json;
@@ -37,6 +40,31 @@ static int parse_int(const char *flag, const char *v, long lo, long hi, int *out
     return -1;
   }
   *out = (int)x;
+  return 0;
+}
+
+/* N[,N...]: up to max integers in [lo, hi]. */
+static int parse_int_list(const char *flag, const char *v, long lo, long hi, int *out, int max,
+                          int *n_out) {
+  char item[32];
+  int n = 0;
+  for (const char *p = v;; p++) {
+    const char *end = strchr(p, ',');
+    const size_t len = end ? (size_t)(end - p) : strlen(p);
+    if (n == max || len == 0 || len >= sizeof item) {
+      fprintf(stderr, "neuron: %s takes 1 to %d comma-separated integers, got \"%s\"\n", flag, max,
+              v);
+      return -1;
+    }
+    memcpy(item, p, len);
+    item[len] = 0;
+    if (parse_int(flag, item, lo, hi, &out[n++]))
+      return -1;
+    if (!end)
+      break;
+    p = end;
+  }
+  *n_out = n;
   return 0;
 }
 
@@ -59,8 +87,12 @@ static const char usage_run[] =
     "                  [--ctx N] [--kv f16|f32|q8_0] [--quant Q] [--dump-logits FILE]\n"
     "                  [--backend cpu|cuda|cuda:N]\n";
 static const char usage_bench[] =
-    "usage: neuron bench --model PATH [--prompt-tokens N] [--gen-tokens N] [--threads N]\n"
-    "                    [--ctx N] [--kv T] [--quant Q] [--backend cpu|cuda|cuda:N] [--json]\n";
+    "usage: neuron bench --model PATH [--prompt-tokens N[,N...]] [--gen-tokens N]\n"
+    "                    [--threads N] [--ctx N] [--kv T] [--quant Q]\n"
+    "                    [--backend cpu|cuda|cuda:N] [--json]\n"
+    "  One row per prompt length (up to 8): prefill tok/s, TTFT, decode tok/s at that\n"
+    "  depth, each beside its limit (the bytes a token reads over the copy bandwidth,\n"
+    "  the flops a prompt token costs over the GEMM rate, both measured in the run).\n";
 
 /* Returns 0, 1 when --help was printed, or 2 on a usage error (message printed). */
 static int parse_args(int argc, char **argv, run_args *a) {
@@ -68,7 +100,8 @@ static int parse_args(int argc, char **argv, run_args *a) {
   a->n = 128;
   a->temp = 0.7f;
   a->top_p = 0.95f;
-  a->prompt_tokens = 512;
+  a->prompts[0] = 512;
+  a->n_prompts = 1;
   a->gen_tokens = 128;
   for (int i = 1; i < argc; i++) {
     const char *f = argv[i];
@@ -106,7 +139,8 @@ static int parse_args(int argc, char **argv, run_args *a) {
     else if (TAKE("--top-k"))
       r = parse_int("--top-k", v, 0, 1 << 20, &a->top_k);
     else if (TAKE("--prompt-tokens"))
-      r = parse_int("--prompt-tokens", v, 1, 1 << 20, &a->prompt_tokens);
+      r = parse_int_list("--prompt-tokens", v, 1, 1 << 20, a->prompts, BENCH_PROMPTS_MAX,
+                         &a->n_prompts);
     else if (TAKE("--gen-tokens"))
       r = parse_int("--gen-tokens", v, 1, 1 << 20, &a->gen_tokens);
     else if (TAKE("--temp"))
@@ -323,6 +357,19 @@ out:
   return rc;
 }
 
+/* One bench row: a prompt of p tokens, then gen decoded at that depth. */
+typedef struct bench_row {
+  int p, n_gen;
+  double pp, tg, ttft_ms, pp_limit, tg_limit, tg_bytes;
+} bench_row;
+
+static void json_num_or_null(const char *key, double v, bool have) {
+  if (have)
+    printf(",\"%s\":%.2f", key, v);
+  else
+    printf(",\"%s\":null", key);
+}
+
 int neuron_cmd_bench(int argc, char **argv) {
   run_args a;
   int u = parse_args(argc, argv, &a);
@@ -331,9 +378,16 @@ int neuron_cmd_bench(int argc, char **argv) {
   hx_engine_opts o;
   if (engine_opts_from(&a, &o))
     return 2;
+  int p_max = 0;
+  for (int i = 0; i < a.n_prompts; i++)
+    p_max = a.prompts[i] > p_max ? a.prompts[i] : p_max;
   if (!o.n_ctx)
-    o.n_ctx = a.prompt_tokens + a.gen_tokens + 8;
+    o.n_ctx = p_max + a.gen_tokens + 8;
   hx_err err = {0};
+  /* device memory before the load: the baseline of the VRAM figure */
+  size_t free0 = 0, free1 = 0, total = 0;
+  const bool have_vram = hx_engine_device_memory(o.backend, &free0, &total, &err) == HX_OK;
+  size_t vram_used = 0;
   hx_engine *e = NULL;
   hx_engine_slot *s = NULL;
   const uint64_t t_load0 = hx_time_mono_ns();
@@ -345,12 +399,13 @@ int neuron_cmd_bench(int argc, char **argv) {
   }
   const double load_ms = (double)(hx_time_mono_ns() - t_load0) / 1e6;
   const hx_engine_info *in = hx_engine_get_info(e);
-  int32_t *ids = malloc((size_t)a.prompt_tokens * sizeof *ids);
+  bench_row rows[BENCH_PROMPTS_MAX] = {0};
+  int32_t *ids = malloc((size_t)p_max * sizeof *ids);
   int rc = 1;
   if (!ids)
     goto out;
   uint64_t x = 42;
-  for (int i = 0; i < a.prompt_tokens; i++) { /* deterministic pseudo-random ids */
+  for (int i = 0; i < p_max; i++) { /* deterministic pseudo-random ids */
     x = x * 6364136223846793005ull + 1442695040888963407ull;
     ids[i] = (int32_t)((x >> 33) % (uint64_t)in->n_vocab);
   }
@@ -362,35 +417,100 @@ int neuron_cmd_bench(int argc, char **argv) {
   hx_gen_result res;
   /* A first request pays one-time costs (CUDA: lazily loaded kernel modules,
    * cuBLAS heuristics, graph capture; CPU: page-in of the mapped weights). It
-   * is timed and reported as the cold TTFT; the figures come from a second
-   * run on the reset slot (no prefix reuse). */
+   * is timed and reported as the cold TTFT; the figures come from later runs
+   * on the reset slot (no prefix reuse). */
   hx_sampling_params warm = p;
   warm.max_tokens = 2;
-  if (hx_engine_generate(e, s, ids, a.prompt_tokens, &warm, NULL, NULL, NULL, &res, &err) !=
-      HX_OK) {
+  if (hx_engine_generate(e, s, ids, a.prompts[0], &warm, NULL, NULL, NULL, &res, &err) != HX_OK) {
     fprintf(stderr, "neuron bench: %s\n", err.msg);
     goto out;
   }
   const double cold_ttft_ms = res.prefill_ms;
-  hx_engine_slot_reset(s);
-  if (hx_engine_generate(e, s, ids, a.prompt_tokens, &p, NULL, NULL, NULL, &res, &err) != HX_OK) {
+  if (have_vram && hx_engine_device_memory(o.backend, &free1, &total, &err) == HX_OK)
+    vram_used = free0 > free1 ? free0 - free1 : 0;
+  for (int i = 0; i < a.n_prompts; i++) {
+    hx_engine_slot_reset(s);
+    if (hx_engine_generate(e, s, ids, a.prompts[i], &p, NULL, NULL, NULL, &res, &err) != HX_OK) {
+      fprintf(stderr, "neuron bench: %s\n", err.msg);
+      goto out;
+    }
+    bench_row *r = &rows[i];
+    r->p = a.prompts[i];
+    r->n_gen = res.n_generated;
+    r->ttft_ms = res.prefill_ms;
+    r->pp = r->p / (res.prefill_ms / 1e3);
+    r->tg = res.n_generated > 1 ? (res.n_generated - 1) / (res.decode_ms / 1e3) : 0;
+    if (have_vram && hx_engine_device_memory(o.backend, &free1, &total, &err) == HX_OK &&
+        free0 > free1 && free0 - free1 > vram_used)
+      vram_used = free0 - free1;
+  }
+  /* the limits: measured after the runs (the probe's buffers would count as
+   * the engine's memory otherwise) */
+  const double peak_mib = (double)peak_rss_kb() / 1024.0;
+  hx_engine_roofs roofs;
+  if (hx_engine_measure_roofs(e, &roofs, &err) != HX_OK) {
     fprintf(stderr, "neuron bench: %s\n", err.msg);
     goto out;
   }
-  const double pp = a.prompt_tokens / (res.prefill_ms / 1e3);
-  const double tg = res.n_generated > 1 ? (res.n_generated - 1) / (res.decode_ms / 1e3) : 0;
-  const double peak_mib = (double)peak_rss_kb() / 1024.0;
-  if (a.json)
-    printf("{\"model\":\"%s\",\"arch\":\"%s\",\"weights\":\"%s\",\"threads\":%d,"
-           "\"prompt_tokens\":%d,\"gen_tokens\":%d,\"prefill_tok_s\":%.2f,\"decode_tok_s\":%.2f,"
-           "\"ttft_ms\":%.2f,\"cold_ttft_ms\":%.2f,\"load_ms\":%.1f,\"peak_rss_mib\":%.1f}\n",
-           a.model, in->arch, in->weight_type, o.n_threads, a.prompt_tokens, res.n_generated, pp,
-           tg, res.prefill_ms, cold_ttft_ms, load_ms, peak_mib);
-  else
-    printf("model %s (%s, %s)\nprefill %d tokens: %.2f tok/s (TTFT %.1f ms; first request after "
-           "load %.1f ms)\ndecode %d tokens: %.2f tok/s\nload %.1f ms, peak RSS %.1f MiB\n",
-           a.model, in->arch, in->weight_type, a.prompt_tokens, pp, res.prefill_ms, cold_ttft_ms,
-           res.n_generated, tg, load_ms, peak_mib);
+  for (int i = 0; i < a.n_prompts; i++) {
+    bench_row *r = &rows[i];
+    /* decode reads the K/V of its depth: the prompt and half the tokens decoded */
+    r->tg_bytes = (double)in->decode_weight_bytes + (double)in->state_bytes +
+                  (double)in->kv_bytes_per_pos * (r->p + r->n_gen / 2.0);
+    r->tg_limit = roofs.copy_gbps * 1e9 / r->tg_bytes;
+    /* a prompt token attends to (p + 1) / 2 positions on average */
+    const double flops =
+        (double)in->layer_flops + (double)in->attn_flops_per_pos * (r->p + 1) / 2.0;
+    r->pp_limit = roofs.gemm_tflops > 0 ? roofs.gemm_tflops * 1e12 / flops : 0;
+  }
+  if (a.json) {
+    for (int i = 0; i < a.n_prompts; i++) {
+      const bench_row *r = &rows[i];
+      printf("{\"model\":\"%s\",\"arch\":\"%s\",\"weights\":\"%s\",\"backend\":\"%s\","
+             "\"threads\":%d,\"prompt_tokens\":%d,\"gen_tokens\":%d,\"prefill_tok_s\":%.2f,"
+             "\"decode_tok_s\":%.2f,\"ttft_ms\":%.2f,\"cold_ttft_ms\":%.2f,\"load_ms\":%.1f,"
+             "\"peak_rss_mib\":%.1f,\"copy_gbps\":%.1f,\"decode_bytes_per_token\":%.0f,"
+             "\"decode_limit_tok_s\":%.1f,\"weight_bytes_per_token\":%llu,"
+             "\"kv_bytes_per_pos\":%llu,\"state_bytes_per_token\":%llu,"
+             "\"layer_flops_per_token\":%llu,\"attn_flops_per_pos\":%llu",
+             a.model, in->arch, in->weight_type, o.backend, o.n_threads, r->p, r->n_gen, r->pp,
+             r->tg, r->ttft_ms, cold_ttft_ms, load_ms, peak_mib, roofs.copy_gbps, r->tg_bytes,
+             r->tg_limit, (unsigned long long)in->decode_weight_bytes,
+             (unsigned long long)in->kv_bytes_per_pos, (unsigned long long)in->state_bytes,
+             (unsigned long long)in->layer_flops, (unsigned long long)in->attn_flops_per_pos);
+      json_num_or_null("gemm_tflops", roofs.gemm_tflops, roofs.gemm_tflops > 0);
+      json_num_or_null("prefill_limit_tok_s", r->pp_limit, r->pp_limit > 0);
+      json_num_or_null("vram_used_mib", vram_used / 1048576.0, have_vram);
+      json_num_or_null("vram_total_mib", total / 1048576.0, have_vram);
+      printf("}\n");
+    }
+  } else {
+    printf("model %s (%s, %s) on %s\n", a.model, in->arch, in->weight_type, o.backend);
+    printf("load %.1f ms; first request after load: TTFT %.1f ms\n", load_ms, cold_ttft_ms);
+    printf("per token: %.1f MB of weights, %.1f KB of K/V per position of context, %.2f MB of "
+           "recurrent state; %.1f MFLOP + %.1f KFLOP per position\n",
+           in->decode_weight_bytes / 1e6, in->kv_bytes_per_pos / 1e3, in->state_bytes / 1e6,
+           in->layer_flops / 1e6, in->attn_flops_per_pos / 1e3);
+    if (roofs.gemm_tflops > 0)
+      printf("measured: copy %.0f GB/s (read + write), f16 GEMM %.1f TFLOP/s\n", roofs.copy_gbps,
+             roofs.gemm_tflops);
+    else
+      printf("measured: copy %.1f GB/s (read + write)\n", roofs.copy_gbps);
+    printf("%8s %14s %16s %10s %8s %14s %16s\n", "prompt", "prefill tok/s", "limit", "TTFT ms",
+           "decoded", "decode tok/s", "limit at depth");
+    for (int i = 0; i < a.n_prompts; i++) {
+      const bench_row *r = &rows[i];
+      char pl[32] = "-";
+      if (r->pp_limit > 0)
+        snprintf(pl, sizeof pl, "%.0f (%.0f%%)", r->pp_limit, 100.0 * r->pp / r->pp_limit);
+      printf("%8d %14.2f %16s %10.1f %8d %14.2f %9.0f (%.0f%%)\n", r->p, r->pp, pl, r->ttft_ms,
+             r->n_gen, r->tg, r->tg_limit, 100.0 * r->tg / r->tg_limit);
+    }
+    if (have_vram)
+      printf("VRAM: %.2f GiB used (peak over the free memory before load) of %.2f GiB; ",
+             vram_used / 1073741824.0, total / 1073741824.0);
+    printf("peak RSS %.1f MiB\n", peak_mib);
+  }
   rc = 0;
 out:
   free(ids);

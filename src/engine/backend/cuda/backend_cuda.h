@@ -53,5 +53,9 @@ hx_code hx_backend_cuda_fill_random(const hx_backend *b, hx_bbuf *buf, size_t of
 /* Device-to-device copy bandwidth in GB/s (bytes read + written per second),
  * median of several copies of n_bytes. */
 double hx_backend_cuda_copy_bandwidth(const hx_backend *b, size_t n_bytes);
+/* Dense f16 GEMM rate in TFLOP/s (cuBLAS, f32 accumulation, 8192 x 8192 x
+ * 4096 — a prefill-sized product), median of several; 0 when the operands do
+ * not fit. */
+double hx_backend_cuda_gemm_tflops(const hx_backend *b);
 
 #endif

@@ -1600,6 +1600,48 @@ double hx_backend_cuda_copy_bandwidth(const hx_backend *b, size_t n_bytes) {
   return 2.0 * (double)n_bytes / (ms[5] * 1e-3) / 1e9;
 }
 
+double hx_backend_cuda_gemm_tflops(const hx_backend *b) {
+  enum { M = 8192, N = 4096, K = 8192, REPS = 7 };
+  cuda_be *be = enter(b->be);
+  void *a = NULL, *x = NULL, *y = NULL;
+  if (cudaMalloc(&a, (size_t)M * K * 2) != cudaSuccess ||
+      cudaMalloc(&x, (size_t)K * N * 2) != cudaSuccess ||
+      cudaMalloc(&y, (size_t)M * N * 4) != cudaSuccess) {
+    cudaGetLastError();
+    cudaFree(a);
+    cudaFree(x);
+    return 0.0;
+  }
+  /* 0x3c00 = half 1.0 everywhere: values do not change the rate */
+  cudaMemsetAsync(a, 0x3c, (size_t)M * K * 2, be->stream);
+  cudaMemsetAsync(x, 0x3c, (size_t)K * N * 2, be->stream);
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  const float one = 1.0f, zero = 0.0f;
+  float ms[REPS];
+  bool ok = true;
+  for (int i = 0; i < REPS + 2 && ok; i++) {
+    cudaEventRecord(e0, be->stream);
+    ok = cublasGemmEx(be->cublas, CUBLAS_OP_T, CUBLAS_OP_N, M, N, K, &one, a, CUDA_R_16F, K, x,
+                      CUDA_R_16F, K, &zero, y, CUDA_R_32F, M, CUBLAS_COMPUTE_32F,
+                      CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS;
+    cudaEventRecord(e1, be->stream);
+    cudaEventSynchronize(e1);
+    if (i >= 2)
+      cudaEventElapsedTime(&ms[i - 2], e0, e1);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaFree(a);
+  cudaFree(x);
+  cudaFree(y);
+  if (!ok)
+    return 0.0;
+  qsort(ms, REPS, sizeof ms[0], cmp_float);
+  return 2.0 * M * (double)N * K / (ms[REPS / 2] * 1e-3) / 1e12;
+}
+
 void hx_backend_cuda_profile_set(const hx_backend *b, bool on) {
   cuda_be *be = b->be;
   be->profile = on;
