@@ -317,7 +317,10 @@ hx_code hx_engine_measure_roofs(hx_engine *e, hx_engine_roofs *out, hx_err *err)
     out->copy_gbps = hx_backend_cuda_copy_bandwidth(&e->backend, (size_t)512 << 20);
     out->gemm_tflops = hx_backend_cuda_gemm_tflops(&e->backend);
     if (out->copy_gbps <= 0 || out->gemm_tflops <= 0)
-      return hx_err_set(err, HX_ENOMEM, "engine: no room on the device for the bandwidth probe");
+      return hx_err_set(err, HX_ENOMEM,
+                        "engine: no room on the device for the %s probe (%s of free memory)",
+                        out->copy_gbps <= 0 ? "copy bandwidth" : "GEMM",
+                        out->copy_gbps <= 0 ? "2 x 512 MiB" : "~512 MiB");
     return HX_OK;
   }
 #endif
