@@ -138,6 +138,16 @@ static double nmse_pair(const pair *p) {
   return e;
 }
 
+/* The experts the CPU and CUDA routings chose (an i32 pair) must be the same. */
+static void same_experts(const pair *ids, const char *what, int step) {
+  int32_t ic[64], ig[64];
+  assert_true(ids->bytes <= sizeof ic);
+  download_both(ids, ic, ig);
+  for (size_t j = 0; j < ids->bytes / sizeof ic[0]; j++)
+    if (ic[j] != ig[j])
+      fail_msg("%s step %d: slot %zu cpu expert %d, cuda %d", what, step, j, ic[j], ig[j]);
+}
+
 static void step_end_ok(hx_backend *b) {
   hx_err e;
   if (b->ops->step_end(b->be, &e) != HX_OK)
@@ -341,11 +351,7 @@ static void test_moe_decode_graph(void **state) {
   } while (0)
     BOTH(1, FFN(g_cpu, c), FFN(g_gpu, g));
 #undef FFN
-    int32_t ic[4], ig[4];
-    download_both(&ids, ic, ig);
-    for (int j = 0; j < k; j++)
-      if (ic[j] != ig[j])
-        fail_msg("decode step %d: slot %d cpu expert %d, cuda %d", step, j, ic[j], ig[j]);
+    same_experts(&ids, "decode", step);
     const double e = nmse_pair(&out);
     if (!(e < 1e-3)) /* three quantized matmuls in a row, activations rounded differently */
       fail_msg("moe decode step %d: nmse %g", step, e);
@@ -440,11 +446,7 @@ static void moe_fused_case(uint32_t t_gu, uint32_t t_d, int E, int X, int F, int
     FFN(g_gpu, g, 1, 1);
     step_end_ok(&g_gpu);
 #undef FFN
-    int32_t ic[64], ig[64];
-    download_both(&ids, ic, ig);
-    for (int j = 0; j < k; j++)
-      if (ic[j] != ig[j])
-        fail_msg("fused moe step %d: slot %d cpu expert %d, cuda %d", step, j, ic[j], ig[j]);
+    same_experts(&ids, "fused moe", step);
     char what[128];
     snprintf(what, sizeof what, "fused moe %s/%s E=%d X=%d F=%d k=%d Fs=%d step %d vs cpu",
              quant_type_name(t_gu), quant_type_name(t_d), E, X, F, k, Fs, step);
