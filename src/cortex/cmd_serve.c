@@ -140,6 +140,13 @@ static int serve_run(cortex_config *cfg) {
   /* detached workers have all finished their requests (shutdown waited) */
   for (int i = 0; i < 100 && atomic_load(&gw->streams) > 0; i++)
     hx_time_sleep_ms(20);
+  const long left = atomic_load(&gw->streams);
+  if (left > 0) { /* a worker still runs: freeing what it uses would be a use-after-free */
+    HX_WARN("%ld request worker(s) still running 2 s after the drain; exiting without freeing "
+            "the gateway",
+            left);
+    return exit_code;
+  }
   hx_metrics_free(gw->m.reg);
   gw_upstream_free_all(gw);
   free(gw->neurons);

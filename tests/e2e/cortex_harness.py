@@ -106,5 +106,10 @@ class Fleet:
             if p.poll() is None:
                 p.kill()
             p.wait()
+        if self.cortex and self.cortex.returncode != 0:
+            # shown by pytest with the failing assertion: why cortex did not exit cleanly
+            # (an ASan/UBSan report or an HX_ASSERT ends up here)
+            print(f"cortex exited with {self.cortex.returncode}; end of its log:\n"
+                  + self.logs()[-6000:])
         self.log.close()
         return self.cortex.returncode
